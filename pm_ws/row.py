@@ -1,0 +1,92 @@
+"""Layout of the top-of-book row: units, field indices, token states.
+
+One row of ``N_FIELDS`` int64 values per token slot, exported by ``BookStore.view``.
+The compiled module declares the same indices in ``_core_c.pxd``; a test keeps them equal.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import NamedTuple
+
+PRICE_SCALE = 10_000  # price units per 1.0: every Polymarket tick (0.1 ... 0.0001) is whole
+SIZE_SCALE = 1_000_000  # size units per share (trades carry 6 decimals)
+
+BID_PX = 0  # best bid price, 0 when the bid side is empty
+BID_SZ = 1  # size at the best bid
+ASK_PX = 2  # best ask price, PRICE_SCALE when the ask side is empty
+ASK_SZ = 3  # size at the best ask
+LAST_PX = 4  # last trade price
+LAST_SZ = 5  # last trade size
+LAST_SIDE = 6  # SIDE_BUY, SIDE_SELL or 0 when unknown
+EXCH_TS_MS = 7  # exchange timestamp of the last event applied, ms
+RECV_TS_NS = 8  # receive time of the frame that last changed the row, ns (time.time_ns clock)
+SEQ = 9  # bumped on every change of the row
+EPOCH = 10  # bumped on every snapshot, reconnect (mark_stale) and tick-size change
+STATE = 11  # a State value
+TICK = 12  # tick size in price units, 0 until known
+BID_LEVELS = 13  # number of bid levels in the book
+ASK_LEVELS = 14  # number of ask levels in the book
+MISMATCHES = 15  # checksum mismatches and crossed books seen for this token
+N_FIELDS = 16  # 16 x int64 = 128 bytes, two cache lines per row
+
+SIDE_BUY = 1
+SIDE_SELL = 2
+
+FIELD_NAMES = (
+    "bid_px", "bid_sz", "ask_px", "ask_sz", "last_px", "last_sz", "last_side",
+    "exch_ts_ms", "recv_ts_ns", "seq", "epoch", "state", "tick",
+    "bid_levels", "ask_levels", "mismatches",
+)  # fmt: skip
+
+
+class State(IntEnum):
+    """Whether a token's row may be traded on: only ``LIVE`` may."""
+
+    EMPTY = 0  # unused slot
+    SUBSCRIBING = 1  # subscribed, no snapshot yet
+    LIVE = 2  # built from a snapshot and every delta since
+    STALE = 3  # connection lost, silent, or tick size changed; waiting for a snapshot
+    INVALID = 4  # local book disagrees with the server; resync under way
+
+
+class Top(NamedTuple):
+    """One token's top-of-book row as Python ints (see the field constants for units)."""
+
+    bid_px: int
+    bid_sz: int
+    ask_px: int
+    ask_sz: int
+    last_px: int
+    last_sz: int
+    last_side: int
+    exch_ts_ms: int
+    recv_ts_ns: int
+    seq: int
+    epoch: int
+    state: State
+    tick: int
+    bid_levels: int
+    ask_levels: int
+    mismatches: int
+
+    @classmethod
+    def from_row(cls, row: "list[int] | tuple[int, ...]") -> "Top":
+        values = list(row)
+        values[STATE] = State(values[STATE])
+        return cls._make(values)
+
+
+# Counters returned by Dispatcher.stats(), in this order, in both implementations
+STAT_KEYS = (
+    "frames", "bytes", "events",
+    "ev_book", "ev_price_change", "ev_last_trade_price", "ev_tick_size_change",
+    "ev_best_bid_ask", "ev_new_market", "ev_market_resolved",
+    "ctl_pong", "ctl_invalid_operation", "ctl_no_new_assets",
+    "rej_oversized", "rej_unknown_text", "rej_invalid_json",
+    "rej_unknown_event", "rej_bad_event", "rej_bad_number",
+    "skip_unsubscribed", "skip_duplicate", "skip_not_live",
+    "checksum_mismatch", "crossed_book", "bba_mismatch", "resync_queued",
+)  # fmt: skip
+
+assert len(FIELD_NAMES) == N_FIELDS

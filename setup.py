@@ -1,0 +1,79 @@
+"""Build the compiled core ``pm_ws._core_c``.
+
+Environment switches (the only ones pm_ws reads at build time):
+  PM_WS_NO_EXTENSIONS=1   pure-Python install on purpose (then also set it at run time)
+  PM_WS_CYTHON_DEBUG=1    bounds/wraparound checks on, -O0 -g, CYTHON_DEBUG asserts
+  PM_WS_CYTHON_ANNOTATE=1 write pm_ws/_core_c.html (``cython -a``) next to the source
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+NO_EXTENSIONS = _flag("PM_WS_NO_EXTENSIONS")
+DEBUG = _flag("PM_WS_CYTHON_DEBUG")
+ANNOTATE = _flag("PM_WS_CYTHON_ANNOTATE")
+
+# Release: no per-index checks on the hot path; debug turns them all back on
+DIRECTIVES = {
+    "language_level": "3",
+    "boundscheck": DEBUG,  # debug builds catch out-of-range indexing
+    "wraparound": DEBUG,  # negative indices are never used on purpose
+    "initializedcheck": DEBUG,
+    "nonecheck": DEBUG,
+    "cdivision": not DEBUG,  # C division semantics; operands are checked non-zero
+    "embedsignature": True,
+    "emit_code_comments": DEBUG,
+}
+
+
+class BuildExt(build_ext):
+    """Turn a missing compiler into one clear sentence instead of a page of distutils output."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - re-raised with the reason attached
+            raise SystemExit(_no_compiler_message(exc)) from exc
+
+    def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            raise SystemExit(_no_compiler_message(exc)) from exc
+
+
+def _no_compiler_message(exc: BaseException) -> str:
+    return (
+        f"pm_ws: building the compiled core failed ({exc}). Install a C compiler and the "
+        "Python headers (Debian: apt-get install gcc python3-dev), or install the pure-Python "
+        "core on purpose with PM_WS_NO_EXTENSIONS=1."
+    )
+
+
+def _extensions() -> list:
+    if NO_EXTENSIONS:
+        print("*********************\n* Pure Python build *\n*********************", file=sys.stderr)
+        return []
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    print("*********************\n* Accelerated build *" + (" (debug)" if DEBUG else "") + "\n*********************",
+          file=sys.stderr)
+    cflags = ["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O3"]
+    ext = Extension("pm_ws._core_c", ["pm_ws/_core_c.pyx"], extra_compile_args=cflags,
+                    define_macros=[("CYTHON_DEBUG", "1")] if DEBUG else [])
+    return cythonize([ext], compiler_directives=DIRECTIVES, annotate=ANNOTATE,
+                     build_dir="build/debug" if DEBUG else None)
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -1,0 +1,62 @@
+"""Shared test fixtures: the ``impl`` facade over both core implementations, fixture loaders."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "polymarket"
+OWN_FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--no-c-extensions",
+        action="store_true",
+        default=bool(os.environ.get("PM_WS_NO_EXTENSIONS")),
+        help="deselect tests of the compiled core (machines without a compiler)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--no-c-extensions"):
+        return
+    keep = [item for item in items if "c_extension" not in item.keywords]
+    if len(keep) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if "c_extension" in i.keywords])
+        items[:] = keep
+
+
+@dataclass(frozen=True)
+class CoreImpl:
+    """One core implementation; tests reach the API through ``impl.module``."""
+
+    tag: str  # "c" or "py"
+
+    @property
+    def module(self) -> ModuleType:
+        return importlib.import_module("pm_ws._core_c" if self.tag == "c" else "pm_ws._core_py")
+
+
+@pytest.fixture(
+    scope="session",
+    params=[pytest.param("c", marks=pytest.mark.c_extension), "py"],
+    ids=["c", "py"],
+)
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    """The core module under test: the compiled one, then the pure twin."""
+    return CoreImpl(request.param).module
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    """The licensed real captures beside the repo; skipped when that folder is absent."""
+    if not SHARED_FIXTURES.is_dir():
+        pytest.skip(f"real Polymarket captures not present at {SHARED_FIXTURES} (they are not redistributed)")
+    return SHARED_FIXTURES
