@@ -1,0 +1,995 @@
+"""Pure-Python core: exact number parsing, L2 books, top-of-book rows and the frame dispatcher.
+
+This is the reference implementation (the test oracle) of the compiled ``pm_ws._core_c`` and the
+core used when ``PM_WS_NO_EXTENSIONS=1``. Both produce byte-identical ``BookStore.view`` contents
+and identical ``Dispatcher.stats()`` for any input. The rules, in short:
+
+Numbers
+    Prices are ints in 1e-4 units (``"0.5"`` -> 5000, ``".48"`` -> 4800, ``"1"`` -> 10000), sizes
+    int64 in 1e-6 units (``"219.217767"`` -> 219217767). Grammar: ASCII ``DIGITS? ('.' DIGITS?)?``
+    with at least one digit. More fractional digits than the scale (even a trailing ``0``), a
+    price above 1, a size beyond int64, a sign, an exponent or whitespace is a ``ParseError``,
+    never a rounding. No float or Decimal is involved anywhere.
+
+Rows and books
+    ``BookStore`` keeps one row of ``N_FIELDS`` int64 values per token slot in a single buffer that
+    is never reallocated; ``view`` exports it read-only (format ``"q"``, shape
+    ``(capacity, N_FIELDS)``). Each token's book keeps per side a list of ``(price, size)`` in wire
+    order, worst to best (bids ascending, asks descending), so the best level is the last one.
+
+Frames
+    A frame is a control word (``PONG``, ``INVALID OPERATION``, ``NO NEW ASSETS``, any case), or
+    a JSON object or array of objects. The whole frame is validated (RFC 8259, nesting depth at
+    most 32) before anything is applied. Each event is checked in order: known ``event_type``
+    (else ``rej_unknown_event``), shape (else ``rej_bad_event``), numbers (else
+    ``rej_bad_number``), subscribed token (else ``skip_unsubscribed``); a rejected event changes
+    nothing. ``book`` replaces a book and makes the token LIVE; ``price_change`` sets absolute
+    level sizes (``"0"`` deletes) on LIVE tokens only and checks the server's ``best_bid`` /
+    ``best_ask``; a mismatch or a crossed book makes the token INVALID and queues a resync;
+    ``tick_size_change`` to a new value makes a LIVE/INVALID token STALE and queues a resync;
+    ``best_bid_ask`` is only a cross-check; ``new_market`` (deduplicated) and ``market_resolved``
+    go to ``on_event``. Every outcome is counted in ``stats()``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import operator
+import re
+import struct
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from itertools import accumulate
+from typing import Any, NamedTuple
+
+import orjson
+
+from .errors import CapacityError, ParseError
+from .row import (
+    ASK_LEVELS,
+    ASK_PX,
+    ASK_SZ,
+    BID_LEVELS,
+    BID_PX,
+    BID_SZ,
+    EPOCH,
+    EXCH_TS_MS,
+    LAST_PX,
+    LAST_SIDE,
+    LAST_SZ,
+    MISMATCHES,
+    N_FIELDS,
+    PRICE_SCALE,
+    RECV_TS_NS,
+    SEQ,
+    SIDE_BUY,
+    SIDE_SELL,
+    STAT_KEYS,
+    STATE,
+    TICK,
+    State,
+    Top,
+)
+
+__all__ = ["BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents"]
+
+INT64_MAX = 2**63 - 1
+PRICE_DIGITS = 4  # fractional digits of a price: PRICE_SCALE == 10**4
+SIZE_DIGITS = 6  # fractional digits of a size: SIZE_SCALE == 10**6
+MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
+MAX_ERROR_TEXT = 40  # characters of the offending input quoted in a ParseError
+MAX_JSON_DEPTH = 32  # the top-level object or array is depth 1
+MAX_TIMESTAMP_DIGITS = 18  # 18 digits always fit int64 ms
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+_ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
+_EMPTY_ROW = bytes(_ROW.size)
+
+_DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
+_TOKEN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,100}")
+_TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
+
+_JSON_WHITESPACE = b" \t\n\r"
+_JSON_OPENERS = b"{["
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DEPTH_STEP = tuple(1 if b in b"[{" else -1 for b in range(256))  # indexed by a bracket byte
+
+_CONTROL_WORDS = {
+    b"PONG": "ctl_pong",
+    b"INVALID OPERATION": "ctl_invalid_operation",
+    b"NO NEW ASSETS": "ctl_no_new_assets",
+}
+_SIDES = {"BUY": SIDE_BUY, "SELL": SIDE_SELL}
+_MISSING = object()  # tells an absent key from a JSON null
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+
+
+def _text_of(value: object, field: str) -> str:
+    # bytes are decoded as latin-1 so every byte maps to one character; non-ASCII never matches
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("latin-1")
+    raise TypeError(f"{field} must be str, bytes or bytearray, was {type(value).__name__}")
+
+
+def _parse_error(field: str, text: str, reason: str) -> ParseError:
+    return ParseError(f"invalid {field} {text[:MAX_ERROR_TEXT]!r}: {reason}")
+
+
+def _parse_fixed(text: str, field: str, digits: int, max_units: int, too_large: str) -> int:
+    # Reasons are checked in this order: grammar, fractional digits, range
+    match = _DECIMAL.fullmatch(text)
+    if match is None or not (match[1] or match[2]):
+        raise _parse_error(field, text, "not a decimal number")
+    whole, fraction = match[1].lstrip("0"), match[2] or ""
+    if len(fraction) > digits:
+        raise _parse_error(field, text, f"more than {digits} fractional digits")
+    # A longer integer part is out of range anyway; skipping int() also avoids its digit cap
+    if len(whole) > MAX_INT_DIGITS:
+        raise _parse_error(field, text, too_large)
+    units = int(whole + fraction.ljust(digits, "0"))  # the digits with the point moved right
+    if units > max_units:
+        raise _parse_error(field, text, too_large)
+    return units
+
+
+def _price_units(text: str) -> int:
+    return _parse_fixed(text, "price", PRICE_DIGITS, PRICE_SCALE, "greater than 1")
+
+
+def _size_units(text: str) -> int:
+    return _parse_fixed(text, "size", SIZE_DIGITS, INT64_MAX, "does not fit in int64")
+
+
+def parse_price(value: str | bytes | bytearray) -> int:
+    """Parse a decimal price into exact 1e-4 units.
+
+    Parameters
+    ----------
+    value : str, bytes or bytearray
+        ASCII decimal text such as ``"0.514"`` or ``".48"``: at most 4 fractional digits, at most 1.
+
+    Returns
+    -------
+    int
+        The price times ``PRICE_SCALE`` (0 ... 10000).
+
+    Raises
+    ------
+    ParseError
+        The text is not such a decimal, has more than 4 fractional digits or is above 1.
+    TypeError
+        ``value`` is not str, bytes or bytearray.
+    """
+    return _price_units(_text_of(value, "price"))
+
+
+def parse_size(value: str | bytes | bytearray) -> int:
+    """Parse a decimal size into exact 1e-6 units (micro-shares).
+
+    Parameters
+    ----------
+    value : str, bytes or bytearray
+        ASCII decimal text such as ``"219.217767"``: at most 6 fractional digits.
+
+    Returns
+    -------
+    int
+        The size times ``SIZE_SCALE``; always fits int64.
+
+    Raises
+    ------
+    ParseError
+        The text is not such a decimal, has more than 6 fractional digits or overflows int64.
+    TypeError
+        ``value`` is not str, bytes or bytearray.
+    """
+    return _size_units(_text_of(value, "size"))
+
+
+def price_to_cents(value: str | bytes | bytearray) -> int:
+    """Parse a price that must be a whole number of cents (for code ported from cent-based bots).
+
+    Parameters
+    ----------
+    value : str, bytes or bytearray
+        Decimal price text as accepted by :func:`parse_price`, e.g. ``"0.29"``.
+
+    Returns
+    -------
+    int
+        The price in cents (0 ... 100), exact: ``"0.29"`` is 29, never 28.
+
+    Raises
+    ------
+    ParseError
+        :func:`parse_price` rejects the text, or the price is not a multiple of 0.01.
+    TypeError
+        ``value`` is not str, bytes or bytearray.
+    """
+    units = parse_price(value)
+    if units % 100:
+        raise _parse_error("price", _text_of(value, "price"), "not a whole cent")
+    return units // 100
+
+
+# ---------------------------------------------------------------------------------------------
+# Books and the row store
+
+
+_Level = tuple[int, int]  # (price units, size units)
+
+
+class _Book:
+    """One token's L2 book: per side ``(price, size)`` tuples in wire order, best last."""
+
+    __slots__ = ("bids", "asks")
+
+    def __init__(self) -> None:
+        self.bids: list[_Level] = []  # ascending price
+        self.asks: list[_Level] = []  # descending price
+
+
+def _bid_key(level: _Level) -> int:
+    return level[0]
+
+
+def _ask_key(level: _Level) -> int:
+    return -level[0]  # asks descend, so their negated prices ascend for bisect
+
+
+def _set_level(levels: list[_Level], price: int, size: int, key: Callable[[_Level], int]) -> None:
+    # Absolute size at a price; size 0 deletes the level (an absent level is a no-op)
+    index = bisect_left(levels, key((price, size)), key=key)
+    present = index < len(levels) and levels[index][0] == price
+    if size and present:
+        levels[index] = (price, size)
+    elif size:
+        levels.insert(index, (price, size))
+    elif present:
+        del levels[index]
+
+
+def _wire_order(levels: list[_Level], key: Callable[[_Level], int]) -> list[_Level]:
+    # Drop empty levels; sort only when the server's worst->best order is broken
+    kept = [level for level in levels if level[1]]
+    keys = [key(level) for level in kept]
+    if all(a < b for a, b in zip(keys, keys[1:])):
+        return kept
+    return sorted(kept, key=key)
+
+
+def _token_key(token_id: object) -> str | None:
+    # The dict key a token id is held under, or None when it cannot be a valid id
+    if isinstance(token_id, bytes):
+        token_id = token_id.decode("latin-1")
+    if isinstance(token_id, str) and _TOKEN_ID.fullmatch(token_id):
+        return token_id
+    return None
+
+
+class BookStore:
+    """Books and top-of-book rows for up to ``capacity`` tokens, one slot per token.
+
+    Parameters
+    ----------
+    capacity : int
+        Number of slots (rows). Fixed for the store's life.
+
+    Raises
+    ------
+    ValueError
+        ``capacity`` is below 1.
+    """
+
+    def __init__(self, capacity: int = 1024) -> None:
+        capacity = operator.index(capacity)
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, was {capacity}")
+        self._capacity = capacity
+        self._buffer = bytearray(capacity * _ROW.size)  # never resized: views stay valid
+        self._slots: dict[str, int] = {}
+        self._ids: list[str | None] = [None] * capacity
+        self._books: list[_Book | None] = [None] * capacity
+        self._free = list(range(capacity))  # a min-heap, so the lowest free slot is reused first
+        self._resync: dict[str, None] = {}  # insertion-ordered set of tokens awaiting a snapshot
+
+    @property
+    def capacity(self) -> int:
+        """Number of slots."""
+        return self._capacity
+
+    @property
+    def view(self) -> memoryview:
+        """Read-only int64 view of every row: format ``"q"``, shape ``(capacity, N_FIELDS)``.
+
+        Index it as ``view[slot, FIELD]``. Every access returns a new view of the same buffer,
+        which lives as long as the store and is updated in place.
+        """
+        return memoryview(self._buffer).cast("q", (self._capacity, N_FIELDS)).toreadonly()
+
+    def add(self, token_id: str | bytes) -> int:
+        """Hold a token: give it a slot with an empty book, state ``SUBSCRIBING``.
+
+        Parameters
+        ----------
+        token_id : str or bytes
+            1 to 100 ASCII characters from ``[0-9A-Za-z_.:-]``.
+
+        Returns
+        -------
+        int
+            The token's slot; a token already held keeps its slot and row.
+
+        Raises
+        ------
+        ValueError
+            ``token_id`` is not a valid token id.
+        CapacityError
+            Every slot is taken.
+        """
+        key = _token_key(token_id)
+        if key is None:
+            raise ValueError(f"invalid token id {token_id!r:.60}: need 1-100 characters of [0-9A-Za-z_.:-]")
+        slot = self._slots.get(key)
+        if slot is not None:
+            return slot
+        if not self._free:
+            raise CapacityError(f"BookStore is full: all {self._capacity} slots are taken")
+        slot = heapq.heappop(self._free)
+        self._slots[key] = slot
+        self._ids[slot] = key
+        self._books[slot] = _Book()
+        row = [0] * N_FIELDS
+        row[ASK_PX] = PRICE_SCALE
+        row[STATE] = State.SUBSCRIBING
+        self._write_row(slot, row)
+        return slot
+
+    def remove(self, token_id: str | bytes) -> None:
+        """Stop holding a token: free its slot and book and zero its row. Unknown ids are ignored."""
+        key = _token_key(token_id)
+        if key is None or key not in self._slots:
+            return
+        slot = self._slots.pop(key)
+        self._ids[slot] = None
+        self._books[slot] = None
+        self._buffer[slot * _ROW.size : (slot + 1) * _ROW.size] = _EMPTY_ROW
+        self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
+        heapq.heappush(self._free, slot)
+
+    def slot(self, token_id: str | bytes) -> int:
+        """Return the token's slot (its row index in ``view``); KeyError if the token is not held."""
+        slot = self._lookup(token_id)
+        if slot is None:
+            raise KeyError(token_id)
+        return slot
+
+    def __contains__(self, token_id: object) -> bool:
+        return self._lookup(token_id) is not None
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def tokens(self) -> list[str]:
+        """Return the ids of the tokens held, in slot order."""
+        return [token for token in self._ids if token is not None]
+
+    def top(self, token_id: str | bytes) -> Top:
+        """Return the token's row as a :class:`Top`; KeyError if the token is not held."""
+        return Top.from_row(self._read_row(self.slot(token_id)))
+
+    def book(self, token_id: str | bytes, depth: int | None = 10) -> tuple[list[_Level], list[_Level]]:
+        """Return the token's book as ``(bids, asks)``, best level first.
+
+        Parameters
+        ----------
+        token_id : str or bytes
+            A token held by the store.
+        depth : int or None
+            At most this many levels per side; ``None`` returns every level.
+
+        Returns
+        -------
+        tuple of two lists
+            ``(price, size)`` int pairs in pm_ws units, best first.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        ValueError
+            ``depth`` is negative.
+        """
+        book = self._books[self.slot(token_id)]
+        assert book is not None  # a held slot always has a book
+        if depth is not None and depth < 0:
+            raise ValueError(f"depth must be None or at least 0, was {depth}")
+        return book.bids[::-1][:depth], book.asks[::-1][:depth]
+
+    def mark_stale(self, token_ids: Iterable[str | bytes]) -> None:
+        """Mark tokens ``STALE`` (e.g. their connection was lost): EPOCH and SEQ are bumped.
+
+        Their books are kept for inspection, but deltas no longer apply until the next snapshot.
+        Ids not held by the store are ignored.
+        """
+        for token_id in token_ids:
+            slot = self._lookup(token_id)
+            if slot is None:
+                continue
+            row = self._read_row(slot)
+            row[STATE] = State.STALE
+            row[EPOCH] += 1
+            row[SEQ] += 1
+            self._write_row(slot, row)
+
+    def _lookup(self, token_id: object) -> int | None:
+        # An invalid id or a foreign type is simply not held; only add() raises ValueError
+        key = _token_key(token_id)
+        return None if key is None else self._slots.get(key)
+
+    def _read_row(self, slot: int) -> list[int]:
+        return list(_ROW.unpack_from(self._buffer, slot * _ROW.size))
+
+    def _write_row(self, slot: int, row: list[int]) -> None:
+        _ROW.pack_into(self._buffer, slot * _ROW.size, *row)
+
+    def _queue_resync(self, token_id: str) -> bool:
+        # True when the token was not queued yet
+        if token_id in self._resync:
+            return False
+        self._resync[token_id] = None
+        return True
+
+    def _drain_resync(self) -> list[str]:
+        tokens = list(self._resync)
+        self._resync.clear()
+        return tokens
+
+
+def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) -> None:
+    # The one row update per token per event: top of book from the book, times, SEQ
+    row[BID_PX], row[BID_SZ] = book.bids[-1] if book.bids else (0, 0)
+    row[ASK_PX], row[ASK_SZ] = book.asks[-1] if book.asks else (PRICE_SCALE, 0)
+    row[BID_LEVELS] = len(book.bids)
+    row[ASK_LEVELS] = len(book.asks)
+    if timestamp is not None:
+        row[EXCH_TS_MS] = timestamp
+    row[RECV_TS_NS] = recv_ts_ns
+    row[SEQ] += 1
+
+
+def _crossed(row: list[int]) -> bool:
+    return row[BID_LEVELS] > 0 and row[ASK_LEVELS] > 0 and row[BID_PX] >= row[ASK_PX]
+
+
+# ---------------------------------------------------------------------------------------------
+# Event decoding: shape first (rej_bad_event), then numbers (rej_bad_number)
+
+
+class _Rejected(Exception):
+    """An event is rejected; ``counter`` is the stats key to bump."""
+
+    def __init__(self, counter: str) -> None:
+        super().__init__(counter)
+        self.counter = counter
+
+
+def _bad_event() -> _Rejected:
+    return _Rejected("rej_bad_event")
+
+
+def _required_str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if not isinstance(value, str):
+        raise _bad_event()
+    return value
+
+
+def _optional_str(obj: dict[str, Any], key: str) -> str | None:
+    value = obj.get(key, _MISSING)
+    if value is _MISSING:
+        return None
+    if not isinstance(value, str):
+        raise _bad_event()
+    return value
+
+
+def _required_objects(obj: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = obj.get(key)
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise _bad_event()
+    return value
+
+
+def _side(text: str | None) -> int:
+    # Absent side (allowed on trades only) is 0; anything but "BUY"/"SELL" is a bad event
+    if text is None:
+        return 0
+    side = _SIDES.get(text)
+    if side is None:
+        raise _bad_event()
+    return side
+
+
+def _wire_price(text: str) -> int:
+    try:
+        return _price_units(text)
+    except ParseError:
+        raise _Rejected("rej_bad_number") from None
+
+
+def _wire_size(text: str) -> int:
+    try:
+        return _size_units(text)
+    except ParseError:
+        raise _Rejected("rej_bad_number") from None
+
+
+def _wire_tick(text: str) -> int:
+    tick = _wire_price(text)
+    if tick == 0:
+        raise _Rejected("rej_bad_number")
+    return tick
+
+
+def _wire_timestamp(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not _TIMESTAMP.fullmatch(text):
+        raise _Rejected("rej_bad_number")
+    return int(text)
+
+
+def _has_duplicate_price(levels: list[_Level]) -> bool:
+    return len({price for price, _ in levels}) != len(levels)
+
+
+class _BookEvent(NamedTuple):
+    asset_id: str
+    bids: list[_Level]  # wire order, size-0 levels included
+    asks: list[_Level]
+    timestamp: int | None
+    tick: int | None
+    last_trade_price: int | None
+
+
+class _Change(NamedTuple):
+    asset_id: str
+    side: int
+    price: int
+    size: int
+    best_bid: int | None
+    best_ask: int | None
+
+
+class _PriceChangeEvent(NamedTuple):
+    changes: list[_Change]
+    timestamp: int | None
+
+
+class _TradeEvent(NamedTuple):
+    asset_id: str
+    price: int
+    size: int
+    side: int
+    timestamp: int | None
+
+
+class _TickEvent(NamedTuple):
+    asset_id: str
+    tick: int
+    timestamp: int | None
+
+
+class _BestBidAskEvent(NamedTuple):
+    asset_id: str
+    best_bid: int
+    best_ask: int
+    timestamp: int | None
+
+
+def _level_texts(event: dict[str, Any], key: str) -> list[tuple[str, str]]:
+    return [(_required_str(level, "price"), _required_str(level, "size")) for level in _required_objects(event, key)]
+
+
+def _decode_book(event: dict[str, Any]) -> _BookEvent:
+    asset_id = _required_str(event, "asset_id")
+    bid_texts = _level_texts(event, "bids")
+    ask_texts = _level_texts(event, "asks")
+    timestamp = _optional_str(event, "timestamp")
+    tick = _optional_str(event, "tick_size")
+    last = _optional_str(event, "last_trade_price")
+    bids = [(_wire_price(price), _wire_size(size)) for price, size in bid_texts]
+    asks = [(_wire_price(price), _wire_size(size)) for price, size in ask_texts]
+    decoded = _BookEvent(
+        asset_id,
+        bids,
+        asks,
+        _wire_timestamp(timestamp),
+        _wire_tick(tick) if tick is not None else None,
+        _wire_price(last) if last else None,  # "" means no trade yet
+    )
+    # Needs the parsed values ("0.5" == "0.50"), so it runs after the numbers: a bad number wins
+    # over a duplicate price, and size-0 levels count as duplicates too (contract reading)
+    if _has_duplicate_price(bids) or _has_duplicate_price(asks):
+        raise _bad_event()
+    return decoded
+
+
+def _decode_price_change(event: dict[str, Any]) -> _PriceChangeEvent:
+    texts = [
+        (
+            _required_str(entry, "asset_id"),
+            _side(_required_str(entry, "side")),
+            _required_str(entry, "price"),
+            _required_str(entry, "size"),
+            _optional_str(entry, "best_bid"),
+            _optional_str(entry, "best_ask"),
+        )
+        for entry in _required_objects(event, "price_changes")
+    ]
+    timestamp = _optional_str(event, "timestamp")
+    changes = [
+        _Change(
+            asset_id,
+            side,
+            _wire_price(price),
+            _wire_size(size),
+            _wire_price(best_bid) if best_bid is not None else None,
+            _wire_price(best_ask) if best_ask is not None else None,
+        )
+        for asset_id, side, price, size, best_bid, best_ask in texts
+    ]
+    return _PriceChangeEvent(changes, _wire_timestamp(timestamp))
+
+
+def _decode_trade(event: dict[str, Any]) -> _TradeEvent:
+    asset_id = _required_str(event, "asset_id")
+    price = _required_str(event, "price")
+    size = _required_str(event, "size")
+    side = _side(_optional_str(event, "side"))
+    timestamp = _optional_str(event, "timestamp")
+    return _TradeEvent(asset_id, _wire_price(price), _wire_size(size), side, _wire_timestamp(timestamp))
+
+
+def _decode_tick(event: dict[str, Any]) -> _TickEvent:
+    asset_id = _required_str(event, "asset_id")
+    tick = _required_str(event, "new_tick_size")
+    timestamp = _optional_str(event, "timestamp")
+    return _TickEvent(asset_id, _wire_tick(tick), _wire_timestamp(timestamp))
+
+
+def _decode_best_bid_ask(event: dict[str, Any]) -> _BestBidAskEvent:
+    asset_id = _required_str(event, "asset_id")
+    best_bid = _required_str(event, "best_bid")
+    best_ask = _required_str(event, "best_ask")
+    timestamp = _optional_str(event, "timestamp")
+    return _BestBidAskEvent(asset_id, _wire_price(best_bid), _wire_price(best_ask), _wire_timestamp(timestamp))
+
+
+def _decode_cold(event: dict[str, Any]) -> dict[str, Any]:
+    return event  # cold events are handed over as decoded, without shape checks
+
+
+# ---------------------------------------------------------------------------------------------
+# Frames
+
+
+def _frame_bytes(frame: object) -> bytes:
+    if isinstance(frame, str):
+        # surrogatepass: a lone surrogate becomes invalid UTF-8 (rejected below), not an exception
+        return frame.encode("utf-8", "surrogatepass")
+    if isinstance(frame, (bytes, bytearray, memoryview)):
+        return bytes(frame)
+    raise TypeError(f"frame must be str, bytes, bytearray or memoryview, was {type(frame).__name__}")
+
+
+def _depth_within_limit(body: bytes) -> bool:
+    # Counted on the bytes, not the decoded value: a duplicate key may hide a deep value
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return True
+    # body is valid JSON: without its escaped backslashes and quotes, every other '"' opens or
+    # closes a string, so the even pieces of a split on '"' are the text outside strings
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[::2])
+    depths = accumulate(map(_DEPTH_STEP.__getitem__, outside.translate(None, _NOT_BRACKETS)))
+    return max(depths) <= MAX_JSON_DEPTH
+
+
+def _decode_json(body: bytes) -> Any:
+    # The decoded document, or None when the frame is not valid JSON within the depth limit
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return document if _depth_within_limit(body) else None
+
+
+def _market_key(payload: dict[str, Any]) -> str | None:
+    # new_market identity: the value of the first present of these keys (the value alone, not
+    # key-qualified); a non-string value disables dedup
+    for key in ("market", "condition_id", "id"):
+        if key in payload:
+            value = payload[key]
+            return value if isinstance(value, str) else None
+    return None
+
+
+class Dispatcher:
+    """Apply market-channel frames to a :class:`BookStore` and count every outcome.
+
+    Parameters
+    ----------
+    store : BookStore
+        The books and rows to update; only tokens it holds are applied.
+    on_event : callable, optional
+        ``on_event(event_type, payload)`` receives ``new_market`` (deduplicated) and
+        ``market_resolved`` payloads as decoded dicts, and trades when ``emit_trades`` is set.
+    emit_trades : bool
+        Also hand every applied ``last_trade_price`` to ``on_event`` as a dict of ints.
+    max_frame_bytes : int
+        Larger frames are counted as ``rej_oversized`` and skipped unread.
+
+    Raises
+    ------
+    TypeError
+        ``store`` is not a BookStore of this implementation.
+    """
+
+    def __init__(
+        self,
+        store: BookStore,
+        *,
+        on_event: Callable[[str, dict[str, Any]], object] | None = None,
+        emit_trades: bool = False,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+    ) -> None:
+        if not isinstance(store, BookStore):
+            raise TypeError(f"store must be a pm_ws._core_py.BookStore, was {type(store).__name__}")
+        self._store = store
+        self._on_event = on_event
+        self._emit_trades = bool(emit_trades)
+        self._max_frame_bytes = operator.index(max_frame_bytes)
+        self._stats = dict.fromkeys(STAT_KEYS, 0)
+        self._seen_markets: set[str] = set()
+        self._handlers: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any, int], int]]] = {
+            "book": (_decode_book, self._apply_book),
+            "price_change": (_decode_price_change, self._apply_price_change),
+            "last_trade_price": (_decode_trade, self._apply_trade),
+            "tick_size_change": (_decode_tick, self._apply_tick),
+            "best_bid_ask": (_decode_best_bid_ask, self._apply_best_bid_ask),
+            "new_market": (_decode_cold, self._apply_new_market),
+            "market_resolved": (_decode_cold, self._apply_market_resolved),
+        }
+
+    @property
+    def store(self) -> BookStore:
+        """The BookStore this dispatcher updates."""
+        return self._store
+
+    def feed(self, frame: str | bytes | bytearray | memoryview, recv_ts_ns: int = 0) -> int:
+        """Apply one WebSocket text frame.
+
+        Parameters
+        ----------
+        frame : str, bytes, bytearray or memoryview
+            The frame as received: a control word, a JSON event object or an array of them.
+        recv_ts_ns : int
+            Receive time (``time.time_ns()`` clock) stored in every row the frame changes.
+
+        Returns
+        -------
+        int
+            Number of events applied (the increase of ``stats()["events"]``).
+
+        Raises
+        ------
+        TypeError
+            ``frame`` or ``recv_ts_ns`` has the wrong type.
+        OverflowError
+            ``recv_ts_ns`` does not fit int64.
+        """
+        data = _frame_bytes(frame)
+        recv_ts_ns = operator.index(recv_ts_ns)
+        if not -INT64_MAX - 1 <= recv_ts_ns <= INT64_MAX:
+            raise OverflowError(f"recv_ts_ns must fit int64, was {recv_ts_ns}")
+        stats = self._stats
+        stats["frames"] += 1
+        stats["bytes"] += len(data)
+        if len(data) > self._max_frame_bytes:
+            stats["rej_oversized"] += 1
+            return 0
+        body = data.strip(_JSON_WHITESPACE)
+        if not body or body[0] not in _JSON_OPENERS:
+            stats[_CONTROL_WORDS.get(body.upper(), "rej_unknown_text")] += 1
+            return 0
+        document = _decode_json(body)
+        if document is None:
+            stats["rej_invalid_json"] += 1
+            return 0
+        # Top level is an object or an array: "{" or "[" was its first byte
+        events = document if isinstance(document, list) else [document]
+        return sum(self._apply_event(event, recv_ts_ns) for event in events)
+
+    def pending_resync(self) -> list[str]:
+        """Return and forget the tokens that need a fresh snapshot, each once, oldest first."""
+        return self._store._drain_resync()
+
+    def stats(self) -> dict[str, int]:
+        """Return a copy of the counters, keyed by ``row.STAT_KEYS`` in that order."""
+        return dict(self._stats)
+
+    def _apply_event(self, event: object, recv_ts_ns: int) -> int:
+        if not isinstance(event, dict):
+            self._stats["rej_bad_event"] += 1
+            return 0
+        event_type = event.get("event_type")
+        handler = self._handlers.get(event_type) if isinstance(event_type, str) else None
+        if handler is None:
+            self._stats["rej_unknown_event"] += 1
+            return 0
+        decode, apply = handler
+        try:
+            decoded = decode(event)
+        except _Rejected as rejected:
+            self._stats[rejected.counter] += 1
+            return 0
+        return apply(decoded, recv_ts_ns)
+
+    def _count_event(self, counter: str) -> int:
+        self._stats[counter] += 1
+        self._stats["events"] += 1
+        return 1
+
+    def _skip_unsubscribed(self) -> int:
+        self._stats["skip_unsubscribed"] += 1
+        return 0
+
+    def _invalidate(self, row: list[int], token_id: str, counter: str) -> None:
+        row[STATE] = State.INVALID
+        row[MISMATCHES] += 1
+        self._stats[counter] += 1
+        self._queue_resync(token_id)
+
+    def _queue_resync(self, token_id: str) -> None:
+        if self._store._queue_resync(token_id):
+            self._stats["resync_queued"] += 1
+
+    def _apply_book(self, event: _BookEvent, recv_ts_ns: int) -> int:
+        store = self._store
+        slot = store._slots.get(event.asset_id)
+        if slot is None:
+            return self._skip_unsubscribed()
+        book = store._books[slot]
+        assert book is not None
+        book.bids = _wire_order(event.bids, _bid_key)
+        book.asks = _wire_order(event.asks, _ask_key)
+        row = store._read_row(slot)
+        if event.tick is not None:
+            row[TICK] = event.tick
+        if event.last_trade_price is not None:
+            row[LAST_PX] = event.last_trade_price
+        row[STATE] = State.LIVE
+        row[EPOCH] += 1
+        _touch(row, book, event.timestamp, recv_ts_ns)
+        if _crossed(row):
+            self._invalidate(row, event.asset_id, "crossed_book")
+        store._write_row(slot, row)
+        return self._count_event("ev_book")
+
+    def _apply_price_change(self, event: _PriceChangeEvent, recv_ts_ns: int) -> int:
+        store = self._store
+        slots = store._slots
+        subscribed = [(slot, change) for change in event.changes if (slot := slots.get(change.asset_id)) is not None]
+        if not subscribed:
+            return self._skip_unsubscribed()
+        rows: dict[int, list[int]] = {}  # every subscribed slot named, in order of first appearance
+        last_change: dict[int, _Change] = {}  # LIVE slots only
+        for slot, change in subscribed:
+            row = rows.get(slot)
+            if row is None:
+                row = rows[slot] = store._read_row(slot)
+            if row[STATE] != State.LIVE:
+                self._stats["skip_not_live"] += 1
+                continue
+            book = store._books[slot]
+            assert book is not None
+            if change.side == SIDE_BUY:
+                _set_level(book.bids, change.price, change.size, _bid_key)
+            else:
+                _set_level(book.asks, change.price, change.size, _ask_key)
+            last_change[slot] = change
+        for slot, change in last_change.items():
+            row = rows[slot]
+            book = store._books[slot]
+            assert book is not None
+            _touch(row, book, event.timestamp, recv_ts_ns)
+            checked = change.best_bid is not None and change.best_ask is not None
+            if checked and (change.best_bid, change.best_ask) != (row[BID_PX], row[ASK_PX]):
+                self._invalidate(row, change.asset_id, "checksum_mismatch")
+            elif _crossed(row):
+                self._invalidate(row, change.asset_id, "crossed_book")
+            store._write_row(slot, row)
+        return self._count_event("ev_price_change")
+
+    def _apply_trade(self, event: _TradeEvent, recv_ts_ns: int) -> int:
+        store = self._store
+        slot = store._slots.get(event.asset_id)
+        if slot is None:
+            return self._skip_unsubscribed()
+        book = store._books[slot]
+        assert book is not None
+        row = store._read_row(slot)
+        row[LAST_PX] = event.price
+        row[LAST_SZ] = event.size
+        row[LAST_SIDE] = event.side
+        _touch(row, book, event.timestamp, recv_ts_ns)
+        store._write_row(slot, row)
+        applied = self._count_event("ev_last_trade_price")
+        if self._emit_trades and self._on_event is not None:
+            self._on_event(
+                "last_trade_price",
+                {
+                    "asset_id": event.asset_id,
+                    "price": event.price,
+                    "size": event.size,
+                    "side": event.side,
+                    "timestamp": event.timestamp or 0,
+                },
+            )
+        return applied
+
+    def _apply_tick(self, event: _TickEvent, recv_ts_ns: int) -> int:
+        store = self._store
+        slot = store._slots.get(event.asset_id)
+        if slot is None:
+            return self._skip_unsubscribed()
+        applied = self._count_event("ev_tick_size_change")
+        row = store._read_row(slot)
+        if row[TICK] == event.tick:
+            return applied  # a repeated tick size changes nothing
+        book = store._books[slot]
+        assert book is not None
+        row[TICK] = event.tick
+        row[EPOCH] += 1
+        _touch(row, book, event.timestamp, recv_ts_ns)
+        # Levels on the old grid may be wrong: wait for a snapshot
+        if row[STATE] in (State.LIVE, State.INVALID):
+            row[STATE] = State.STALE
+            self._queue_resync(event.asset_id)
+        store._write_row(slot, row)
+        return applied
+
+    def _apply_best_bid_ask(self, event: _BestBidAskEvent, recv_ts_ns: int) -> int:
+        store = self._store
+        slot = store._slots.get(event.asset_id)
+        if slot is None:
+            return self._skip_unsubscribed()
+        row = store._read_row(slot)
+        # A cross-check only: best_bid_ask is intermittent and sometimes wrong
+        if row[STATE] == State.LIVE and (event.best_bid, event.best_ask) != (row[BID_PX], row[ASK_PX]):
+            self._stats["bba_mismatch"] += 1
+        return self._count_event("ev_best_bid_ask")
+
+    def _apply_new_market(self, payload: dict[str, Any], recv_ts_ns: int) -> int:
+        key = _market_key(payload)
+        if key is not None:
+            if key in self._seen_markets:
+                self._stats["skip_duplicate"] += 1
+                return 0
+            self._seen_markets.add(key)
+        return self._deliver("new_market", payload, "ev_new_market")
+
+    def _apply_market_resolved(self, payload: dict[str, Any], recv_ts_ns: int) -> int:
+        return self._deliver("market_resolved", payload, "ev_market_resolved")
+
+    def _deliver(self, event_type: str, payload: dict[str, Any], counter: str) -> int:
+        applied = self._count_event(counter)
+        if self._on_event is not None:
+            self._on_event(event_type, payload)
+        return applied

@@ -1,0 +1,329 @@
+"""BookStore: slots, rows, books, stale marking and the exported read-only view."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy
+import orjson
+import pytest
+
+from pm_ws.errors import CapacityError
+from pm_ws.row import (
+    ASK_LEVELS,
+    ASK_PX,
+    ASK_SZ,
+    BID_LEVELS,
+    BID_PX,
+    BID_SZ,
+    EPOCH,
+    N_FIELDS,
+    PRICE_SCALE,
+    SEQ,
+    STATE,
+    State,
+    Top,
+)
+
+# Made-up ids shaped like real ones (decimal uint256, 77 digits)
+YES = "38104916273645509182736450918273645091827364509182736450918273645091827364501"
+NO = "61895083726354490817263549081726354908172635490817263549081726354908172635499"
+MAYBE = "50000000000000000000000000000000000000000000000000000000000000000000000000017"
+
+
+def book_frame(token_id, bids, asks):
+    """A `book` event with (price, size) text pairs in the given (wire) order."""
+    return orjson.dumps(
+        {
+            "event_type": "book",
+            "asset_id": token_id,
+            "bids": [{"price": p, "size": s} for p, s in bids],
+            "asks": [{"price": p, "size": s} for p, s in asks],
+            "timestamp": "1786728432337",
+        }
+    )
+
+
+def row_of(store, token_id):
+    return numpy.asarray(store.view)[store.slot(token_id)].tolist()
+
+
+def buffer_address(store):
+    return numpy.asarray(store.view).__array_interface__["data"][0]
+
+
+def test_bookstore_default_capacity_1024(impl):
+    assert impl.BookStore().capacity == 1024
+
+
+def test_bookstore_capacity_read_only(impl):
+    store = impl.BookStore(4)
+    with pytest.raises(AttributeError):
+        store.capacity = 8
+
+
+def test_view_layout_int64_rows_read_only(impl):
+    view = impl.BookStore(5).view
+    assert view.format == "q"
+    assert view.itemsize == 8
+    assert view.ndim == 2
+    assert view.shape == (5, N_FIELDS)
+    assert view.nbytes == 5 * N_FIELDS * 8
+    assert view.readonly
+    assert view.c_contiguous
+
+
+def test_view_write_type_error(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    with pytest.raises(TypeError):
+        store.view[0, BID_PX] = 1
+
+
+def test_view_new_store_all_zero(impl):
+    assert bytes(impl.BookStore(3).view) == bytes(3 * N_FIELDS * 8)
+
+
+def test_view_numpy_asarray_int64_matrix(impl):
+    store = impl.BookStore(3)
+    store.add(YES)
+    array = numpy.asarray(store.view)
+    assert array.dtype == numpy.int64
+    assert array.shape == (3, N_FIELDS)
+    assert not array.flags.writeable
+    assert array[0, ASK_PX] == PRICE_SCALE
+
+
+def test_view_same_buffer_after_many_operations_updated_in_place(impl):
+    # Arrange
+    store = impl.BookStore(4)
+    dispatcher = impl.Dispatcher(store)
+    early_view = store.view
+    address = buffer_address(store)
+    # Act
+    for round_number in range(50):
+        for token_id in (YES, NO, MAYBE):
+            store.add(token_id)
+        dispatcher.feed(book_frame(YES, [("0.4", "10"), ("0.5", str(round_number + 1))], [("0.6", "5")]))
+        store.mark_stale([NO])
+        store.remove(MAYBE)
+        store.remove(NO)
+    # Assert
+    assert buffer_address(store) == address
+    assert early_view[store.slot(YES), BID_SZ] == 50_000_000
+    assert bytes(early_view) == bytes(store.view)
+
+
+def test_view_outlives_store_readable(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    view = store.view
+    del store
+    gc.collect()
+    assert view[0, ASK_PX] == PRICE_SCALE
+    assert numpy.asarray(view)[0, STATE] == State.SUBSCRIBING
+
+
+def test_add_new_token_lowest_slot_initial_row(impl):
+    store = impl.BookStore(4)
+    assert [store.add(t) for t in (YES, NO, MAYBE)] == [0, 1, 2]
+    expected = [0] * N_FIELDS
+    expected[ASK_PX] = PRICE_SCALE
+    expected[STATE] = State.SUBSCRIBING
+    assert row_of(store, NO) == expected
+
+
+def test_add_existing_token_same_slot_row_untouched(impl):
+    store = impl.BookStore(4)
+    store.add(YES)
+    impl.Dispatcher(store).feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]), 7)
+    before = bytes(store.view)
+    assert store.add(YES) == 0
+    assert store.add(YES.encode()) == 0
+    assert bytes(store.view) == before
+    assert len(store) == 1
+
+
+def test_add_bytes_id_held_as_str(impl):
+    store = impl.BookStore(2)
+    slot = store.add(YES.encode())
+    assert store.slot(YES) == slot
+    assert store.tokens() == [YES]
+    assert YES in store and YES.encode() in store
+
+
+@pytest.mark.parametrize("token_id", ["a", "x" * 100, "0xAb_c.d:e-f", b"123"])
+def test_add_valid_id_shapes_accepted(impl, token_id):
+    store = impl.BookStore(2)
+    assert store.add(token_id) == 0
+
+
+@pytest.mark.parametrize(
+    "token_id", ["", "x" * 101, "a b", "é", "12\n", "1/2", '"1"', b"\xff", b"", 123, None, 1.5, ["1"]]
+)
+def test_add_invalid_id_value_error(impl, token_id):
+    store = impl.BookStore(2)
+    with pytest.raises(ValueError):
+        store.add(token_id)
+    assert len(store) == 0
+
+
+def test_add_full_store_capacity_error(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    store.add(NO)
+    with pytest.raises(CapacityError):
+        store.add(MAYBE)
+    assert store.add(NO) == 1  # a held token still answers when full
+
+
+def test_remove_row_zeroed_token_gone(impl):
+    # Arrange
+    store = impl.BookStore(3)
+    store.add(YES)
+    slot = store.add(NO)
+    impl.Dispatcher(store).feed(book_frame(NO, [("0.4", "10")], [("0.6", "5")]), 7)
+    # Act
+    store.remove(NO)
+    # Assert
+    assert numpy.asarray(store.view)[slot].tolist() == [0] * N_FIELDS
+    assert NO not in store
+    assert len(store) == 1
+    assert store.tokens() == [YES]
+
+
+def test_remove_unknown_or_invalid_id_no_op(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    before = bytes(store.view)
+    store.remove(NO)
+    store.remove("not valid!")
+    assert bytes(store.view) == before
+    assert len(store) == 1
+
+
+def test_add_after_remove_reuses_lowest_free_slot(impl):
+    store = impl.BookStore(4)
+    for token_id in (YES, NO, MAYBE, "spare"):
+        store.add(token_id)
+    store.remove(MAYBE)
+    store.remove(YES)
+    assert store.add("new1") == 0
+    assert store.add("new2") == 2
+    with pytest.raises(CapacityError):
+        store.add("new3")
+
+
+def test_add_after_remove_fresh_row_and_empty_book(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    impl.Dispatcher(store).feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    store.remove(YES)
+    store.add(YES)
+    assert store.top(YES).state == State.SUBSCRIBING
+    assert store.top(YES).seq == 0
+    assert store.book(YES) == ([], [])
+
+
+def test_tokens_slot_order(impl):
+    store = impl.BookStore(4)
+    for token_id in (YES, NO, MAYBE):
+        store.add(token_id)
+    store.remove(YES)
+    store.add("late")
+    assert store.tokens() == ["late", NO, MAYBE]
+
+
+@pytest.mark.parametrize("method", ["slot", "top", "book"])
+def test_lookup_unknown_id_key_error(impl, method):
+    store = impl.BookStore(2)
+    store.add(YES)
+    with pytest.raises(KeyError):
+        getattr(store, method)(NO)
+
+
+def test_contains_unknown_or_foreign_type_false(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    assert NO not in store
+    assert 5 not in store
+    assert YES in store
+
+
+def test_top_new_token_subscribing_empty_sides(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    top = store.top(YES)
+    assert isinstance(top, Top)
+    assert top.state is State.SUBSCRIBING
+    assert (top.bid_px, top.bid_sz, top.ask_px, top.ask_sz) == (0, 0, PRICE_SCALE, 0)
+
+
+def test_top_matches_view_row(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    impl.Dispatcher(store).feed(book_frame(YES, [("0.45", "3"), ("0.5", "2")], [("0.55", "1")]), 99)
+    assert list(store.top(YES)) == row_of(store, YES)
+    assert store.top(YES).state is State.LIVE
+
+
+def test_book_best_first_limited_by_depth(impl):
+    # Arrange
+    store = impl.BookStore(2)
+    store.add(YES)
+    bids = [(f"0.{n:02d}", str(n)) for n in range(10, 40)]  # ascending: best (0.39) last
+    asks = [(f"0.{n:02d}", str(n)) for n in range(70, 40, -1)]  # descending: best (0.41) last
+    impl.Dispatcher(store).feed(book_frame(YES, bids, asks))
+    # Act
+    top_bids, top_asks = store.book(YES)
+    all_bids, all_asks = store.book(YES, depth=None)
+    # Assert
+    assert top_bids == [(3900 - 100 * i, (39 - i) * 1_000_000) for i in range(10)]
+    assert top_asks == [(4100 + 100 * i, (41 + i) * 1_000_000) for i in range(10)]
+    assert len(all_bids) == 30 and len(all_asks) == 30
+    assert store.book(YES, depth=2) == (top_bids[:2], top_asks[:2])
+    assert store.book(YES, depth=0) == ([], [])
+
+
+def test_book_levels_are_int_tuples(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    impl.Dispatcher(store).feed(book_frame(YES, [("0.5", "1304.72")], []))
+    bids, asks = store.book(YES)
+    assert bids == [(5000, 1_304_720_000)] and asks == []
+    assert all(type(value) is int for value in bids[0])
+
+
+def test_mark_stale_held_tokens_stale_epoch_and_seq_bumped(impl):
+    # Arrange
+    store = impl.BookStore(3)
+    store.add(YES)
+    store.add(NO)
+    impl.Dispatcher(store).feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    before = store.top(YES)
+    # Act
+    store.mark_stale([YES, NO, MAYBE])
+    # Assert
+    after = store.top(YES)
+    assert after.state is State.STALE and store.top(NO).state is State.STALE
+    assert (after.epoch, after.seq) == (before.epoch + 1, before.seq + 1)
+    assert (store.top(NO).epoch, store.top(NO).seq) == (1, 1)
+    assert MAYBE not in store
+
+
+def test_mark_stale_book_kept_for_inspection(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    impl.Dispatcher(store).feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    store.mark_stale([YES])
+    row = row_of(store, YES)
+    assert store.book(YES) == ([(4000, 10_000_000)], [(6000, 5_000_000)])
+    assert (row[BID_PX], row[ASK_SZ], row[BID_LEVELS], row[ASK_LEVELS]) == (4000, 5_000_000, 1, 1)
+
+
+def test_mark_stale_bytes_ids_accepted(impl):
+    store = impl.BookStore(2)
+    store.add(YES)
+    store.mark_stale([YES.encode()])
+    assert store.top(YES).state is State.STALE
+    assert row_of(store, YES)[EPOCH] == 1 and row_of(store, YES)[SEQ] == 1
