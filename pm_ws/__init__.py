@@ -7,6 +7,8 @@ compiled ``pm_ws._core_c`` module; ``IMPLEMENTATION`` says which core is running
 from __future__ import annotations
 
 from ._core import IMPLEMENTATION, BookStore, Dispatcher, parse_price, parse_size, price_to_cents
+from .backoff import ExponentialBackoff
+from .client import DEFAULT_URL, ClientEvent, EventStream, MarketClient, PolymarketMarketWsClient
 from .errors import CapacityError, ConnectionClosedError, ParseError, PmWsError, ProtocolError
 from .row import (
     ASK_LEVELS,
@@ -38,6 +40,7 @@ from .row import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MarketClient", "PolymarketMarketWsClient", "ClientEvent", "EventStream", "DEFAULT_URL", "ExponentialBackoff",
     "IMPLEMENTATION", "BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents",
     "PmWsError", "ProtocolError", "ParseError", "CapacityError", "ConnectionClosedError",
     "PRICE_SCALE", "SIZE_SCALE", "N_FIELDS", "FIELD_NAMES", "State", "Top", "SIDE_BUY", "SIDE_SELL",
