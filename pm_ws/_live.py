@@ -1,0 +1,318 @@
+"""``pm-ws watch``, ``record`` and ``demo``: the commands that hold a live market-channel connection."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import Any
+
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from . import __version__
+from ._watch_view import LABEL_WIDTH, RateMeter, Screen, TopTable, can_encode, short_token, shorten, state_counts
+from .backoff import ExponentialBackoff
+from .cli import EXIT_BAD_FILE, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError, select_tokens
+from .client import ClientEvent, MarketClient
+from .recording import FORMAT_VERSION, RecordingWriter
+from .row import State
+from .testing import FakeMarketServer
+
+CONNECT_CHECK_TIMEOUT = 10.0  # seconds to wait for the first handshake before calling a URL unreachable
+NOTE_GATHER_SECONDS = 0.05  # events closer than this share one note
+PROGRESS_PERIOD_TERMINAL = 0.5
+PROGRESS_PERIOD_LOG = 5.0
+# State events that are not a mark_stale of the client ("resync", "snapshot" report a state the core
+# set; "client stopped" comes after the last frame and would leave a replay with every row STALE)
+NOT_MARKED = ("resync", "snapshot", "client stopped")
+
+
+async def check_reachable(url: str) -> None:
+    """Open and close one WebSocket to ``url`` so a wrong URL fails now, in one line, not in a retry loop."""
+    try:
+        async with asyncio.timeout(CONNECT_CHECK_TIMEOUT):
+            async with connect(url, ping_interval=None, compression=None, open_timeout=None):
+                pass
+    except InvalidURI as exc:
+        raise CliError(f"invalid WebSocket URL {url!r}: {exc}", EXIT_USAGE) from None
+    except TimeoutError:
+        message = f"cannot reach {url}: no handshake within {CONNECT_CHECK_TIMEOUT:g} s"
+        raise CliError(message, EXIT_UNREACHABLE) from None
+    except (OSError, InvalidHandshake) as exc:
+        raise CliError(f"cannot reach {url}: {exc}", EXIT_UNREACHABLE) from None
+
+
+def fail_without_books(client: MarketClient, book_timeout: float | None, elapsed: float) -> None:
+    """Give up (exit 3) when no token got a book within --book-timeout: the server takes unknown ids silently."""
+    if book_timeout is None or elapsed < book_timeout or client.dispatcher.stats()["ev_book"]:
+        return
+    tokens = ", ".join(short_token(t) for t in client.store.tokens())
+    message = f"no order book for any token after {book_timeout:g} s ({tokens}): unknown token ids?"
+    raise CliError(message, EXIT_NOT_FOUND)
+
+
+class LiveView:
+    """Draw the table for a running client, note connection and state events, enforce the deadlines."""
+
+    def __init__(self, client: MarketClient, labels: dict[str, str], args: argparse.Namespace, title: str) -> None:
+        self.client = client
+        interactive = sys.stdout.isatty() and not args.plain
+        self.screen = Screen(sys.stdout, interactive=interactive)
+        self.ascii_only = not can_encode(sys.stdout, "×…→")
+        self.table = TopTable(client.store, labels, ascii_only=self.ascii_only)
+        self.refresh = args.refresh or (0.25 if interactive else 1.0)
+        self.duration: float | None = args.duration
+        self.book_timeout: float | None = getattr(args, "book_timeout", None)
+        self.labels = labels
+        self.title = title
+        self.frame_rate = RateMeter()
+        self.started = time.monotonic()
+        self._events = client.events()  # registered now: the first connection's events are not missed
+        self._pending_events: list[ClientEvent] = []
+
+    def note(self, text: str) -> None:
+        """Show a one-line event note (under the table, or as a log line)."""
+        self.screen.note(text)
+
+    async def run(self) -> int:
+        """Refresh until --duration passes (exit 0) or no book arrives in time (exit 3)."""
+        notes = asyncio.create_task(self._note_events())
+        try:
+            while True:
+                now = time.monotonic()
+                self.draw(now)
+                elapsed = now - self.started
+                if self.duration is not None and elapsed >= self.duration:
+                    return EXIT_OK
+                fail_without_books(self.client, self.book_timeout, elapsed)
+                wait = self.refresh if self.duration is None else min(self.refresh, self.duration - elapsed)
+                await asyncio.sleep(max(0.0, wait))
+        finally:
+            self._events.close()
+            notes.cancel()
+            with suppress(asyncio.CancelledError):
+                await notes
+            self.screen.close()
+
+    def draw(self, now: float) -> None:
+        """Draw the header line and the table once."""
+        client_stats = self.client.stats()
+        stats = client_stats["dispatcher"]
+        rate = self.frame_rate.update(stats["frames"], now)
+        rejected = sum(value for key, value in stats.items() if key.startswith("rej_"))
+        reconnects = sum(conn["reconnects"] for conn in client_stats["connections"])
+        header = (
+            f"{self.title}  {now - self.started:.0f}s  frames {stats['frames']:,} ({rate:.0f}/s)  "
+            f"reconnects {reconnects}  rejected {rejected}  {state_counts(self.client.store)}"
+        )
+        self.screen.show([header, *self.table.lines(now_monotonic=now)])
+
+    def _name(self, token: str) -> str:
+        label = self.labels.get(token)
+        return f"{short_token(token)} {shorten(label, LABEL_WIDTH)}" if label else short_token(token)
+
+    async def _note_events(self) -> None:
+        # Events come in bursts (a disconnect stales every token): gather 50 ms of them, then note
+        loop = asyncio.get_running_loop()
+        async for event in self._events:
+            if not self._pending_events:
+                loop.call_later(NOTE_GATHER_SECONDS, self._note_pending)
+            self._pending_events.append(event)
+
+    def _note_pending(self) -> None:
+        arrow = "->" if self.ascii_only else "→"
+        events, self._pending_events = self._pending_events, []
+        groups: dict[tuple[str, str], list[str]] = {}
+        for event in events:
+            if event.kind == "state" and event.token_id is not None:
+                reason = str(event.data.get("reason", ""))
+                if reason != "subscribed":  # every new token starts STALE: not news
+                    groups.setdefault((event.data["state"].name, reason), []).append(self._name(event.token_id))
+            elif event.kind == "connected":
+                subscribed = _count(event.data["tokens"], "token")
+                self.note(f"connection {event.data['connection']} open, subscribed to {subscribed}")
+            elif event.kind == "disconnected":
+                self.note(f"connection {event.data['connection']} lost: {event.data['reason']}")
+        for (state, reason), names in groups.items():
+            who = ", ".join(names) if len(names) <= 2 else _count(len(names), "token")
+            if reason == "resync":  # the dispatcher asked for a fresh book; the row may already be fine
+                self.note(f"re-syncing {who} (row {state})")
+            else:
+                self.note(f"{arrow} {state}: {who} ({reason})")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+async def watch(args: argparse.Namespace) -> int:
+    """Run ``pm-ws watch``."""
+    tokens, labels = await select_tokens(args)
+    await check_reachable(args.url)
+    client = MarketClient(args.url, capacity=len(tokens))
+    await client.subscribe(tokens)
+    async with client:
+        return await LiveView(client, labels, args, f"pm-ws watch {args.url}").run()
+
+
+async def record(args: argparse.Namespace) -> int:
+    """Run ``pm-ws record``."""
+    tokens, _ = await select_tokens(args)
+    await check_reachable(args.url)
+    try:
+        writer = RecordingWriter(args.out, overwrite=args.overwrite)
+    except FileExistsError:
+        raise CliError(f"{args.out} already exists (use --overwrite to replace it)", EXIT_BAD_FILE) from None
+    except OSError as exc:
+        raise CliError(f"cannot create {args.out}: {exc.strerror or exc}", EXIT_BAD_FILE) from None
+    with writer:
+        client = await recording_client(args.url, tokens, writer)
+        async with client:
+            return await _show_progress(client, writer, args)
+
+
+async def recording_client(url: str, tokens: list[str], writer: RecordingWriter) -> MarketClient:
+    """Make a client subscribed to ``tokens`` whose every frame and own row change goes to ``writer``.
+
+    Replaying the file (frames plus the subscribe and stale meta records) rebuilds the client's
+    ``store.view`` byte for byte, up to the moment the client is stopped.
+    """
+    writer.write_meta({"type": "start", "format": FORMAT_VERSION, "url": url, "tool": f"pm-ws {__version__}"})
+    writer.write_meta({"type": "subscribe", "tokens": tokens})
+    client = MarketClient(url, capacity=len(tokens), on_event=_StaleNotes(writer))
+    client.dispatcher = FrameTap(client.dispatcher, writer.write_frame)
+    await client.subscribe(tokens)
+    return client
+
+
+class FrameTap:
+    """Stand in for a Dispatcher: hand every frame to ``sink`` with its receive time, then apply it."""
+
+    def __init__(self, dispatcher: Any, sink: Callable[[str | bytes, int], None]) -> None:
+        self._dispatcher = dispatcher
+        self._feed = dispatcher.feed
+        self._sink = sink
+
+    def feed(self, frame: str | bytes, recv_ts_ns: int = 0) -> int:
+        self._sink(frame, recv_ts_ns)
+        return int(self._feed(frame, recv_ts_ns))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dispatcher, name)
+
+
+class _StaleNotes:
+    # The client's own store changes (mark_stale on subscribe, disconnect, silence, stop) are not
+    # frames: write them as meta records so a replay applies them at the same point
+    def __init__(self, writer: RecordingWriter) -> None:
+        self.writer = writer
+
+    def __call__(self, event: ClientEvent) -> None:
+        if event.kind == "state" and event.data["state"] == State.STALE and event.data.get("reason") not in NOT_MARKED:
+            self.writer.write_meta({"type": "stale", "tokens": [event.token_id], "reason": event.data.get("reason")})
+
+
+async def _show_progress(client: MarketClient, writer: RecordingWriter, args: argparse.Namespace) -> int:
+    terminal = sys.stderr.isatty()
+    period = PROGRESS_PERIOD_TERMINAL if terminal else PROGRESS_PERIOD_LOG
+    started = time.monotonic()
+    rate = RateMeter()
+    next_line = started + period
+
+    def line(now: float, frames_per_second: float) -> str:
+        return (
+            f"recording {args.out}: {writer.frames:,} frames, {writer.frame_bytes / 1e6:.2f} MB received, "
+            f"{writer.file_bytes / 1e6:.2f} MB written, {frames_per_second:.0f} frames/s, {now - started:.0f} s"
+        )
+
+    try:
+        while True:
+            await asyncio.sleep(0.1)
+            writer.flush_if_due()
+            now = time.monotonic()
+            if args.duration is not None and now - started >= args.duration:
+                return EXIT_OK
+            if now >= next_line:
+                next_line = now + period
+                text = line(now, rate.update(writer.frames, now))
+                end = "" if terminal else "\n"
+                print(f"\r{text}\x1b[K" if terminal else text, end=end, file=sys.stderr, flush=True)
+            fail_without_books(client, args.book_timeout, now - started)
+    finally:
+        writer.flush()
+        now = time.monotonic()
+        average = writer.frames / max(now - started, 1e-9)
+        text = line(now, average) + " (done)"
+        print(f"\r{text}\x1b[K" if terminal else text, file=sys.stderr, flush=True)
+
+
+# -- demo -------------------------------------------------------------------------------------------
+
+DEMO_TICKS = ("0.01", "0.01", "0.001")  # one market starts on a sub-cent grid
+DEMO_OUTAGE_SECONDS = 1.0  # how long the demo server refuses connections after an abort
+
+
+async def demo(args: argparse.Namespace) -> int:
+    """Run ``pm-ws demo``: a lively fake market on loopback, watched."""
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    server = FakeMarketServer(markets=args.markets, seed=seed, rate_hz=args.rate, tick=DEMO_TICKS, trade_every=15)
+    async with server:
+        labels = {}
+        for number, market in enumerate(server.markets, 1):
+            labels[market.yes_id] = f"market {number} YES"
+            labels[market.no_id] = f"market {number} NO"
+        # short backoff: the refused reconnects of an outage end in a recovery within ~1 s of it
+        client = MarketClient(server.url, capacity=len(server.token_ids), backoff=lambda: ExponentialBackoff(0.1, 1.0))
+        await client.subscribe(server.token_ids)
+        async with client:
+            view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
+            director = asyncio.create_task(_direct(server, view, args.fault_every, random.Random(seed)))
+            try:
+                return await view.run()
+            finally:
+                director.cancel()
+                with suppress(asyncio.CancelledError):
+                    await director
+
+
+async def _direct(server: FakeMarketServer, view: LiveView, fault_every: float, rng: random.Random) -> None:
+    """Stage the demo's events: a tick-size change, then a fault every ``fault_every`` seconds."""
+    yes = server.markets[0].yes_id
+
+    async def tick_change() -> None:
+        tick = "0.001" if server.tick(yes) == 100 else "0.01"
+        view.note(f"server: tick size of {view.labels[yes]} changes to {tick}")
+        await server.change_tick(yes, tick)
+
+    async def abort() -> None:
+        view.note(f"server: abrupt TCP disconnect, new connections refused for {DEMO_OUTAGE_SECONDS:g} s")
+        server.reject_connections(True)
+        server.abort_all()
+        await asyncio.sleep(DEMO_OUTAGE_SECONDS)
+        server.reject_connections(False)
+        view.note("server: accepting connections again")
+
+    async def malformed() -> None:
+        view.note("server: 5 malformed frames and a burst of 200 price changes")
+        await server.send_malformed(5)
+        await server.burst(200)
+
+    async def close() -> None:
+        view.note("server: clean close (1011) of every connection")
+        await server.close_all(1011, "demo")
+
+    script: list[Callable[[], Awaitable[None]]] = [malformed, close, tick_change, abort]
+    # the first tick change and fault come early, so `demo --duration 5` shows a full recovery
+    await asyncio.sleep(min(1.0, fault_every / 2))
+    await tick_change()
+    await asyncio.sleep(min(1.0, fault_every / 2))
+    await abort()
+    for step in itertools.count():
+        await asyncio.sleep(fault_every * rng.uniform(0.8, 1.2))
+        await script[step % len(script)]()

@@ -1,0 +1,259 @@
+"""``pm-ws replay``: push a recording through the dispatcher, flat out or at the recorded pace.
+
+Flat out, the whole recording is read into memory first so the timing covers ``Dispatcher.feed``
+alone. ``--check`` feeds every frame to the compiled core and the pure twin in lockstep and stops at
+the first frame after which their return values or ``store.view`` bytes differ; at the end it also
+compares the counters, the resync queues and the cold events they delivered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from ._watch_view import Screen, TopTable, can_encode, state_counts
+from .cli import EXIT_BAD_FILE, EXIT_DIVERGENCE, EXIT_FAILURE, EXIT_OK, CliError
+from .recording import KIND_META, RecordingError, RecordingReader
+from .row import FIELD_NAMES, N_FIELDS
+
+@dataclass
+class Segment:
+    """A meta note (or None at the start) and the frames recorded after it, as (frame, recv_ns)."""
+
+    meta: dict[str, Any] | None
+    frames: list[tuple[str | bytes, int]] = field(default_factory=list)
+
+
+@dataclass
+class LoadedRecording:
+    """A whole recording in memory, ready to feed."""
+
+    segments: list[Segment]
+    tokens: list[str]  # every token the recording ever subscribed, in first-seen order
+    frames: int
+    frame_bytes: int
+    truncated_bytes: int
+
+    @property
+    def first_ns(self) -> int:
+        return next((ns for s in self.segments for _, ns in s.frames), 0)
+
+    @property
+    def last_ns(self) -> int:
+        return next((s.frames[-1][1] for s in reversed(self.segments) if s.frames), 0)
+
+
+def load_recording(path: str) -> LoadedRecording:
+    """Read a recording into memory, turning file problems into one-line CLI errors."""
+    segments = [Segment(None)]
+    tokens: dict[str, None] = {}
+    frames = frame_bytes = 0
+    try:
+        with RecordingReader(path) as reader:
+            for record in reader:
+                if record.kind == KIND_META:
+                    meta = record.meta
+                    if meta.get("type") == "subscribe":
+                        tokens.update(dict.fromkeys(str(t) for t in meta.get("tokens", [])))
+                    segments.append(Segment(meta))
+                else:
+                    segments[-1].frames.append((record.frame, record.recv_ns))
+                    frames += 1
+                    frame_bytes += len(record.payload)
+            truncated = reader.truncated_bytes
+    except (OSError, RecordingError, ValueError) as exc:
+        raise CliError(f"cannot replay {path}: {_reason(exc)}", EXIT_BAD_FILE) from None
+    return LoadedRecording(segments, list(tokens), frames, frame_bytes, truncated)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+def core_module(choice: str) -> ModuleType:
+    """The core to replay through: "auto" (as ``import pm_ws`` chose), "c" or "py"."""
+    name = {"auto": "pm_ws._core", "c": "pm_ws._core_c", "py": "pm_ws._core_py"}[choice]
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        which = "compiled" if choice == "c" else choice
+        raise CliError(f"the {which} core cannot be imported: {exc}", EXIT_FAILURE) from None
+
+
+def core_name(module: ModuleType) -> str:
+    """Human name of a core module: "cython" or "python"."""
+    return str(getattr(module, "IMPLEMENTATION", "cython" if module.__name__.endswith("_c") else "python"))
+
+
+class Replayer:
+    """A BookStore and Dispatcher of one core, driven by a loaded recording."""
+
+    def __init__(self, core: ModuleType, tokens: list[str]) -> None:
+        self.core = core
+        self.cold_events: list[tuple[str, Any]] = []
+        self.store = core.BookStore(max(1, len(tokens)))
+        self.dispatcher = core.Dispatcher(self.store, on_event=self._on_event)
+
+    def apply_meta(self, meta: dict[str, Any] | None) -> None:
+        """Do to the store what the recorder's client did (subscribe, unsubscribe, lose a connection)."""
+        if meta is None:
+            return
+        tokens = [str(t) for t in meta.get("tokens", [])]
+        kind = meta.get("type")
+        try:
+            if kind == "subscribe":
+                for token in tokens:
+                    self.store.add(token)
+            elif kind == "unsubscribe":
+                for token in tokens:
+                    self.store.remove(token)
+            elif kind == "stale":
+                self.store.mark_stale(tokens)
+        except ValueError as exc:  # a token id the store refuses: the file was not written by pm-ws record
+            raise CliError(f"bad meta record {meta}: {exc}", EXIT_BAD_FILE) from None
+
+    def _on_event(self, event_type: str, payload: Any) -> None:
+        self.cold_events.append((event_type, payload))
+
+
+def replay(args: argparse.Namespace) -> int:
+    """Run ``pm-ws replay`` (see ``pm-ws replay --help``)."""
+    recording = load_recording(args.file)
+    if recording.truncated_bytes:
+        torn = recording.truncated_bytes
+        print(f"note: skipped a torn last block ({torn} bytes) at the end of {args.file}", file=sys.stderr)
+    code = EXIT_OK
+    if args.check:
+        replayer, code = _check(recording, args.file)
+    else:
+        replayer = Replayer(core_module(args.impl), recording.tokens)
+        if args.realtime:
+            _feed_realtime(replayer, recording, args)
+        else:
+            _feed_flat_out(replayer, recording, args.file)
+    _print_final(replayer, recording)
+    return code
+
+
+def _feed_flat_out(replayer: Replayer, recording: LoadedRecording, path: str) -> None:
+    feed = replayer.dispatcher.feed
+    started = time.perf_counter_ns()
+    for segment in recording.segments:
+        replayer.apply_meta(segment.meta)
+        for frame, recv_ns in segment.frames:
+            feed(frame, recv_ns)
+    elapsed_ns = max(1, time.perf_counter_ns() - started)
+    frames = recording.frames
+    rate = frames * 1e9 / elapsed_ns
+    per_frame_us = elapsed_ns / 1e3 / frames if frames else 0.0
+    print(
+        f"replayed {frames:,} frames ({recording.frame_bytes / 1e6:.2f} MB) from {path} through the "
+        f"{core_name(replayer.core)} core in {elapsed_ns / 1e9:.3f} s: {rate:,.0f} frames/s, "
+        f"{per_frame_us:.3f} µs/frame"
+    )
+
+
+def _feed_realtime(replayer: Replayer, recording: LoadedRecording, args: argparse.Namespace) -> None:
+    interactive = sys.stdout.isatty() and not args.plain
+    screen = Screen(sys.stdout, interactive=interactive)
+    table = TopTable(replayer.store, ascii_only=not can_encode(sys.stdout, "×…"))
+    refresh = args.refresh or (0.25 if interactive else 1.0)
+    first_ns, speed = recording.first_ns, args.speed
+    started = time.monotonic()
+    next_draw = started
+    fed = 0
+
+    def draw(now: float) -> None:
+        virtual_ns = first_ns + int((now - started) * speed * 1e9)
+        header = (
+            f"pm-ws replay {args.file}  x{speed:g}  frame {fed:,}/{recording.frames:,}  "
+            f"{state_counts(replayer.store)}"
+        )
+        screen.show([header, *table.lines(now_ns=virtual_ns, now_monotonic=now)])
+
+    try:
+        for segment in recording.segments:
+            replayer.apply_meta(segment.meta)
+            for frame, recv_ns in segment.frames:
+                due = started + (recv_ns - first_ns) / 1e9 / speed
+                while (now := time.monotonic()) < due:
+                    if now >= next_draw:
+                        draw(now)
+                        next_draw = now + refresh
+                    time.sleep(max(0.0, min(due, next_draw) - now))
+                replayer.dispatcher.feed(frame, recv_ns)
+                fed += 1
+        draw(time.monotonic())
+    finally:
+        screen.close()
+
+
+def _check(recording: LoadedRecording, path: str) -> tuple[Replayer, int]:
+    compiled = Replayer(core_module("c"), recording.tokens)
+    pure = Replayer(core_module("py"), recording.tokens)
+    index = 0
+    for segment in recording.segments:
+        compiled.apply_meta(segment.meta)
+        pure.apply_meta(segment.meta)
+        for frame, recv_ns in segment.frames:
+            applied = (compiled.dispatcher.feed(frame, recv_ns), pure.dispatcher.feed(frame, recv_ns))
+            difference = _row_difference(compiled, pure)
+            if applied[0] != applied[1] or difference:
+                what = difference or f"feed() returned {applied[0]} (compiled) vs {applied[1]} (pure)"
+                print(f"DIVERGENCE at frame {index} (recv_ns {recv_ns}): {what}")
+                print(f"frame: {str(frame)[:300]!s}")
+                return compiled, EXIT_DIVERGENCE
+            index += 1
+    for name, get in (
+        ("counters", lambda r: r.dispatcher.stats()),
+        ("resync queue", lambda r: r.dispatcher.pending_resync()),
+        ("cold events", lambda r: r.cold_events),
+    ):
+        if get(compiled) != get(pure):
+            print(f"DIVERGENCE after the last frame: {name} differ")
+            print(f"  compiled: {get(compiled)}\n  pure:     {get(pure)}")
+            return compiled, EXIT_DIVERGENCE
+    print(
+        f"check: the compiled and pure cores agree on all {recording.frames:,} frames of {path} "
+        "(return values and rows after every frame; counters, resync queue and cold events at the end)"
+    )
+    return compiled, EXIT_OK
+
+
+def _row_difference(compiled: Replayer, pure: Replayer) -> str:
+    view_c, view_py = compiled.store.view, pure.store.view
+    if view_c.tobytes() == view_py.tobytes():
+        return ""
+    for slot in range(view_c.shape[0]):
+        for index in range(N_FIELDS):
+            if view_c[slot, index] != view_py[slot, index]:
+                tokens = {compiled.store.slot(t): t for t in compiled.store.tokens()}
+                return (
+                    f"row of slot {slot} (token {tokens.get(slot, '?')}) field {FIELD_NAMES[index]}: "
+                    f"{view_c[slot, index]} (compiled) vs {view_py[slot, index]} (pure)"
+                )
+    return "store.view bytes differ"
+
+
+def _print_final(replayer: Replayer, recording: LoadedRecording) -> None:
+    table = TopTable(replayer.store, ascii_only=not can_encode(sys.stdout, "×…"), show_rates=False)
+    print(f"\nfinal top of book ({core_name(replayer.core)} core; AGE relative to the last recorded frame):")
+    for line in table.lines(now_ns=recording.last_ns):
+        print(f"  {line}")
+    stats = replayer.dispatcher.stats()
+    nonzero = [f"{key}={value:,}" for key, value in stats.items() if value]
+    print("\ndispatcher counters (zero counters omitted):")
+    line = " "
+    for item in nonzero:
+        if len(line) + len(item) > 100:
+            print(line)
+            line = " "
+        line += f" {item}"
+    print(line)

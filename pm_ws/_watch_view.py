@@ -1,0 +1,221 @@
+"""The ``pm-ws watch`` display: a top-of-book table per token, redrawn in place or printed as snapshots.
+
+On a terminal the table is redrawn in place with plain ANSI sequences (cursor home, clear to end of
+line); anywhere else (a pipe, a CI log, a test) it prints one dated table per refresh and event notes
+as plain lines, so a ``--duration`` run leaves a readable log.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Protocol, TextIO
+
+from ._decimal_text import price_text, size_text
+from .row import SIDE_BUY, SIDE_SELL, State, Top
+
+HEADERS = ("TOKEN", "BID", "ASK", "SPREAD", "LAST", "STATE", "AGE", "UPD/S")
+RIGHT_ALIGNED = frozenset({"SPREAD", "AGE", "UPD/S"})
+NOTES_KEPT = 6  # event notes shown under the table on a terminal
+LABEL_WIDTH = 32  # a market question can be a paragraph
+
+_HOME = "\x1b[H"
+_CLEAR_SCREEN = "\x1b[2J"
+_CLEAR_LINE_END = "\x1b[K"
+_CLEAR_BELOW = "\x1b[J"
+_HIDE_CURSOR = "\x1b[?25l"
+_SHOW_CURSOR = "\x1b[?25h"
+
+
+class TopSource(Protocol):
+    """What the table reads: a BookStore."""
+
+    def tokens(self) -> list[str]: ...
+    def top(self, token_id: str) -> Top: ...
+
+
+class RateMeter:
+    """Rate of a growing counter, measured over windows of about ``window`` seconds.
+
+    A window closes at the first update at least half a window after it opened, so a caller that
+    updates once per ``window`` (give or take scheduling jitter) gets a fresh rate every time.
+    """
+
+    def __init__(self, window: float = 1.0) -> None:
+        self.window = window
+        self._start: tuple[float, int] | None = None
+        self.rate = 0.0
+
+    def update(self, count: int, now: float) -> float:
+        """Feed the counter's current value; return the rate of the last closed window."""
+        if self._start is None or count < self._start[1]:
+            self._start = (now, count)
+        elif now - self._start[0] >= self.window / 2:
+            self.rate = (count - self._start[1]) / (now - self._start[0])
+            self._start = (now, count)
+        return self.rate
+
+
+def short_token(token_id: str, keep: int = 4) -> str:
+    """Shorten a ~77-digit token id to its first and last digits: ``"7160…6553"``."""
+    return token_id if len(token_id) <= 2 * keep + 1 else f"{token_id[:keep]}…{token_id[-keep:]}"
+
+
+def shorten(text: str, width: int) -> str:
+    """Cut ``text`` to ``width`` characters, marking the cut with ``…``."""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def age_text(seconds: float) -> str:
+    """Write an age compactly: ``0.3s``, ``12s``, ``5m``, ``3h``."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    if seconds < 600:
+        return f"{seconds:.0f}s"
+    if seconds < 36_000:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+class TopTable:
+    """Turn BookStore rows into aligned text lines.
+
+    Parameters
+    ----------
+    store : BookStore
+        Where the rows come from (read with ``top``).
+    labels : dict
+        Optional short label per token id ("YES", "Will X happen? No"), shown after the short id.
+    ascii_only : bool
+        Write ``x`` and ``...`` instead of ``×`` and ``…`` (for a stream that cannot encode them).
+    show_rates : bool
+        Include the UPD/S column (row updates per second, measured between calls).
+    """
+
+    def __init__(
+        self,
+        store: TopSource,
+        labels: dict[str, str] | None = None,
+        *,
+        ascii_only: bool = False,
+        show_rates: bool = True,
+    ) -> None:
+        self.store = store
+        self.labels = labels or {}
+        self.ascii_only = ascii_only
+        self.show_rates = show_rates
+        self._update_rates: dict[str, RateMeter] = {}
+
+    def lines(self, now_ns: int | None = None, now_monotonic: float | None = None) -> list[str]:
+        """Render the header line and one line per token held by the store."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        now_monotonic = time.monotonic() if now_monotonic is None else now_monotonic
+        rows = [self._row(token, self.store.top(token), now_ns, now_monotonic) for token in self.store.tokens()]
+        columns = len(HEADERS) if self.show_rates else len(HEADERS) - 1  # UPD/S is the last column
+        return aligned([row[:columns] for row in (HEADERS, *rows)])
+
+    def _row(self, token: str, top: Top, now_ns: int, now_monotonic: float) -> tuple[str, ...]:
+        rate = self._update_rates.setdefault(token, RateMeter()).update(top.seq, now_monotonic)
+        label = self.labels.get(token)
+        name = short_token(token) + (f" {shorten(label, LABEL_WIDTH)}" if label else "")
+        bid = self._quote(top.bid_px, top.bid_sz, top.tick) if top.bid_levels else "-"
+        ask = self._quote(top.ask_px, top.ask_sz, top.tick) if top.ask_levels else "-"
+        spread = price_text(top.ask_px - top.bid_px, top.tick) if top.bid_levels and top.ask_levels else "-"
+        age = age_text(max(0, now_ns - top.recv_ts_ns) / 1e9) if top.recv_ts_ns else "-"
+        row = (name, bid, ask, spread, self._last(top), top.state.name, age, f"{rate:.1f}")
+        return tuple(self._ascii(cell) for cell in row) if self.ascii_only else row
+
+    def _quote(self, price: int, size: int, tick: int) -> str:
+        return f"{price_text(price, tick)} × {size_text(size)}"
+
+    def _last(self, top: Top) -> str:
+        if not top.last_px and not top.last_sz:
+            return "-"
+        text = price_text(top.last_px, top.tick)
+        if top.last_sz:
+            text = self._quote(top.last_px, top.last_sz, top.tick)
+        side = {SIDE_BUY: " BUY", SIDE_SELL: " SELL"}.get(top.last_side, "")
+        return text + side
+
+    @staticmethod
+    def _ascii(cell: str) -> str:
+        return cell.replace("×", "x").replace("…", "...")
+
+
+def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
+    """Pad cells into columns (two spaces apart); columns named in RIGHT_ALIGNED are right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = [header in RIGHT_ALIGNED for header in rows[0]]
+    return [
+        "  ".join(cell.rjust(w) if r else cell.ljust(w) for cell, w, r in zip(row, widths, right)).rstrip()
+        for row in rows
+    ]
+
+
+def state_counts(store: TopSource) -> str:
+    """Summarise the tokens' states: ``"3 LIVE, 1 STALE"``."""
+    counts: dict[str, int] = {}
+    for token in store.tokens():
+        name = store.top(token).state.name
+        counts[name] = counts.get(name, 0) + 1
+    order = [state.name for state in State]
+    return ", ".join(f"{counts[name]} {name}" for name in order if name in counts) or "no tokens"
+
+
+class Screen:
+    """Show a block of lines repeatedly: in place on a terminal, as dated snapshots elsewhere.
+
+    Parameters
+    ----------
+    stream : text stream
+        Where to write (``sys.stdout``).
+    interactive : bool
+        Redraw in place with ANSI sequences (a terminal) instead of printing snapshots.
+    """
+
+    def __init__(self, stream: TextIO, *, interactive: bool) -> None:
+        self.stream = stream
+        self.interactive = interactive
+        self._notes: deque[str] = deque(maxlen=NOTES_KEPT)
+        self._started = False
+
+    def show(self, lines: Iterable[str]) -> None:
+        """Draw the block (and, on a terminal, the latest notes under it)."""
+        if not self.interactive:
+            self.stream.write(time.strftime("-- %H:%M:%S --\n") + "".join(f"{line}\n" for line in lines) + "\n")
+            self.stream.flush()
+            return
+        if not self._started:
+            self.stream.write(_HIDE_CURSOR + _CLEAR_SCREEN)
+            self._started = True
+        # a wrapped or scrolled line would break the redraw: cut to the terminal's size
+        width, height = shutil.get_terminal_size()
+        block = [line[:width] for line in (*lines, "", *self._notes)][: max(1, height - 1)]
+        self.stream.write(_HOME + "".join(f"{line}{_CLEAR_LINE_END}\n" for line in block) + _CLEAR_BELOW)
+        self.stream.flush()
+
+    def note(self, line: str) -> None:
+        """Add an event note: printed at once when not interactive, kept under the table otherwise."""
+        stamped = time.strftime("%H:%M:%S ") + line
+        if self.interactive:
+            self._notes.append(stamped)
+        else:
+            self.stream.write(stamped + "\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        """Give the cursor back (the last table stays on screen)."""
+        if self.interactive and self._started:
+            self.stream.write(_SHOW_CURSOR)
+            self.stream.flush()
+
+
+def can_encode(stream: TextIO, text: str) -> bool:
+    """Whether ``stream`` can write ``text`` (a terminal with a non-UTF-8 encoding may not)."""
+    try:
+        text.encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return False
+    return True

@@ -1,0 +1,337 @@
+"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay`` and ``demo``.
+
+Exit codes (also in ``pm-ws --help``)::
+
+    0    success; also Ctrl-C ending watch, record or demo (that is how they are stopped)
+    1    unexpected failure (a bug: the traceback is printed)
+    2    bad arguments (argparse usage errors, malformed token ids or URLs)
+    3    unknown market: no market for a slug or condition id, or no order book for any token
+    4    bad file: a recording that is missing, unreadable, not a recording or damaged; OUT exists
+    5    unreachable: the WebSocket or Gamma URL cannot be reached or answers nonsense
+    6    replay --check: the compiled core and the pure twin disagree
+    130  replay interrupted with Ctrl-C
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from . import __version__
+from .client import DEFAULT_URL
+from .gamma import DEFAULT_GAMMA_URL, GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_BAD_FILE = 4
+EXIT_UNREACHABLE = 5
+EXIT_DIVERGENCE = 6
+EXIT_INTERRUPTED = 130
+
+TOKEN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,100}")  # CORE.md token id grammar
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    success (Ctrl-C is the normal way to stop watch, record and demo)
+  1    unexpected failure
+  2    bad arguments
+  3    unknown market (slug, condition id) or no order book for any token
+  4    bad, missing or damaged file (or record's OUT already exists)
+  5    WebSocket or Gamma URL unreachable
+  6    replay --check found a divergence
+  130  replay interrupted (Ctrl-C)
+"""
+
+RECORDING_FORMAT_HELP = """\
+recording format (pm_ws.recording, version 1, little-endian):
+  file   = b"PMWSREC\\x01" block*
+  block  = raw_len:u32 packed_len:u32 crc32:u32 zlib(records)[packed_len]
+  record = recv_ns:i64 kind:u8 length:u32 payload[length]
+           kind 0 = text frame (UTF-8), 1 = binary frame, 2 = meta (JSON object)
+Blocks are written at least every second and on exit; a crash loses at most the
+last incomplete block, which readers skip.
+"""
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, with its exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pm-ws`` with ``argv`` (default ``sys.argv[1:]``) and return the exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments after the program name.
+
+    Returns
+    -------
+    int
+        The exit code (see the module docstring).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2): argparse already printed why
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    try:
+        with _library_logs(verbose=args.verbose):
+            return int(args.run(args))
+    except CliError as exc:
+        print(f"pm-ws: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pm-ws: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `pm-ws replay FILE | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_OK
+
+
+@contextmanager
+def _library_logs(*, verbose: bool) -> Iterator[None]:
+    # The table already shows what the client's warnings say; keep them off the screen unless asked
+    logger = logging.getLogger("pm_ws")
+    saved = (logger.level, logger.propagate, list(logger.handlers))
+    handler: logging.Handler = logging.NullHandler()
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger.handlers = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+        logger.handlers = saved[2]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with its four subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="pm-ws",
+        description="Watch, record and replay Polymarket CLOB order books from the market WebSocket channel.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pm-ws {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log the client's connection decisions to stderr"
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    watch = _command(commands, "watch", "live top-of-book table of tokens", _run_watch)
+    _add_token_selection(watch)
+    _add_connection_options(watch)
+    _add_display_options(watch)
+
+    record = _command(commands, "record", "write every raw frame with its receive time to a file", _run_record)
+    record.add_argument("out", metavar="OUT", help="recording file to create (format: see `pm-ws record --help`)")
+    _add_token_selection(record)
+    _add_connection_options(record)
+    record.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    record.epilog = RECORDING_FORMAT_HELP
+
+    replay = _command(commands, "replay", "push a recording through the dispatcher", _run_replay)
+    replay.add_argument("file", metavar="FILE", help="a recording made by `pm-ws record`")
+    mode = replay.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--realtime", action="store_true", help="replay at the recorded pace with the live table (default: flat out)"
+    )
+    mode.add_argument(
+        "--check", action="store_true", help="replay through the compiled core and the pure twin and compare them"
+    )
+    replay.add_argument("--speed", type=_positive_float, default=1.0, help="pace multiplier for --realtime")
+    replay.add_argument(
+        "--impl", choices=("auto", "c", "py"), default="auto",
+        help="core to replay through: auto (as `import pm_ws` chooses), c (compiled) or py (pure twin)",
+    )  # fmt: skip
+    _add_display_options(replay)
+
+    demo = _command(commands, "demo", "the embedded fake market server plus watch, no internet needed", _run_demo)
+    demo.add_argument("--markets", type=_positive_int, default=3, help="binary markets to simulate (default 3)")
+    demo.add_argument("--seed", type=int, default=None, help="random seed (default: a new market every run)")
+    demo.add_argument("--rate", type=_positive_float, default=20.0, help="book changes per second (default 20)")
+    demo.add_argument(
+        "--fault-every", type=_positive_float, default=8.0, metavar="SECONDS",
+        help="inject a fault (disconnect, stall, malformed frames) this often (default 8)",
+    )  # fmt: skip
+    demo.add_argument(
+        "--duration", type=_positive_float, default=None, metavar="SECONDS",
+        help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
+    )  # fmt: skip
+    _add_display_options(demo)
+    return parser
+
+
+def _command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, run: Any
+) -> argparse.ArgumentParser:
+    command = commands.add_parser(
+        name, help=summary, description=summary[0].upper() + summary[1:] + ".",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    command.set_defaults(run=run)
+    return command
+
+
+def _add_token_selection(command: argparse.ArgumentParser) -> None:
+    command.add_argument("tokens", metavar="TOKEN_ID", nargs="*", help="CLOB token ids (asset ids) to subscribe")
+    command.add_argument(
+        "--market", action="append", default=[], metavar="CONDITION_ID",
+        help="add every token of this market (condition id, resolved through the Gamma API); repeatable",
+    )  # fmt: skip
+    command.add_argument(
+        "--slug", action="append", default=[], metavar="SLUG",
+        help="add every token of this market or event slug (resolved through the Gamma API); repeatable",
+    )  # fmt: skip
+    command.add_argument(
+        "--gamma-url", default=DEFAULT_GAMMA_URL, metavar="URL",
+        help=f"Gamma REST API base URL (default {DEFAULT_GAMMA_URL})",
+    )  # fmt: skip
+
+
+def _add_connection_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--url", default=DEFAULT_URL, metavar="WS_URL", help=f"market WebSocket endpoint (default {DEFAULT_URL})"
+    )
+    command.add_argument(
+        "--duration", type=_positive_float, default=None, metavar="SECONDS", help="stop after this many seconds"
+    )
+    command.add_argument(
+        "--book-timeout", type=_positive_float, default=20.0, metavar="SECONDS",
+        help="fail (exit 3) if no token has received an order book after this long (default 20)",
+    )  # fmt: skip
+
+
+def _add_display_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--refresh", type=_positive_float, default=None, metavar="SECONDS",
+        help="table refresh period (default 0.25 on a terminal, 1 otherwise)",
+    )  # fmt: skip
+    command.add_argument(
+        "--plain", action="store_true", help="print table snapshots instead of redrawing (automatic when not a TTY)"
+    )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, was {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, was {text!r}")
+    return value
+
+
+# -- token selection -------------------------------------------------------------------------------
+
+
+async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """Token ids from the command line plus those of --market/--slug, with display labels."""
+    for token in args.tokens:
+        if not TOKEN_ID.fullmatch(token):
+            raise CliError(f"invalid token id {token!r} (expected 1-100 characters of [0-9A-Za-z_.:-])", EXIT_USAGE)
+    if not (args.tokens or args.market or args.slug):
+        raise CliError("name at least one TOKEN_ID, --market CONDITION_ID or --slug SLUG", EXIT_USAGE)
+    labels: dict[str, str] = {}
+    lookups = [markets_by_condition_id(c, args.gamma_url) for c in args.market]
+    lookups += [markets_by_slug(s, args.gamma_url) for s in args.slug]
+    try:
+        found = await asyncio.gather(*lookups)
+    except MarketNotFoundError as exc:
+        raise CliError(str(exc), EXIT_NOT_FOUND) from None
+    except GammaError as exc:
+        raise CliError(str(exc), EXIT_UNREACHABLE) from None
+    tokens = list(args.tokens)
+    for markets in found:
+        for market in markets:
+            for index, token in enumerate(market.token_ids):
+                outcome = market.outcomes[index] if index < len(market.outcomes) else f"#{index}"
+                labels[token] = f"{outcome} {market.question}".strip()
+                tokens.append(token)
+    return list(dict.fromkeys(tokens)), labels
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+def _run_watch(args: argparse.Namespace) -> int:
+    from ._live import watch
+
+    return _run_live(watch(args))
+
+
+def _run_record(args: argparse.Namespace) -> int:
+    from ._live import record
+
+    return _run_live(record(args))
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ._live import demo
+
+    return _run_live(demo(args))
+
+
+def _run_live(coroutine: Any) -> int:
+    # Ctrl-C (or SIGTERM) is how watch, record and demo are meant to stop: cleanup runs, exit 0
+    with _sigterm_as_interrupt():
+        try:
+            return int(asyncio.run(coroutine))
+        except KeyboardInterrupt:
+            return EXIT_OK
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    if threading.current_thread() is not threading.main_thread():  # signal handlers are main-thread only
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from ._replay import replay
+
+    return replay(args)
+
+
+
+__all__ = ["main", "build_parser", "CliError"]

@@ -1,0 +1,654 @@
+"""The pm-ws command line: every subcommand against loopback fakes (WebSocket and Gamma REST)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.server
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import types
+import urllib.parse
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+
+from pm_ws import BookStore, Dispatcher, _core, _replay
+from pm_ws import _core_py  # only to build a deliberately broken core for the --check test
+from pm_ws._decimal_text import price_text, size_text
+from pm_ws._live import recording_client
+from pm_ws._watch_view import RateMeter, Screen, TopTable, short_token
+from pm_ws.cli import (
+    EXIT_BAD_FILE,
+    EXIT_DIVERGENCE,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    build_parser,
+    main,
+)
+from pm_ws.gamma import GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
+from pm_ws.row import State
+from pm_ws.recording import KIND_META, RecordingReader, RecordingWriter
+from pm_ws.testing import FakeMarketServer
+
+SUBPROCESS_TIMEOUT = 60
+
+
+# -- fixtures ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ServerThread:
+    """A FakeMarketServer running on its own event loop in a thread, so main() can run here."""
+
+    server: FakeMarketServer
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
+    def subscribed_connections(self) -> int:
+        return sum(1 for conn in self.server.connections if conn.subscribed and not conn.closed)
+
+    def wait_subscribed(self, n: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.subscribed_connections() < n:
+            assert time.monotonic() < deadline, f"{n} subscribed connections expected"
+            time.sleep(0.02)
+
+
+@contextmanager
+def server_thread(**options: Any) -> Iterator[ServerThread]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = FakeMarketServer(**options)
+    running = ServerThread(server, loop)
+    running.call(server.start())
+    try:
+        yield running
+    finally:
+        running.call(server.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+
+@pytest.fixture
+def quiet_server() -> Iterator[ServerThread]:
+    """Two binary markets whose books change only when the test says so."""
+    with server_thread(markets=2, seed=11, rate_hz=0, trade_every=4) as running:
+        yield running
+
+
+@contextmanager
+def gamma_fake(routes: dict[str, Any]) -> Iterator[str]:
+    """A loopback Gamma REST fake: routes map "/path?query" to a JSON value (or bytes to send raw)."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            path, _, query = self.path.partition("?")
+            key = f"{path}?{urllib.parse.unquote(query)}"
+            answer = routes.get(key, routes.get(path, []))
+            body = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def run_module(*args: str, timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pm_ws", *args], capture_output=True, text=True, timeout=timeout, env=_child_env()
+    )
+
+
+def _child_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONIOENCODING": "utf-8"}
+
+
+def write_recording(path: Path, server: FakeMarketServer, changes: int) -> int:
+    """Record a client subscribed to every token of ``server`` (books change without sockets); count frames."""
+    start = 1_700_000_000_000_000_000
+    with RecordingWriter(path) as writer:
+        writer.write_meta({"type": "start", "format": 1}, start)
+        writer.write_meta({"type": "subscribe", "tokens": server.token_ids}, start)
+        writer.write_frame(server.initial_dump(), start)
+        for index, frame in enumerate(server.frames(changes, trades=True), 1):
+            writer.write_frame(frame, start + index * 1_000_000)
+    return writer.frames
+
+
+# -- argument handling ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [([], "exit codes:"), (["watch"], "--slug SLUG"), (["record"], "recording format"), (["replay"], "--check"),
+     (["demo"], "--duration SECONDS")],
+)  # fmt: skip
+def test_cli_help_of_every_command_exits_zero(
+    command: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*command, "--help"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.startswith(" ".join(["usage: pm-ws", *command]))
+    assert expected in out
+
+
+def test_cli_python_dash_m_runs_the_same_main() -> None:
+    result = run_module("--help")
+
+    assert result.returncode == 0
+    assert "watch" in result.stdout and "replay" in result.stdout and "demo" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [([], "required"), (["fly"], "invalid choice"), (["watch", "1", "--duration", "-1"], "positive"),
+     (["watch", "1", "--duration", "soon"], "not a number"), (["demo", "--markets", "0"], "positive"),
+     (["replay"], "required"), (["watch", "bad id!"], "invalid token id"),
+     (["watch"], "at least one TOKEN_ID"), (["watch", "1", "--url", "http://127.0.0.1:1"], "invalid WebSocket URL")],
+)  # fmt: skip
+def test_cli_bad_arguments_exit_2_with_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_cli_parser_every_command_has_a_summary() -> None:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+
+    assert set(commands.choices) == {"watch", "record", "replay", "demo"}
+    assert all(choice.help for choice in commands._choices_actions)
+
+
+# -- watch ------------------------------------------------------------------------------------------
+
+
+def test_cli_watch_loopback_server_prints_exact_books(
+    quiet_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = quiet_server.server
+    token = server.token_ids[0]
+
+    code = main(["watch", token, "--url", server.url, "--duration", "1.5", "--refresh", "0.5"])
+
+    out = capsys.readouterr().out
+    (best_bid, bid_size), (best_ask, ask_size) = server.truth(token)[0][0], server.truth(token)[1][0]
+    tick = server.tick(token)
+    assert code == EXIT_OK
+    last_table = out.rsplit("-- ", 1)[1]
+    assert f"{price_text(best_bid, tick)} × {size_text(bid_size)}" in last_table
+    assert f"{price_text(best_ask, tick)} × {size_text(ask_size)}" in last_table
+    assert "LIVE" in last_table and short_token(token) in last_table
+
+
+def test_cli_watch_unreachable_url_exits_5(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+
+    assert main(["watch", "1", "--url", url]) == EXIT_UNREACHABLE
+    assert f"cannot reach {url}" in capsys.readouterr().err
+
+
+def test_cli_watch_unknown_token_exits_3_after_book_timeout(
+    quiet_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["watch", "12345", "--url", quiet_server.server.url, "--book-timeout", "0.5", "--refresh", "0.2"])
+
+    assert code == EXIT_NOT_FOUND
+    assert "no order book for any token after 0.5 s" in capsys.readouterr().err
+
+
+# -- Gamma resolution -------------------------------------------------------------------------------
+
+CONDITION = "0x" + "ab" * 32
+
+
+def _gamma_routes(tokens: list[str]) -> dict[str, Any]:
+    return {
+        "/markets?slug=will-it-rain": [
+            {"conditionId": CONDITION, "question": "Will it rain?", "slug": "will-it-rain",
+             "clobTokenIds": json.dumps(tokens[:2]), "outcomes": '["Yes", "No"]'}
+        ],
+        f"/markets?condition_ids={CONDITION}": [
+            {"conditionId": CONDITION, "question": "Will it rain?", "clobTokenIds": tokens[:2],
+             "outcomes": ["Yes", "No"]}
+        ],
+        "/events?slug=weather": [
+            {"slug": "weather", "markets": [
+                {"conditionId": "0x1", "question": "Rain?", "clobTokenIds": json.dumps(tokens[:2])},
+                {"conditionId": "0x2", "question": "Snow?", "clobTokenIds": json.dumps(tokens[2:4])},
+                {"conditionId": "0x3", "question": "Not on the CLOB"},
+            ]}
+        ],
+        "/markets?slug=gibberish": b"<html>not json</html>",
+    }  # fmt: skip
+
+
+def test_gamma_slug_string_encoded_token_ids_resolved() -> None:
+    tokens = ["101", "102", "103", "104"]
+    with gamma_fake(_gamma_routes(tokens)) as url:
+        markets = asyncio.run(markets_by_slug("will-it-rain", url))
+
+    assert [(m.condition_id, m.token_ids, m.outcomes, m.question) for m in markets] == [
+        (CONDITION, ("101", "102"), ("Yes", "No"), "Will it rain?")
+    ]
+
+
+def test_gamma_condition_id_list_token_ids_resolved() -> None:
+    with gamma_fake(_gamma_routes(["201", "202"])) as url:
+        markets = asyncio.run(markets_by_condition_id(CONDITION, url))
+
+    assert markets[0].token_ids == ("201", "202")
+
+
+def test_gamma_event_slug_falls_back_to_every_market_of_the_event() -> None:
+    with gamma_fake(_gamma_routes(["1", "2", "3", "4"])) as url:
+        markets = asyncio.run(markets_by_slug("weather", url))
+
+    assert [m.token_ids for m in markets] == [("1", "2"), ("3", "4")]
+
+
+def test_gamma_unknown_slug_raises_market_not_found() -> None:
+    with gamma_fake({}) as url, pytest.raises(MarketNotFoundError, match="no market with slug 'nope'"):
+        asyncio.run(markets_by_slug("nope", url))
+
+
+def test_gamma_non_json_answer_raises_gamma_error() -> None:
+    with gamma_fake(_gamma_routes(["1", "2"])) as url, pytest.raises(GammaError, match="not JSON"):
+        asyncio.run(markets_by_slug("gibberish", url))
+
+
+def test_cli_watch_slug_resolved_through_gamma_fake(
+    quiet_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = quiet_server.server
+    with gamma_fake(_gamma_routes(server.token_ids)) as gamma_url:
+        argv = ["watch", "--slug", "will-it-rain", "--gamma-url", gamma_url, "--url", server.url, "--duration", "1"]
+        code = main(argv)
+
+    out = capsys.readouterr().out
+    assert code == EXIT_OK
+    assert f"{short_token(server.token_ids[0])} Yes Will it rain?" in out
+    assert f"{short_token(server.token_ids[1])} No Will it rain?" in out
+    assert short_token(server.token_ids[2]) not in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "code", "message"),
+    [("--slug", "nope", EXIT_NOT_FOUND, "no market with slug 'nope'"),
+     ("--market", "0xdead", EXIT_NOT_FOUND, "no market with condition id '0xdead'"),
+     ("--slug", "gibberish", EXIT_UNREACHABLE, "not JSON")],
+)  # fmt: skip
+def test_cli_gamma_failures_exit_with_one_line(
+    option: str, value: str, code: int, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with gamma_fake(_gamma_routes(["1", "2"])) as gamma_url:
+        assert main(["watch", option, value, "--gamma-url", gamma_url, "--url", "ws://127.0.0.1:1"]) == code
+
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+
+
+def test_cli_gamma_unreachable_exits_5(capsys: pytest.CaptureFixture[str]) -> None:
+    gamma_url = f"http://127.0.0.1:{free_port()}"
+
+    assert main(["record", "out.pmws", "--slug", "x", "--gamma-url", gamma_url]) == EXIT_UNREACHABLE
+    assert "cannot reach the Gamma API" in capsys.readouterr().err
+
+
+# -- record and replay ------------------------------------------------------------------------------
+
+
+async def _collect_frames(url: str, tokens: list[str], frames: list[str | bytes], stop: asyncio.Event) -> None:
+    # A bare subscriber beside the recorder: it must receive exactly the frames the recorder wrote
+    async with connect(url, compression=None, ping_interval=None) as ws:
+        await ws.send(json.dumps({"assets_ids": tokens, "type": "market", "initial_dump": True,
+                                  "custom_feature_enabled": True}))  # fmt: skip
+        while not stop.is_set():
+            try:
+                frames.append(await asyncio.wait_for(ws.recv(), 0.1))
+            except TimeoutError:
+                continue
+
+
+def test_cli_record_then_replay_round_trip_is_byte_exact(
+    quiet_server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = quiet_server.server
+    tokens = server.token_ids
+    out = tmp_path / "session.pmws"
+    seen: list[str | bytes] = []
+    stop = asyncio.Event()
+    collector = asyncio.run_coroutine_threadsafe(_collect_frames(server.url, tokens, seen, stop), quiet_server.loop)
+    quiet_server.wait_subscribed(1)
+
+    with ThreadPoolExecutor(1) as pool:
+        recording = pool.submit(main, ["record", str(out), *tokens, "--url", server.url, "--duration", "3"])
+        quiet_server.wait_subscribed(2)
+        for _ in range(10):
+            quiet_server.call(server.step(5))
+            time.sleep(0.05)
+        quiet_server.call(server.trade(tokens[0]))
+        code = recording.result(timeout=30)
+    quiet_server.loop.call_soon_threadsafe(stop.set)
+    collector.result(timeout=10)
+
+    with RecordingReader(out) as reader:
+        records = list(reader)
+    frames = [r.frame for r in records if r.kind != KIND_META]
+    metas = [r.meta for r in records if r.kind == KIND_META]
+    assert code == EXIT_OK
+    # the initial dumps are rendered per connection (own timestamps); every later frame is shared
+    assert frames[1:] == seen[1:] and len(frames) > 50
+    assert json.loads(frames[0])[0]["asset_id"] == tokens[0]
+    assert metas[0]["type"] == "start" and metas[1] == {"type": "subscribe", "tokens": tokens}
+    receive_times = [r.recv_ns for r in records if r.kind != KIND_META]
+    assert receive_times == sorted(receive_times)
+    assert "frames" in capsys.readouterr().err  # the progress line
+
+    replayer = _replay.Replayer(_core, tokens)
+    for segment in _replay.load_recording(str(out)).segments:
+        replayer.apply_meta(segment.meta)
+        for frame, recv_ns in segment.frames:
+            replayer.dispatcher.feed(frame, recv_ns)
+    assert all(replayer.store.book(t, depth=None) == server.truth(t) for t in tokens)
+
+
+def test_recording_client_replay_rebuilds_the_store_byte_for_byte(tmp_path: Path) -> None:
+    path = tmp_path / "faults.pmws"
+
+    async def session() -> tuple[list[str], bytes]:
+        async with FakeMarketServer(markets=2, seed=4, rate_hz=0, trade_every=3) as server:
+            tokens = server.token_ids
+            with RecordingWriter(path) as writer:
+                client = await recording_client(server.url, tokens, writer)
+                async with client:
+                    await _until(lambda: _all_live(client, tokens))
+                    await server.step(12)
+                    server.abort_all()  # the client marks every row STALE: meta records, not frames
+                    await _until(lambda: not _all_live(client, tokens))
+                    await _until(lambda: _all_live(client, tokens))
+                    await server.change_tick(tokens[0], "0.001")
+                    await server.step(12)
+                    await _until(lambda: _all_live(client, tokens))
+                    await asyncio.sleep(0.2)
+                    view = client.store.view.tobytes()
+        return tokens, view
+
+    tokens, client_view = asyncio.run(session())
+
+    replayer = _replay.Replayer(_core, tokens)
+    for segment in _replay.load_recording(str(path)).segments:
+        replayer.apply_meta(segment.meta)
+        for frame, recv_ns in segment.frames:
+            replayer.dispatcher.feed(frame, recv_ns)
+    assert replayer.store.view.tobytes() == client_view
+
+
+def _all_live(client: Any, tokens: list[str]) -> bool:
+    return all(client.store.top(token).state == State.LIVE for token in tokens)
+
+
+async def _until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+def test_cli_record_existing_out_exits_4(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "taken.pmws"
+    out.write_bytes(b"keep me")
+    with server_thread(markets=1, rate_hz=0) as running:
+        code = main(["record", str(out), running.server.token_ids[0], "--url", running.server.url])
+
+    assert code == EXIT_BAD_FILE
+    assert "already exists" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+
+
+def test_cli_replay_prints_rate_final_books_and_counters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = FakeMarketServer(markets=2, seed=5, rate_hz=0)
+    path = tmp_path / "r.pmws"
+    frames = write_recording(path, server, 300)
+
+    code = main(["replay", str(path), "--impl", "py"])
+
+    out = capsys.readouterr().out
+    assert code == EXIT_OK
+    assert f"replayed {frames} frames" in out and "frames/s" in out and "µs/frame" in out
+    for token in server.token_ids:
+        (bid, bid_size), (ask, ask_size) = server.truth(token)[0][0], server.truth(token)[1][0]
+        line = next(line for line in out.splitlines() if short_token(token) in line)
+        assert f"{price_text(bid, server.tick(token))} × {size_text(bid_size)}" in line
+        assert f"{price_text(ask, server.tick(token))} × {size_text(ask_size)}" in line
+        assert "LIVE" in line
+    assert f"frames={frames}" in out and "ev_price_change=300" in out
+
+
+def test_cli_replay_realtime_plays_at_recorded_pace(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = FakeMarketServer(markets=1, seed=5, rate_hz=0)
+    path = tmp_path / "rt.pmws"
+    frames = write_recording(path, server, 40)  # 40 ms of recorded time
+
+    started = time.monotonic()
+    code = main(["replay", str(path), "--realtime", "--speed", "0.1", "--refresh", "0.1", "--impl", "py"])
+    elapsed = time.monotonic() - started
+
+    out = capsys.readouterr().out
+    assert code == EXIT_OK
+    assert 0.35 < elapsed < 10
+    assert "pm-ws replay" in out and f"frame {frames}/{frames}" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(None, "No such file"), (b"not a recording at all", "not a pm_ws recording"),
+     (b"PMWSREC\x01" + bytes(12) + b"junk", "damaged block")],
+)  # fmt: skip
+def test_cli_replay_bad_file_exits_4(
+    content: bytes | None, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.pmws"
+    if content is not None:
+        path.write_bytes(content)
+
+    assert main(["replay", str(path)]) == EXIT_BAD_FILE
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.c_extension
+def test_cli_replay_check_compiled_and_pure_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    server = FakeMarketServer(markets=2, seed=9, rate_hz=0)
+    path = tmp_path / "c.pmws"
+    frames = write_recording(path, server, 500)
+
+    assert main(["replay", str(path), "--check"]) == EXIT_OK
+    assert f"agree on all {frames} frames" in capsys.readouterr().out
+
+
+class _DeafDispatcher(_core_py.Dispatcher):
+    """A broken 'compiled' core for the divergence test: ignores the 100th frame."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.count = 0
+
+    def feed(self, frame: Any, recv_ts_ns: int = 0) -> int:
+        self.count += 1
+        return 0 if self.count == 100 else super().feed(frame, recv_ts_ns)
+
+
+def test_cli_replay_check_reports_divergence_exits_6(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = FakeMarketServer(markets=2, seed=9, rate_hz=0)
+    path = tmp_path / "d.pmws"
+    write_recording(path, server, 200)
+    broken = types.SimpleNamespace(
+        __name__="broken", BookStore=_core_py.BookStore, Dispatcher=_DeafDispatcher, IMPLEMENTATION="broken"
+    )
+    monkeypatch.setattr(_replay, "core_module", lambda choice: broken if choice == "c" else _core_py)
+
+    assert main(["replay", str(path), "--check"]) == EXIT_DIVERGENCE
+    assert "DIVERGENCE at frame 99" in capsys.readouterr().out
+
+
+# -- demo and Ctrl-C --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_demo_with_duration_shows_recovery_and_exits_0() -> None:
+    result = run_module("demo", "--duration", "6", "--seed", "3", "--fault-every", "2")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    out = result.stdout
+    assert "abrupt TCP disconnect" in out
+    assert "STALE: 6 tokens" in out
+    assert out.count("LIVE: 6 tokens (snapshot)") >= 2  # first books, then again after the fault
+    assert "TOKEN" in out and "market 1 YES" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("command", "signum"), [("demo", signal.SIGINT), ("record", signal.SIGINT), ("record", signal.SIGTERM)]
+)
+def test_cli_ctrl_c_or_sigterm_stops_cleanly_with_exit_0(command: str, signum: int, tmp_path: Path) -> None:
+    out = tmp_path / "interrupted.pmws"
+    with server_thread(markets=1, rate_hz=50) as running:
+        argv = ["demo"]
+        if command == "record":
+            argv = ["record", str(out), *running.server.token_ids, "--url", running.server.url]
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pm_ws", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_child_env(),
+        )  # fmt: skip
+        time.sleep(3)
+        child.send_signal(signum)
+        stdout, stderr = child.communicate(timeout=SUBPROCESS_TIMEOUT)
+
+    assert child.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    if command == "record":
+        with RecordingReader(out) as reader:
+            assert sum(1 for r in reader if r.kind != KIND_META) > 20
+            assert reader.truncated_bytes == 0
+    else:
+        assert "LIVE" in stdout
+
+
+@pytest.mark.slow
+def test_cli_record_killed_leaves_readable_file(tmp_path: Path) -> None:
+    out = tmp_path / "killed.pmws"
+    with server_thread(markets=1, rate_hz=100) as running:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "pm_ws", "record", str(out), *running.server.token_ids, "--url", running.server.url],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_child_env(),
+        )  # fmt: skip
+        time.sleep(3.5)
+        child.kill()
+        child.wait(timeout=SUBPROCESS_TIMEOUT)
+
+    with RecordingReader(out) as reader:
+        frames = sum(1 for r in reader if r.kind != KIND_META)
+    assert frames > 50  # at least the blocks of the first two seconds
+
+
+# -- the table --------------------------------------------------------------------------------------
+
+
+def test_top_table_rows_show_exact_prices_sizes_and_state() -> None:
+    store = BookStore(2)
+    dispatcher = Dispatcher(store)
+    store.add("12345678901234567890")
+    dispatcher.feed(
+        '{"event_type":"book","asset_id":"12345678901234567890","bids":[{"price":"0.514","size":"1304.72"}],'
+        '"asks":[{"price":"0.52","size":"10"}],"tick_size":"0.001","last_trade_price":"0.515"}',
+        recv_ts_ns=1_000_000_000,
+    )
+
+    header, row = TopTable(store).lines(now_ns=3_500_000_000)
+
+    assert header.split() == ["TOKEN", "BID", "ASK", "SPREAD", "LAST", "STATE", "AGE", "UPD/S"]
+    assert row.split() == ["1234…7890", "0.514", "×", "1304.72", "0.520", "×", "10.00", "0.006", "0.515", "LIVE",
+                           "2.5s", "0.0"]  # fmt: skip
+
+
+def test_top_table_ascii_only_replaces_symbols() -> None:
+    store = BookStore(1)
+    store.add("98765432109876543210")
+
+    lines = TopTable(store, ascii_only=True).lines()
+
+    assert "9876...3210" in lines[1] and "…" not in "".join(lines)
+
+
+def test_screen_not_interactive_prints_dated_snapshots_and_notes() -> None:
+    class Sink:
+        def __init__(self) -> None:
+            self.text = ""
+
+        def write(self, text: str) -> None:
+            self.text += text
+
+        def flush(self) -> None:
+            pass
+
+    sink = Sink()
+    screen = Screen(sink, interactive=False)  # type: ignore[arg-type]
+    screen.show(["a", "b"])
+    screen.note("hello")
+
+    assert "\x1b" not in sink.text
+    assert sink.text.splitlines()[1:3] == ["a", "b"] and sink.text.endswith("hello\n")
+
+
+def test_rate_meter_counts_per_second_over_its_window() -> None:
+    meter = RateMeter(window=1.0)
+    meter.update(0, 10.0)
+
+    assert meter.update(50, 10.2) == 0.0
+    assert meter.update(100, 11.0) == 100.0
