@@ -51,6 +51,13 @@ class BuildExt(build_ext):
         except Exception as exc:  # noqa: BLE001
             raise SystemExit(_no_compiler_message(exc)) from exc
 
+    def copy_file(self, infile, outfile, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # --inplace: unlink, then copy. Writing over the old .so in place would change the pages
+        # of a module that running processes (tests, soak runs) have mapped, and crash them
+        if str(outfile).endswith((".so", ".pyd")) and os.path.exists(outfile):
+            os.unlink(outfile)
+        return super().copy_file(infile, outfile, *args, **kwargs)
+
 
 def _no_compiler_message(exc: BaseException) -> str:
     return (
@@ -72,7 +79,8 @@ def _extensions() -> list:
     cflags = ["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O3"]
     ext = Extension("pm_ws._core_c", ["pm_ws/_core_c.pyx"], extra_compile_args=cflags,
                     define_macros=[("CYTHON_DEBUG", "1")] if DEBUG else [])
-    return cythonize([ext], compiler_directives=DIRECTIVES, annotate=ANNOTATE,
+    # force with ANNOTATE: cythonize skips an unchanged .pyx and would write no HTML
+    return cythonize([ext], compiler_directives=DIRECTIVES, annotate=ANNOTATE, force=ANNOTATE,
                      build_dir="build/debug" if DEBUG else None)
 
 
