@@ -10,7 +10,6 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
-from typing import Any
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -19,18 +18,14 @@ from . import __version__
 from ._watch_view import LABEL_WIDTH, RateMeter, Screen, TopTable, can_encode, short_token, shorten, state_counts
 from .backoff import ExponentialBackoff
 from .cli import EXIT_BAD_FILE, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError, select_tokens
-from .client import ClientEvent, MarketClient
+from .client import CAUSE_MARKED, ClientEvent, MarketClient
 from .recording import FORMAT_VERSION, RecordingWriter
-from .row import State
 from .testing import FakeMarketServer
 
 CONNECT_CHECK_TIMEOUT = 10.0  # seconds to wait for the first handshake before calling a URL unreachable
 NOTE_GATHER_SECONDS = 0.05  # events closer than this share one note
 PROGRESS_PERIOD_TERMINAL = 0.5
 PROGRESS_PERIOD_LOG = 5.0
-# State events that are not a mark_stale of the client ("resync", "snapshot" report a state the core
-# set; "client stopped" comes after the last frame and would leave a replay with every row STALE)
-NOT_MARKED = ("resync", "snapshot", "client stopped")
 
 
 async def check_reachable(url: str) -> None:
@@ -185,37 +180,21 @@ async def recording_client(url: str, tokens: list[str], writer: RecordingWriter)
     """
     writer.write_meta({"type": "start", "format": FORMAT_VERSION, "url": url, "tool": f"pm-ws {__version__}"})
     writer.write_meta({"type": "subscribe", "tokens": tokens})
-    client = MarketClient(url, capacity=len(tokens), on_event=_StaleNotes(writer))
-    client.dispatcher = FrameTap(client.dispatcher, writer.write_frame)
+    client = MarketClient(url, capacity=len(tokens), on_event=_StaleNotes(writer), on_frame=writer.write_frame)
     await client.subscribe(tokens)
     return client
 
 
-class FrameTap:
-    """Stand in for a Dispatcher: hand every frame to ``sink`` with its receive time, then apply it."""
-
-    def __init__(self, dispatcher: Any, sink: Callable[[str | bytes, int], None]) -> None:
-        self._dispatcher = dispatcher
-        self._feed = dispatcher.feed
-        self._sink = sink
-
-    def feed(self, frame: str | bytes, recv_ts_ns: int = 0) -> int:
-        self._sink(frame, recv_ts_ns)
-        return int(self._feed(frame, recv_ts_ns))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._dispatcher, name)
-
-
 class _StaleNotes:
-    # The client's own store changes (mark_stale on subscribe, disconnect, silence, stop) are not
-    # frames: write them as meta records so a replay applies them at the same point
+    # The client's own store changes (mark_stale on subscribe, disconnect, silence) are not frames:
+    # write them as meta records so a replay applies them at the same point. Not the marks of the
+    # client stopping: they come after the last frame and would leave a replay with every row STALE
     def __init__(self, writer: RecordingWriter) -> None:
         self.writer = writer
 
     def __call__(self, event: ClientEvent) -> None:
-        if event.kind == "state" and event.data["state"] == State.STALE and event.data.get("reason") not in NOT_MARKED:
-            self.writer.write_meta({"type": "stale", "tokens": [event.token_id], "reason": event.data.get("reason")})
+        if event.kind == "state" and event.data["cause"] == CAUSE_MARKED:
+            self.writer.write_meta({"type": "stale", "tokens": [event.token_id], "reason": event.data["reason"]})
 
 
 async def _show_progress(client: MarketClient, writer: RecordingWriter, args: argparse.Namespace) -> int:

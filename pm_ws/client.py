@@ -5,8 +5,9 @@ Pure asyncio on ``websockets``. Every connection feeds its frames, unchanged, to
 only decides what to send, when a socket is dead, and which tokens may not be traded on meanwhile.
 
 Per frame the reader does one clock read, one integer compare, ``feed(frame, now)`` and four
-attribute stores. Everything else (resync queue, pending snapshots, timeouts) runs at most every
-``HOUSEKEEPING_NS`` from the reader or on the watchdog's tick, never per frame. Nothing logs per frame.
+attribute stores (plus the ``on_frame`` call when one was given). Everything else (resync queue,
+pending snapshots, timeouts) runs at most every ``HOUSEKEEPING_NS`` from the reader or on the
+watchdog's tick, never per frame. Nothing logs per frame.
 """
 
 from __future__ import annotations
@@ -29,7 +30,16 @@ from ._core import IMPLEMENTATION, BookStore
 from .backoff import ExponentialBackoff
 from .row import EPOCH, RECV_TS_NS, STATE, State
 
-__all__ = ["DEFAULT_URL", "ClientEvent", "EventStream", "MarketClient", "PolymarketMarketWsClient"]
+__all__ = [
+    "CAUSE_CORE",
+    "CAUSE_MARKED",
+    "CAUSE_STOPPED",
+    "DEFAULT_URL",
+    "ClientEvent",
+    "EventStream",
+    "MarketClient",
+    "PolymarketMarketWsClient",
+]
 
 DEFAULT_URL = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
 
@@ -44,7 +54,13 @@ _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
 _NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID)
 
+# ClientEvent "state" data["cause"]: who changed the row
+CAUSE_MARKED = "marked"  # the client called store.mark_stale (subscribe of a LIVE row, disconnect, silence)
+CAUSE_STOPPED = "stopped"  # the client marked it STALE because it is stopping
+CAUSE_CORE = "core"  # the dispatcher set it from a frame; the client only reports it
+
 EventCallback = Callable[["ClientEvent"], None]
+FrameCallback = Callable[[str | bytes, int], None]
 
 
 class ClientEvent(NamedTuple):
@@ -52,11 +68,15 @@ class ClientEvent(NamedTuple):
 
     ``kind`` and ``data`` per kind (``token_id`` is None for connection and market events):
 
-    - ``"state"``: a token's row changed state as seen by the client; ``{"state": State, "reason": str}``.
-      The client marked it STALE itself when ``reason`` is ``"subscribed"`` (a LIVE row of a shared
-      store), ``"silence"``, ``"client stopped"`` or the disconnect's reason; ``"snapshot"`` reports a
-      book that arrived (LIVE, or INVALID if crossed) and ``"resync"`` a state the dispatcher set (INVALID,
-      or STALE after a tick change) with a re-drive queued
+    - ``"state"``: a token's row changed state as seen by the client;
+      ``{"state": State, "reason": str, "cause": str}``. ``cause`` says who changed the row:
+      :data:`CAUSE_MARKED` (the client called ``store.mark_stale``: ``reason`` is ``"subscribed"``
+      for a LIVE row of a shared store, ``"silence"`` or the disconnect's reason),
+      :data:`CAUSE_STOPPED` (the client marked it STALE because it is stopping; ``reason``
+      ``"client stopped"``) or :data:`CAUSE_CORE` (the dispatcher set it from a frame and the client
+      reports it: ``reason`` ``"snapshot"`` for a book that arrived, LIVE or INVALID if crossed,
+      ``"resync"`` for INVALID, or STALE after a tick change, with a re-drive queued).
+      ``reason`` is for people; test ``cause`` in code (e.g. to replay the client's own marks)
     - ``"trade"``: a ``last_trade_price``; ``{"asset_id", "price", "size", "side", "timestamp"}`` as ints
       in pm_ws units (the row already holds it; this is for consumers that want every trade)
     - ``"new_market"``, ``"market_resolved"``: the server's event object, decoded with orjson
@@ -253,6 +273,11 @@ class MarketClient:
     on_event : callable, optional
         ``on_event(ClientEvent)`` for cold events, called synchronously from the reader: keep it
         short and never block. Exceptions are counted in ``stats()`` and logged once.
+    on_frame : callable, optional
+        ``on_frame(frame, recv_ns)`` for every inbound frame of every socket, exactly as fed to the
+        dispatcher (``str`` or ``bytes``) with the receive time it was fed with, called right after
+        ``feed`` returned (the row already shows it) and before the next frame is read; e.g. to
+        record the stream. Same rules as ``on_event``; when None the reader pays nothing for it.
 
     Raises
     ------
@@ -279,6 +304,7 @@ class MarketClient:
         connect_stagger: float = 0.1,
         max_frame_bytes: int = 32 * 2**20,
         on_event: EventCallback | None = None,
+        on_frame: FrameCallback | None = None,
     ) -> None:
         for name, value in (
             ("ping_interval", ping_interval),
@@ -313,6 +339,7 @@ class MarketClient:
         self.max_frame_bytes = max_frame_bytes
         self._backoff_factory = backoff if backoff is not None else ExponentialBackoff
         self._on_event = on_event
+        self._on_frame = on_frame
         self._streams: list[EventStream] = []
         self._connections: list[_Connection] = []
         self._retiring: set[asyncio.Task[None]] = set()  # tasks of connections closing for lack of tokens
@@ -667,7 +694,7 @@ class MarketClient:
             helpers.append(asyncio.create_task(self._watch(conn, ws), name=f"pm_ws.watchdog.{conn.id}"))
             for helper in helpers:
                 helper.add_done_callback(lambda task: self._helper_done(conn, ws, task))
-            feed = self.dispatcher.feed
+            feed = self.dispatcher.feed if self._on_frame is None else self._tapped_feed(self._on_frame)
             clock = time.time_ns
             # The hot loop: keep it this small
             async for frame in ws:
@@ -795,7 +822,7 @@ class MarketClient:
             state = State(self._row(token, STATE))
             if state is State.LIVE:
                 continue  # a fresh book (e.g. the refresh after a tick change) already arrived
-            self._emit("state", token, {"state": state, "reason": "resync"})
+            self._emit("state", token, {"state": state, "reason": "resync", "cause": CAUSE_CORE})
             last = owner.last_redrive.get(token)
             if last is not None and now - last < gap_ns:
                 owner.deferred[token] = last + gap_ns
@@ -818,7 +845,8 @@ class MarketClient:
             del conn.awaiting[token]
             conn.redriven.discard(token)
             self._rebuilt_for.discard(token)
-            self._emit("state", token, {"state": State(self._row(token, STATE)), "reason": "snapshot"})
+            state = State(self._row(token, STATE))
+            self._emit("state", token, {"state": state, "reason": "snapshot", "cause": CAUSE_CORE})
         if arrived and not conn.healthy:
             conn.healthy = True
             conn.backoff.reset()  # only a connection that delivered a snapshot proves the server healthy
@@ -877,7 +905,9 @@ class MarketClient:
         except Exception:  # pragma: no cover - a bug here must not break the event loop's callback
             logger.exception("connection %d: marking tokens stale failed", conn.id)
 
-    def _mark_stale(self, tokens: list[str], reason: str, states: tuple[int, ...] = _NOT_STALE) -> None:
+    def _mark_stale(
+        self, tokens: list[str], reason: str, states: tuple[int, ...] = _NOT_STALE, cause: str = CAUSE_MARKED
+    ) -> None:
         view = self.store.view
         slot_of = self.store.slot
         store = self.store
@@ -886,12 +916,12 @@ class MarketClient:
             return
         self.store.mark_stale(stale)
         for token in stale:
-            self._emit("state", token, {"state": State.STALE, "reason": reason})
+            self._emit("state", token, {"state": State.STALE, "reason": reason, "cause": cause})
 
     async def _shutdown(self) -> None:
         self._stopping = True
         for conn in self._connections:
-            self._mark_stale(list(conn.tokens), "client stopped")
+            self._mark_stale(list(conn.tokens), "client stopped", cause=CAUSE_STOPPED)
         closing = [conn.ws.close() for conn in self._connections if conn.ws is not None]
         if closing:
             await asyncio.gather(*closing, return_exceptions=True)
@@ -923,6 +953,25 @@ class MarketClient:
             }
         ).decode()
 
+    def _tapped_feed(self, on_frame: FrameCallback) -> Callable[[str | bytes, int], int]:
+        # Only a client with on_frame pays for the extra call: the reader's loop stays the same
+        feed = self.dispatcher.feed
+
+        def tapped(frame: str | bytes, recv_ns: int) -> int:
+            applied: int = feed(frame, recv_ns)
+            try:
+                on_frame(frame, recv_ns)
+            except Exception:
+                self._callback_failed("on_frame")
+            return applied
+
+        return tapped
+
+    def _callback_failed(self, name: str) -> None:
+        self._callback_errors += 1
+        if self._callback_errors == 1:
+            logger.exception("%s callback failed (logged once; see stats()['callback_errors'])", name)
+
     def _row(self, token: str, field: int) -> int:
         return int(self.store.view[self.store.slot(token), field])
 
@@ -943,9 +992,7 @@ class MarketClient:
             try:
                 self._on_event(event)
             except Exception:
-                self._callback_errors += 1
-                if self._callback_errors == 1:
-                    logger.exception("on_event callback failed (logged once; see stats()['callback_errors'])")
+                self._callback_failed("on_event")
         for stream in self._streams:
             stream.put(event)
 

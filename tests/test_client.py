@@ -20,9 +20,9 @@ import orjson
 import pytest
 from websockets.protocol import State as SocketState
 
-from pm_ws import BookStore
+from pm_ws import BookStore, Dispatcher
 from pm_ws.backoff import ExponentialBackoff
-from pm_ws.client import ClientEvent, MarketClient, PolymarketMarketWsClient
+from pm_ws.client import CAUSE_CORE, CAUSE_MARKED, CAUSE_STOPPED, ClientEvent, MarketClient, PolymarketMarketWsClient
 from pm_ws.row import TICK, State
 from pm_ws.testing import FakeMarketServer
 
@@ -1012,3 +1012,78 @@ def test_seed_surface_set_tokens_and_run_keep_the_cache_live() -> None:
             await runner
 
     run(scenario())
+
+
+def test_client_on_frame_sees_every_frame_after_it_was_applied() -> None:
+    async def scenario() -> None:
+        async with FakeMarketServer(markets=2, rate_hz=0) as server:
+            yes = server.token_ids[0]
+            seen: list[tuple[str | bytes, int, list[State], int]] = []
+
+            def on_frame(frame: str | bytes, recv_ns: int) -> None:
+                seen.append((frame, recv_ns, states(client, server.token_ids), client.store.top(yes).recv_ts_ns))
+
+            client = MarketClient(server.url, on_frame=on_frame, **FAST)
+            await client.subscribe(server.token_ids)
+            async with client:
+                await wait_until(all_in(client, server.token_ids, State.LIVE))
+                await server.step(30)
+                await server.send_malformed(3)
+                await wait_until(lambda: len(seen) == server.connections[0].sent_frames, what="every frame")
+                assert len(seen) == client.dispatcher.stats()["frames"] == client.stats()["connections"][0]["frames"]
+        dump, recv_ns, at_call, row_recv_ns = seen[0]
+        assert isinstance(dump, str) and dump.count('"event_type":"book"') == 4
+        assert at_call == [State.LIVE] * 4  # the dump was applied before the callback ran
+        assert recv_ns == row_recv_ns > 0  # with the receive time it was fed with
+        assert sum(1 for frame, _, _, _ in seen if "mystery_event" in str(frame)) == 1  # rejected ones too
+
+    run(scenario())
+
+
+def test_client_failing_on_frame_is_counted_and_the_reader_goes_on() -> None:
+    def explode(frame: str | bytes, recv_ns: int) -> None:
+        raise RuntimeError("user bug")
+
+    async def scenario() -> None:
+        async with FakeMarketServer(markets=1, rate_hz=0) as server:
+            client = MarketClient(server.url, on_frame=explode, **FAST)
+            await client.subscribe(server.token_ids)
+            async with client:
+                await wait_until(all_in(client, server.token_ids, State.LIVE))
+                await server.step(20)
+                await wait_until(lambda: books_match(client, server, server.token_ids))
+                assert client.stats()["callback_errors"] >= 21
+                assert client.stats()["connections"][0]["reconnects"] == 0
+
+    run(scenario())
+
+
+def test_client_state_events_say_who_changed_the_row() -> None:
+    async def scenario() -> list[tuple[str, str, str]]:
+        async with FakeMarketServer(markets=1, rate_hz=0) as server:
+            causes: list[tuple[str, str, str]] = []
+
+            def on_event(event: ClientEvent) -> None:
+                if event.kind == "state":
+                    causes.append((event.data["state"].name, event.data["reason"], event.data["cause"]))
+
+            yes = server.token_ids[0]
+            store = BookStore(4)  # a LIVE row of a shared store is marked STALE on subscribe
+            store.add(yes)
+            Dispatcher(store).feed(server.initial_dump([yes]))
+            client = MarketClient(server.url, store=store, on_event=on_event, **FAST)
+            await client.subscribe(server.token_ids)
+            async with client:
+                await wait_until(lambda: ("LIVE", "snapshot", CAUSE_CORE) in causes, what="snapshot events")
+                await server.close_all()
+                await wait_until(none_live(client, server.token_ids))
+                await wait_until(lambda: causes.count(("LIVE", "snapshot", CAUSE_CORE)) >= 4, what="books again")
+        return causes
+
+    causes = run(scenario())
+
+    assert causes[0] == ("STALE", "subscribed", CAUSE_MARKED)
+    assert ("LIVE", "snapshot", CAUSE_CORE) in causes
+    assert ("STALE", "closed by the server or the network", CAUSE_MARKED) in causes
+    assert causes[-2:] == [("STALE", "client stopped", CAUSE_STOPPED)] * 2
+    assert {cause for _, _, cause in causes} == {CAUSE_MARKED, CAUSE_CORE, CAUSE_STOPPED}
