@@ -85,15 +85,27 @@ cdef extern from *:
         return w;
     }
 
-    /* a[0..n) == b[0..n) for token ids: whole words with a fixed trip count instead of a
-       library call (an id of 77 bytes is 10 loads per side) */
+    /* a[0..n) == b[0..n) for token ids: whole 16-byte blocks with a fixed trip count instead
+       of a library call (an id of 77 bytes is 5 loads per side), differences OR-ed together */
     static inline int pm_same_bytes(const unsigned char* a, const unsigned char* b, Py_ssize_t n) {
-        uint64_t diff = 0;
         Py_ssize_t i;
+    #if defined(__SSE2__)
+        __m128i diff = _mm_setzero_si128();
+        if (n < 16) return memcmp(a, b, (size_t)n) == 0;
+        for (i = 0; i + 16 < n; i += 16)
+            diff = _mm_or_si128(diff, _mm_xor_si128(_mm_loadu_si128((const __m128i*)(a + i)),
+                                                    _mm_loadu_si128((const __m128i*)(b + i))));
+        /* the last block, overlapping */
+        diff = _mm_or_si128(diff, _mm_xor_si128(_mm_loadu_si128((const __m128i*)(a + n - 16)),
+                                                _mm_loadu_si128((const __m128i*)(b + n - 16))));
+        return _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xFFFF;
+    #else
+        uint64_t diff = 0;
         if (n < 8) return memcmp(a, b, (size_t)n) == 0;
         for (i = 0; i + 8 < n; i += 8) diff |= pm_load64(a + i) ^ pm_load64(b + i);
         diff |= pm_load64(a + n - 8) ^ pm_load64(b + n - 8);  /* the last word, overlapping */
         return diff == 0;
+    #endif
     }
 
     /* Token ids are ~77 random decimal digits: the head, middle and tail words separate them
@@ -771,6 +783,12 @@ cdef inline void set_status(pm_fields_t* f, int k, int status) noexcept:
         f.bad_shape |= bit
 
 
+cdef inline void set_fresh_ok(pm_fields_t* f, int k) noexcept:
+    # set_status(f, k, S_OK) for the fast paths: they stage each key at most once into an f
+    # cleared just before, ahead of any generic member, so no earlier status needs clearing
+    f.has |= (<uint32_t>1) << k
+
+
 cdef inline int classify(const pm_fields_t* f, uint32_t required, uint32_t optional) noexcept:
     # Shape first (missing or wrong-typed key), then numbers
     cdef uint32_t used = required | optional
@@ -1109,17 +1127,39 @@ cdef inline cptr quoted_units(cptr p, cptr e, int decimals, uint64_t int_max, ui
     return p + 1
 
 
+cdef inline cptr quoted_fraction(cptr p, cptr e, int64_t* out) noexcept:
+    # The usual price shape "0.D" .. "0.DDDD", p just after its '0.': no integer part to
+    # accumulate and no range check (always < 1.0). NULL for anything else (see quoted_units)
+    cdef uint64_t fp = 0
+    cdef unsigned int d
+    cdef int fd = 0
+    while p < e:
+        d = p[0] - 48
+        if d > 9:
+            break
+        if fd == PM_PRICE_DECIMALS:
+            return NULL
+        fp = fp * 10 + d
+        fd += 1
+        p += 1
+    if p >= e or p[0] != c'"':
+        return NULL
+    out[0] = <int64_t>(fp * POW10[PM_PRICE_DECIMALS - fd])
+    return p + 1
+
+
 cdef inline cptr quoted_digits(cptr p, cptr e, int64_t* out) noexcept:
     # A timestamp string of 1..18 digits, p just after its opening quote (see quoted_units)
     cdef int64_t v = 0
     cdef unsigned int d
     cdef cptr start = p
-    while p < e:
+    # at most TS_MAX_DIGITS digits are read (19 may overflow): a longer run stops at a digit,
+    # not at the closing quote, and is refused below
+    cdef cptr stop = p + TS_MAX_DIGITS if e - p > TS_MAX_DIGITS else e
+    while p < stop:
         d = p[0] - 48
         if d > 9:
             break
-        if p - start == TS_MAX_DIGITS:  # before the multiply: 19 digits may overflow
-            return NULL
         v = v * 10 + d
         p += 1
     if p == start or p >= e or p[0] != c'"':
@@ -1143,10 +1183,14 @@ cdef inline cptr fast_price(cptr p, cptr e, int k, pm_fields_t* f) noexcept:
     cdef cptr q
     if p >= e or p[0] != c'"':
         return NULL
-    q = quoted_units(p + 1, e, PM_PRICE_DECIMALS, 1, PM_PRICE_SCALE, &f.val[k])
+    q = NULL
+    if e - p >= 3 and p[1] == c'0' and p[2] == c'.':
+        q = quoted_fraction(p + 3, e, &f.val[k])
+    if q == NULL:
+        q = quoted_units(p + 1, e, PM_PRICE_DECIMALS, 1, PM_PRICE_SCALE, &f.val[k])
     if q == NULL or (f.val[k] == 0 and (k == K_TICK_SIZE or k == K_NEW_TICK_SIZE)):
         return slow_number(p + 1, e, k, f)  # also records a zero tick as bad_number
-    set_status(f, k, S_OK)
+    set_fresh_ok(f, k)
     return q
 
 
@@ -1157,7 +1201,7 @@ cdef inline cptr fast_size(cptr p, cptr e, pm_fields_t* f) noexcept:
     q = quoted_units(p + 1, e, PM_SIZE_DECIMALS, SIZE_INT_MAX, INT64_MAX, &f.val[K_SIZE])
     if q == NULL:
         return slow_number(p + 1, e, K_SIZE, f)
-    set_status(f, K_SIZE, S_OK)
+    set_fresh_ok(f, K_SIZE)
     return q
 
 
@@ -1168,7 +1212,7 @@ cdef inline cptr fast_timestamp(cptr p, cptr e, pm_fields_t* f) noexcept:
     q = quoted_digits(p + 1, e, &f.val[K_TIMESTAMP])
     if q == NULL:
         return slow_number(p + 1, e, K_TIMESTAMP, f)
-    set_status(f, K_TIMESTAMP, S_OK)
+    set_fresh_ok(f, K_TIMESTAMP)
     return q
 
 
@@ -1236,7 +1280,7 @@ cdef cptr fast_entry(cptr p, cptr e, pm_fields_t* lf, Py_ssize_t* guess) noexcep
         if q == NULL:
             return NULL
         lf.val[K_SIDE] = PM_SIDE_SELL
-    set_status(lf, K_SIDE, S_OK)
+    set_fresh_ok(lf, K_SIDE)
     p = lit(q, e, b',"hash":', 8)
     if p != NULL:
         p = fast_other(p, e, &guess[GUESS_HASH])
@@ -1295,7 +1339,7 @@ cdef inline cptr try_side(cptr p, cptr e, pm_fields_t* f) noexcept:
         if r == NULL:
             return p
         f.val[K_SIDE] = PM_SIDE_SELL
-    set_status(f, K_SIDE, S_OK)
+    set_fresh_ok(f, K_SIDE)
     return r
 
 
@@ -1305,7 +1349,7 @@ cdef inline cptr try_kind(cptr p, cptr e, const char* member, Py_ssize_t n, int 
     if q == NULL:
         return p
     f.val[K_EVENT_TYPE] = kind
-    set_status(f, K_EVENT_TYPE, S_OK)
+    set_fresh_ok(f, K_EVENT_TYPE)
     return q
 
 
@@ -1581,21 +1625,23 @@ cdef inline bint is_crossed(const pm_book_t* b) noexcept:
 
 
 cdef inline void touch_row(int64_t* row, const pm_book_t* b, const pm_fields_t* f, int64_t recv_ts_ns) noexcept:
-    # Recompute the top of book from the book and stamp the row (exactly once per token per event)
-    if b.bids.n:
-        row[PM_BID_PX] = b.bids.lv[b.bids.n - 1].px
-        row[PM_BID_SZ] = b.bids.lv[b.bids.n - 1].sz
+    # Recompute the top of book from the book and stamp the row (exactly once per token per event).
+    # The sides are copied first: for the compiler every row store might change them
+    cdef pm_side_t bids = b.bids, asks = b.asks
+    if bids.n:
+        row[PM_BID_PX] = bids.lv[bids.n - 1].px
+        row[PM_BID_SZ] = bids.lv[bids.n - 1].sz
     else:
         row[PM_BID_PX] = 0
         row[PM_BID_SZ] = 0
-    if b.asks.n:
-        row[PM_ASK_PX] = b.asks.lv[b.asks.n - 1].px
-        row[PM_ASK_SZ] = b.asks.lv[b.asks.n - 1].sz
+    if asks.n:
+        row[PM_ASK_PX] = asks.lv[asks.n - 1].px
+        row[PM_ASK_SZ] = asks.lv[asks.n - 1].sz
     else:
         row[PM_ASK_PX] = PM_PRICE_SCALE
         row[PM_ASK_SZ] = 0
-    row[PM_BID_LEVELS] = b.bids.n
-    row[PM_ASK_LEVELS] = b.asks.n
+    row[PM_BID_LEVELS] = bids.n
+    row[PM_ASK_LEVELS] = asks.n
     if f.has & (1 << K_TIMESTAMP):
         row[PM_EXCH_TS_MS] = f.val[K_TIMESTAMP]
     row[PM_RECV_TS_NS] = recv_ts_ns
