@@ -2350,7 +2350,7 @@ cdef class Dispatcher:
         cdef str name
         try:
             payload = orjson.loads(PyBytes_FromStringAndSize(<const char*>e.span_start, e.span_end - e.span_start))
-        except orjson.JSONDecodeError:  # only a number beyond double range, which orjson refuses
+        except orjson.JSONDecodeError:  # only a number too large for orjson (e.g. 1e400), valid JSON to us
             self._stats[ST_REJ_BAD_EVENT] += 1
             return 0
         if kind == EV_NEW_MARKET:
