@@ -7,7 +7,6 @@ call, and ``prime()`` re-applies the corpus snapshot so every round starts from 
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable
 from types import ModuleType
 
@@ -29,9 +28,11 @@ BAD_STATS = (
 
 def compiled_core_missing() -> str | None:
     """Return why the compiled core cannot be benchmarked, or None when it can."""
-    if os.environ.get("PM_WS_NO_EXTENSIONS"):
-        return "PM_WS_NO_EXTENSIONS is set"
     try:
+        from pm_ws._core import NO_EXTENSIONS
+
+        if NO_EXTENSIONS:
+            return "PM_WS_NO_EXTENSIONS is set"
         importlib.import_module(CORE_MODULES["c"])
     except ImportError as exc:
         return f"pm_ws._core_c does not import ({type(exc).__name__}); build it: python setup.py build_ext --inplace"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ._core import IMPLEMENTATION, BookStore, Dispatcher, parse_price, parse_size, price_to_cents
 from .backoff import ExponentialBackoff
 from .client import DEFAULT_URL, ClientEvent, EventStream, MarketClient, PolymarketMarketWsClient
-from .errors import CapacityError, ConnectionClosedError, ParseError, PmWsError, ProtocolError
+from .errors import CapacityError, ParseError, PmWsError, ProtocolError
 from .row import (
     ASK_LEVELS,
     ASK_PX,
@@ -42,7 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MarketClient", "PolymarketMarketWsClient", "ClientEvent", "EventStream", "DEFAULT_URL", "ExponentialBackoff",
     "IMPLEMENTATION", "BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents",
-    "PmWsError", "ProtocolError", "ParseError", "CapacityError", "ConnectionClosedError",
+    "PmWsError", "ProtocolError", "ParseError", "CapacityError",
     "PRICE_SCALE", "SIZE_SCALE", "N_FIELDS", "FIELD_NAMES", "State", "Top", "SIDE_BUY", "SIDE_SELL",
     "BID_PX", "BID_SZ", "ASK_PX", "ASK_SZ", "LAST_PX", "LAST_SZ", "LAST_SIDE", "EXCH_TS_MS",
     "RECV_TS_NS", "SEQ", "EPOCH", "STATE", "TICK", "BID_LEVELS", "ASK_LEVELS", "MISMATCHES",

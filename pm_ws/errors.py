@@ -17,7 +17,3 @@ class ParseError(ProtocolError):
 
 class CapacityError(PmWsError):
     """A BookStore has no free slot for another token."""
-
-
-class ConnectionClosedError(PmWsError):
-    """The market-channel connection closed and the caller asked not to reconnect."""

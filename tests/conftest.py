@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from pm_ws._core import NO_EXTENSIONS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "polymarket"
@@ -19,7 +20,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--no-c-extensions",
         action="store_true",
-        default=bool(os.environ.get("PM_WS_NO_EXTENSIONS")),
+        default=NO_EXTENSIONS,
         help="deselect tests of the compiled core (machines without a compiler)",
     )
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import os
 import struct
 
 import numpy
@@ -12,6 +11,7 @@ import pytest
 
 import pm_ws
 from pm_ws import row
+from pm_ws._core import NO_EXTENSIONS
 from pm_ws.row import BID_PX, N_FIELDS, SEQ, STATE, State
 
 # Made-up ids shaped like real ones (decimal uint256, 77 digits)
@@ -59,7 +59,7 @@ def frames() -> list[str]:
 
 
 @pytest.mark.c_extension
-@pytest.mark.skipif(bool(os.environ.get("PM_WS_NO_EXTENSIONS")), reason="pure-Python core requested")
+@pytest.mark.skipif(NO_EXTENSIONS, reason="pure-Python core requested")
 def test_core_extensions_enabled_compiled_module_loaded(core_c):
     assert pm_ws.IMPLEMENTATION == "cython"
     assert pm_ws.Dispatcher is core_c.Dispatcher
