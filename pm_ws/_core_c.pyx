@@ -2062,7 +2062,9 @@ cdef class Dispatcher:
     -----
     ``on_event`` runs in the middle of a frame, after the events before it were applied. It may
     feed this dispatcher again (that frame is staged apart and applied at once) or change the
-    store; the rest of the outer frame then applies to the store as it finds it.
+    store; the rest of the outer frame then applies to the store as it finds it. An exception
+    raised by ``on_event`` propagates out of ``feed`` and the rest of that frame is not applied:
+    keep the callback exception-free (``MarketClient`` wraps its own and counts failures).
     """
 
     def __cinit__(self, BookStore store not None, *, on_event=None, bint emit_trades=False,

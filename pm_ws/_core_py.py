@@ -739,6 +739,11 @@ class Dispatcher:
     ------
     TypeError
         ``store`` is not a BookStore of this implementation.
+
+    Notes
+    -----
+    An exception raised by ``on_event`` propagates out of ``feed`` and the rest of that frame is
+    not applied: keep the callback exception-free (``MarketClient`` wraps its own).
     """
 
     def __init__(
