@@ -15,7 +15,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from . import __version__
-from ._watch_view import LABEL_WIDTH, RateMeter, Screen, TopTable, can_encode, short_token, shorten, state_counts
+from ._watch_view import LABEL_WIDTH, RateMeter, TopTable, can_encode, screen_for, short_token, shorten, state_counts
 from .backoff import ExponentialBackoff
 from .cli import EXIT_BAD_FILE, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError, select_tokens
 from .client import CAUSE_MARKED, ClientEvent, MarketClient
@@ -57,11 +57,9 @@ class LiveView:
 
     def __init__(self, client: MarketClient, labels: dict[str, str], args: argparse.Namespace, title: str) -> None:
         self.client = client
-        interactive = sys.stdout.isatty() and not args.plain
-        self.screen = Screen(sys.stdout, interactive=interactive)
+        self.screen, self.refresh = screen_for(sys.stdout, plain=args.plain, refresh=args.refresh)
         self.ascii_only = not can_encode(sys.stdout, "×…→")
         self.table = TopTable(client.store, labels, ascii_only=self.ascii_only)
-        self.refresh = args.refresh or (0.25 if interactive else 1.0)
         self.duration: float | None = args.duration
         self.book_timeout: float | None = getattr(args, "book_timeout", None)
         self.labels = labels
@@ -70,6 +68,7 @@ class LiveView:
         self.started = time.monotonic()
         self._events = client.events()  # registered now: the first connection's events are not missed
         self._pending_events: list[ClientEvent] = []
+        self._note_timer: asyncio.TimerHandle | None = None
 
     def note(self, text: str) -> None:
         """Show a one-line event note (under the table, or as a log line)."""
@@ -93,6 +92,8 @@ class LiveView:
             notes.cancel()
             with suppress(asyncio.CancelledError):
                 await notes
+            if self._note_timer is not None:  # a note printed after the screen is restored would garble it
+                self._note_timer.cancel()
             self.screen.close()
 
     def draw(self, now: float) -> None:
@@ -117,7 +118,7 @@ class LiveView:
         loop = asyncio.get_running_loop()
         async for event in self._events:
             if not self._pending_events:
-                loop.call_later(NOTE_GATHER_SECONDS, self._note_pending)
+                self._note_timer = loop.call_later(NOTE_GATHER_SECONDS, self._note_pending)
             self._pending_events.append(event)
 
     def _note_pending(self) -> None:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
-from ._watch_view import Screen, TopTable, can_encode, state_counts
-from .cli import EXIT_BAD_FILE, EXIT_DIVERGENCE, EXIT_FAILURE, EXIT_OK, CliError
+from ._watch_view import TopTable, can_encode, screen_for, state_counts
+from .cli import EXIT_BAD_FILE, EXIT_DIVERGENCE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError
 from .recording import KIND_META, RecordingError, RecordingReader
 from .row import FIELD_NAMES, N_FIELDS
 
@@ -58,6 +58,8 @@ def load_recording(path: str) -> LoadedRecording:
             for record in reader:
                 if record.kind == KIND_META:
                     meta = record.meta
+                    if not isinstance(meta.get("tokens", []), list):
+                        raise RecordingError(f"meta record at {record.recv_ns} has \"tokens\" that are not a list")
                     if meta.get("type") == "subscribe":
                         tokens.update(dict.fromkeys(str(t) for t in meta.get("tokens", [])))
                     segments.append(Segment(meta))
@@ -125,6 +127,10 @@ class Replayer:
 
 def replay(args: argparse.Namespace) -> int:
     """Run ``pm-ws replay`` (see ``pm-ws replay --help``)."""
+    if args.speed is not None and not args.realtime:
+        raise CliError("--speed applies only with --realtime", EXIT_USAGE)
+    if args.impl is not None and args.check:
+        raise CliError("--impl does not apply to --check, which replays through both cores", EXIT_USAGE)
     recording = load_recording(args.file)
     if recording.truncated_bytes:
         torn = recording.truncated_bytes
@@ -133,7 +139,7 @@ def replay(args: argparse.Namespace) -> int:
     if args.check:
         replayer, code = _check(recording, args.file)
     else:
-        replayer = Replayer(core_module(args.impl), recording.tokens)
+        replayer = Replayer(core_module(args.impl or "auto"), recording.tokens)
         if args.realtime:
             _feed_realtime(replayer, recording, args)
         else:
@@ -161,11 +167,9 @@ def _feed_flat_out(replayer: Replayer, recording: LoadedRecording, path: str) ->
 
 
 def _feed_realtime(replayer: Replayer, recording: LoadedRecording, args: argparse.Namespace) -> None:
-    interactive = sys.stdout.isatty() and not args.plain
-    screen = Screen(sys.stdout, interactive=interactive)
+    screen, refresh = screen_for(sys.stdout, plain=args.plain, refresh=args.refresh)
     table = TopTable(replayer.store, ascii_only=not can_encode(sys.stdout, "×…"))
-    refresh = args.refresh or (0.25 if interactive else 1.0)
-    first_ns, speed = recording.first_ns, args.speed
+    first_ns, speed = recording.first_ns, args.speed or 1.0
     started = time.monotonic()
     next_draw = started
     fed = 0

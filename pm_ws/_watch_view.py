@@ -212,6 +212,27 @@ class Screen:
             self.stream.flush()
 
 
+def screen_for(stream: TextIO, *, plain: bool, refresh: float | None) -> tuple[Screen, float]:
+    """Make the Screen for ``stream`` and choose the refresh period.
+
+    Parameters
+    ----------
+    stream : text stream
+        Where the table goes (``sys.stdout``); redrawn in place only if it is a terminal.
+    plain : bool
+        Print snapshots even on a terminal (``--plain``).
+    refresh : float or None
+        The period asked for (``--refresh``); None means 0.25 s when redrawing in place, 1 s otherwise.
+
+    Returns
+    -------
+    tuple
+        The Screen and the refresh period in seconds.
+    """
+    interactive = stream.isatty() and not plain
+    return Screen(stream, interactive=interactive), refresh or (0.25 if interactive else 1.0)
+
+
 def can_encode(stream: TextIO, text: str) -> bool:
     """Whether ``stream`` can write ``text`` (a terminal with a non-UTF-8 encoding may not)."""
     try:

@@ -40,6 +40,7 @@ EXIT_DIVERGENCE = 6
 EXIT_INTERRUPTED = 130
 
 TOKEN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,100}")  # CORE.md token id grammar
+TOKEN_ID_EXPECTED = "expected 1-100 characters of [0-9A-Za-z_.:-]"
 
 EXIT_CODES_HELP = """\
 exit codes:
@@ -133,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pm-ws {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log the client's connection decisions to stderr"
-    )
+    _add_verbose(parser, default=False)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
 
     watch = _command(commands, "watch", "live top-of-book table of tokens", _run_watch)
@@ -159,10 +158,14 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument(
         "--check", action="store_true", help="replay through the compiled core and the pure twin and compare them"
     )
-    replay.add_argument("--speed", type=_positive_float, default=1.0, help="pace multiplier for --realtime")
+    # --speed and --impl default to None so that replay can refuse them where they would be ignored
     replay.add_argument(
-        "--impl", choices=("auto", "c", "py"), default="auto",
-        help="core to replay through: auto (as `import pm_ws` chooses), c (compiled) or py (pure twin)",
+        "--speed", type=_positive_float, default=None, help="pace multiplier for --realtime (default 1)"
+    )
+    replay.add_argument(
+        "--impl", choices=("auto", "c", "py"), default=None,
+        help="core to replay through, not with --check (which uses both): auto (the default, as "
+        "`import pm_ws` chooses), c (compiled) or py (pure twin)",
     )  # fmt: skip
     _add_display_options(replay)
 
@@ -172,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--rate", type=_positive_float, default=20.0, help="book changes per second (default 20)")
     demo.add_argument(
         "--fault-every", type=_positive_float, default=8.0, metavar="SECONDS",
-        help="inject a fault (disconnect, stall, malformed frames) this often (default 8)",
+        help="time between the injected events, which cycle through: malformed frames plus a burst of price "
+        "changes, a clean close of every connection, a tick-size change, an abrupt TCP disconnect with a 1 s "
+        "outage (default 8)",
     )  # fmt: skip
     demo.add_argument(
         "--duration", type=_positive_float, default=None, metavar="SECONDS",
@@ -190,7 +195,16 @@ def _command(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     command.set_defaults(run=run)
+    # not False: the command's default would overwrite the True of `pm-ws -v COMMAND`
+    _add_verbose(command, default=argparse.SUPPRESS)
     return command
+
+
+def _add_verbose(parser: argparse.ArgumentParser, default: Any) -> None:
+    # -v is accepted before and after the command
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", default=default, help="log the client's connection decisions to stderr"
+    )
 
 
 def _add_token_selection(command: argparse.ArgumentParser) -> None:
@@ -259,7 +273,7 @@ async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, 
     """Token ids from the command line plus those of --market/--slug, with display labels."""
     for token in args.tokens:
         if not TOKEN_ID.fullmatch(token):
-            raise CliError(f"invalid token id {token!r} (expected 1-100 characters of [0-9A-Za-z_.:-])", EXIT_USAGE)
+            raise CliError(f"invalid token id {token!r} ({TOKEN_ID_EXPECTED})", EXIT_USAGE)
     if not (args.tokens or args.market or args.slug):
         raise CliError("name at least one TOKEN_ID, --market CONDITION_ID or --slug SLUG", EXIT_USAGE)
     labels: dict[str, str] = {}
@@ -275,6 +289,9 @@ async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, 
     for markets in found:
         for market in markets:
             for index, token in enumerate(market.token_ids):
+                if not TOKEN_ID.fullmatch(token):  # the store would refuse it: the API answers nonsense
+                    message = f"the Gamma API at {args.gamma_url} answered an invalid token id {token!r}"
+                    raise CliError(f"{message} ({TOKEN_ID_EXPECTED})", EXIT_UNREACHABLE)
                 outcome = market.outcomes[index] if index < len(market.outcomes) else f"#{index}"
                 labels[token] = f"{outcome} {market.question}".strip()
                 tokens.append(token)

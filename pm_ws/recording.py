@@ -204,8 +204,9 @@ class RecordingReader:
 
     Notes
     -----
-    Iterate once: the reader streams the file block by block. An incomplete block at the end of the file (a recorder that crashed or was killed mid-write) is
-    skipped; after iteration ``truncated_bytes`` says how many bytes that was (0 for a clean file).
+    Iterate once: the reader streams the file block by block. An incomplete block at the end of the
+    file (a recorder that crashed or was killed mid-write) is skipped; after iteration
+    ``truncated_bytes`` says how many bytes that was (0 for a clean file).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

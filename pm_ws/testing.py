@@ -87,10 +87,6 @@ MALFORMED_KINDS = (
 _PRICE_TEXT = tuple(units_text(units, PRICE_DECIMALS) for units in range(PRICE_SCALE + 1))
 
 
-def _size_text(units: int) -> str:
-    return units_text(units, SIZE_DECIMALS)
-
-
 def _hash40(rng: random.Random) -> str:
     return f"{rng.getrandbits(160):040x}"
 
@@ -839,7 +835,7 @@ class FakeMarketServer:
         market = book.market
         trade = (
             f'{{"market":"{market.condition_id}","asset_id":"{token}","price":"{_PRICE_TEXT[price]}",'
-            f'"size":"{_size_text(size)}","fee_rate_bps":"0","side":"{"BUY" if taker_buys else "SELL"}",'
+            f'"size":"{units_text(size, SIZE_DECIMALS)}","fee_rate_bps":"0","side":"{"BUY" if taker_buys else "SELL"}",'
             f'"timestamp":"{_now_ms()}","event_type":"last_trade_price",'
             f'"transaction_hash":"0x{rng.getrandbits(256):064x}"}}'
         )
@@ -865,7 +861,7 @@ class FakeMarketServer:
 
     def _price_change_event(self, book: _Book, is_bid: bool, price: int, size: int) -> str:
         prices, rng, market = _PRICE_TEXT, self._rng, book.market
-        size_text = _size_text(size)
+        size_text = units_text(size, SIZE_DECIMALS)
         best_bid, best_ask = book.best_bid, book.best_ask
         yes_entry = (
             f'{{"asset_id":"{market.yes_id}","price":"{prices[price]}","size":"{size_text}",'
@@ -887,8 +883,8 @@ class FakeMarketServer:
         book = self._book_of[token_id]
         bids, asks = book.levels(token_id)
         prices = _PRICE_TEXT
-        bid_text = ",".join(f'{{"price":"{prices[p]}","size":"{_size_text(s)}"}}' for p, s in bids)
-        ask_text = ",".join(f'{{"price":"{prices[p]}","size":"{_size_text(s)}"}}' for p, s in asks)
+        bid_text = ",".join(f'{{"price":"{prices[p]}","size":"{units_text(s, SIZE_DECIMALS)}"}}' for p, s in bids)
+        ask_text = ",".join(f'{{"price":"{prices[p]}","size":"{units_text(s, SIZE_DECIMALS)}"}}' for p, s in asks)
         last = self._last_trade.get(token_id)
         last_text = "" if last is None else units_text(last, PRICE_DECIMALS, 3)  # real books say "0.550"
         tick_part = f'"tick_size":"{book.tick_text}",' if with_tick else ""

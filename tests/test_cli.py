@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import http.server
+import io
 import json
 import os
 import signal
@@ -24,11 +25,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from pm_ws import BookStore, Dispatcher, _core, _replay
+from pm_ws import BookStore, Dispatcher, MarketClient, _core, _live, _replay
 from pm_ws import _core_py  # only to build a deliberately broken core for the --check test
 from pm_ws._decimal_text import price_text, size_text
 from pm_ws._live import recording_client
-from pm_ws._watch_view import RateMeter, Screen, TopTable, short_token
+from pm_ws._watch_view import RateMeter, Screen, TopTable, screen_for, short_token
 from pm_ws.cli import (
     EXIT_BAD_FILE,
     EXIT_DIVERGENCE,
@@ -183,7 +184,9 @@ def test_cli_python_dash_m_runs_the_same_main() -> None:
     [([], "required"), (["fly"], "invalid choice"), (["watch", "1", "--duration", "-1"], "positive"),
      (["watch", "1", "--duration", "soon"], "not a number"), (["demo", "--markets", "0"], "positive"),
      (["replay"], "required"), (["watch", "bad id!"], "invalid token id"),
-     (["watch"], "at least one TOKEN_ID"), (["watch", "1", "--url", "http://127.0.0.1:1"], "invalid WebSocket URL")],
+     (["watch"], "at least one TOKEN_ID"), (["watch", "1", "--url", "http://127.0.0.1:1"], "invalid WebSocket URL"),
+     (["replay", "r.pmws", "--speed", "2"], "--speed applies only with --realtime"),
+     (["replay", "r.pmws", "--check", "--impl", "py"], "--impl does not apply to --check")],
 )  # fmt: skip
 def test_cli_bad_arguments_exit_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
@@ -192,6 +195,22 @@ def test_cli_bad_arguments_exit_2_with_one_line(
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [(["-v", "watch", "1"], True), (["watch", "-v", "1"], True), (["watch", "1", "--verbose"], True),
+     (["--verbose", "replay", "r.pmws"], True), (["watch", "1"], False), (["demo"], False)],
+)  # fmt: skip
+def test_cli_parser_verbose_before_or_after_the_command_is_parsed(argv: list[str], verbose: bool) -> None:
+    assert build_parser().parse_args(argv).verbose is verbose
+
+
+def test_cli_verbose_after_the_command_is_not_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"ws://127.0.0.1:{free_port()}"
+
+    assert main(["watch", "-v", "1", "--url", url]) == EXIT_UNREACHABLE
+    assert f"cannot reach {url}" in capsys.readouterr().err
 
 
 def test_cli_parser_every_command_has_a_summary() -> None:
@@ -261,6 +280,7 @@ def _gamma_routes(tokens: list[str]) -> dict[str, Any]:
             ]}
         ],
         "/markets?slug=gibberish": b"<html>not json</html>",
+        "/markets?slug=bad-ids": [{"conditionId": "0x4", "question": "Bad?", "clobTokenIds": '["1", "bad id!"]'}],
     }  # fmt: skip
 
 
@@ -317,7 +337,8 @@ def test_cli_watch_slug_resolved_through_gamma_fake(
     ("option", "value", "code", "message"),
     [("--slug", "nope", EXIT_NOT_FOUND, "no market with slug 'nope'"),
      ("--market", "0xdead", EXIT_NOT_FOUND, "no market with condition id '0xdead'"),
-     ("--slug", "gibberish", EXIT_UNREACHABLE, "not JSON")],
+     ("--slug", "gibberish", EXIT_UNREACHABLE, "not JSON"),
+     ("--slug", "bad-ids", EXIT_UNREACHABLE, "answered an invalid token id 'bad id!'")],
 )  # fmt: skip
 def test_cli_gamma_failures_exit_with_one_line(
     option: str, value: str, code: int, message: str, capsys: pytest.CaptureFixture[str]
@@ -499,6 +520,22 @@ def test_cli_replay_bad_file_exits_4(
     assert message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize(
+    "meta", [{"type": "subscribe", "tokens": 5}, {"type": "stale", "tokens": "12"}, {"type": "start", "tokens": {}}]
+)
+def test_cli_replay_meta_tokens_not_a_list_exits_4(
+    meta: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "meta.pmws"
+    with RecordingWriter(path) as writer:
+        writer.write_meta({"type": "subscribe", "tokens": ["12"]}, 1)
+        writer.write_meta(meta, 2)
+
+    assert main(["replay", str(path)]) == EXIT_BAD_FILE
+    err = capsys.readouterr().err
+    assert '"tokens" that are not a list' in err and err.count("\n") == 1
+
+
 @pytest.mark.c_extension
 def test_cli_replay_check_compiled_and_pure_agree(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     server = FakeMarketServer(markets=2, seed=9, rate_hz=0)
@@ -644,6 +681,41 @@ def test_screen_not_interactive_prints_dated_snapshots_and_notes() -> None:
 
     assert "\x1b" not in sink.text
     assert sink.text.splitlines()[1:3] == ["a", "b"] and sink.text.endswith("hello\n")
+
+
+def test_screen_for_pipe_prints_snapshots_every_second_unless_refresh_given() -> None:
+    class Pipe(io.StringIO):
+        def isatty(self) -> bool:
+            return False
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    screen, refresh = screen_for(Pipe(), plain=False, refresh=None)
+    assert (screen.interactive, refresh) == (False, 1.0)
+    screen, refresh = screen_for(Terminal(), plain=False, refresh=None)
+    assert (screen.interactive, refresh) == (True, 0.25)
+    screen, refresh = screen_for(Terminal(), plain=True, refresh=0.1)
+    assert (screen.interactive, refresh) == (False, 0.1)
+
+
+def test_live_view_closed_with_notes_pending_prints_nothing_after_close(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_live, "NOTE_GATHER_SECONDS", 1.0)  # the note is still gathering when the view closes
+    args = argparse.Namespace(plain=True, refresh=0.05, duration=0.1, book_timeout=None)
+
+    async def session() -> str:
+        client = MarketClient("ws://127.0.0.1:1", capacity=1)
+        view = _live.LiveView(client, {}, args, "test")
+        client._emit("disconnected", None, {"connection": 0, "reason": "gone"})
+        assert await view.run() == EXIT_OK
+        capsys.readouterr()  # what the view printed while it was open
+        await asyncio.sleep(1.3)  # past the gathering time
+        return capsys.readouterr().out
+
+    assert asyncio.run(session()) == ""
 
 
 def test_rate_meter_counts_per_second_over_its_window() -> None:
