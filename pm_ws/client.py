@@ -49,6 +49,7 @@ HOUSEKEEPING_NS = 5_000_000  # while frames flow, look at resyncs and pending sn
 WATCHDOG_TICK_MAX = 0.05  # seconds: a resync queued by the last frame of a quiet stream waits at most this
 CLOSE_TIMEOUT = 1.0  # seconds a clean close handshake may take before the socket is aborted
 EVENT_QUEUE_SIZE = 4096  # default bound of an events() iterator
+ERROR_RETRY_DELAY = 1.0  # seconds before reconnecting when the connection's backoff itself failed
 
 _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
@@ -364,8 +365,10 @@ class MarketClient:
 
         New tokens join the first connection with room (an ``operation: subscribe`` frame on
         its open socket; no other token is disturbed) or a new connection. Each token's row
-        is ``SUBSCRIBING`` until its ``book`` arrives. Returns once the frames were sent on
-        the open sockets concerned (tokens of a connection not open yet go in its first frame).
+        is ``SUBSCRIBING`` until its ``book`` arrives. Returns once the frames carrying them were
+        sent on the connected sockets concerned (or such a socket died: its next one carries
+        them); tokens of a connection without a socket (connecting, or waiting to reconnect) go
+        in the subscription frame of its next socket.
 
         Raises
         ------
@@ -415,9 +418,15 @@ class MarketClient:
 
     async def close(self) -> None:
         """Stop :meth:`run` and wait until it returned (no-op when not running)."""
+        task = self._run_task
+        pending = task is not None and not task.done()  # started by ``async with``, not running yet
+        if not (self._running or pending):
+            return  # a stop set now would end the next run() at once
         self._stop.set()
         if self._running and self._done is not None:
             await self._done.wait()
+        elif task is not None:
+            await asyncio.wait([task])
 
     async def __aenter__(self) -> MarketClient:
         self._run_task = asyncio.create_task(self.run(), name="pm_ws.MarketClient.run")
@@ -426,9 +435,10 @@ class MarketClient:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._stop.set()
         if self._run_task is not None:
             task, self._run_task = self._run_task, None
+            if not task.done():  # close() may have ended it: a stop set now would end the next run()
+                self._stop.set()
             await task
 
     def events(self, maxsize: int = EVENT_QUEUE_SIZE) -> EventStream:
@@ -572,7 +582,8 @@ class MarketClient:
         # Wait until each open socket concerned sent the frames for the current token sets
         waiters = []
         for conn in conns:
-            if conn.ws is not None and not conn.lost and conn.state == "open":
+            # "subscribing": the subscription frame is already on its way, their frames follow it
+            if conn.ws is not None and not conn.lost and conn.state in ("subscribing", "open"):
                 waiter = asyncio.get_running_loop().create_future()
                 conn.flush_waiters.append(waiter)
                 conn.wake.set()
@@ -620,32 +631,37 @@ class MarketClient:
         # One connection's life: connect, serve until the socket dies, back off, again
         try:
             while not self._stopping and not conn.retired:
-                await self._connect_slot()
-                if self._stopping or conn.retired:
-                    break
-                if conn.connects:
-                    conn.reconnects += 1
-                conn.connects += 1
-                conn.state = "connecting"
                 try:
-                    ws = await connect(
-                        self.url,
-                        ping_interval=None,  # the server wants text PING; ours are sent by the writer
-                        ping_timeout=None,
-                        compression="deflate" if self.compression else None,
-                        max_size=self.max_frame_bytes,
-                        open_timeout=self.inbound_timeout,
-                        close_timeout=CLOSE_TIMEOUT,
-                        create_connection=_Socket,
-                    )
-                except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
-                    logger.warning("connection %d: connect to %s failed: %r", conn.id, self.url, exc)
-                else:
-                    await self._serve(conn, ws)  # type: ignore[arg-type]
-                if self._stopping or conn.retired:
-                    break
-                conn.state = "backoff"
-                delay = conn.backoff.next_delay()
+                    await self._connect_slot()
+                    if self._stopping or conn.retired:
+                        break
+                    if conn.connects:
+                        conn.reconnects += 1
+                    conn.connects += 1
+                    conn.state = "connecting"
+                    try:
+                        ws = await connect(
+                            self.url,
+                            ping_interval=None,  # the server wants text PING; ours are sent by the writer
+                            ping_timeout=None,
+                            compression="deflate" if self.compression else None,
+                            max_size=self.max_frame_bytes,
+                            open_timeout=self.inbound_timeout,
+                            close_timeout=CLOSE_TIMEOUT,
+                            create_connection=_Socket,
+                        )
+                    except (OSError, asyncio.TimeoutError, WebSocketException) as exc:
+                        logger.warning("connection %d: connect to %s failed: %r", conn.id, self.url, exc)
+                    else:
+                        await self._serve(conn, ws)  # type: ignore[arg-type]
+                    if self._stopping or conn.retired:
+                        break
+                    conn.state = "backoff"
+                    delay = conn.backoff.next_delay()
+                except Exception:  # a bug here must not leave this connection's tokens STALE for good
+                    logger.exception("connection %d: unexpected error, reconnecting", conn.id)
+                    conn.state = "backoff"
+                    delay = self._retry_delay(conn)
                 logger.info("connection %d: reconnecting in %.3fs", conn.id, delay)
                 await asyncio.sleep(delay)
         except asyncio.CancelledError:
@@ -653,6 +669,14 @@ class MarketClient:
                 raise
         finally:
             conn.state = "closed"
+
+    def _retry_delay(self, conn: _Connection) -> float:
+        # After an unexpected error: the connection's backoff, unless that is what failed
+        try:
+            return conn.backoff.next_delay()
+        except Exception:
+            logger.exception("connection %d: backoff failed, retrying in %gs", conn.id, ERROR_RETRY_DELAY)
+            return ERROR_RETRY_DELAY
 
     async def _connect_slot(self) -> None:
         # Space this client's connection attempts by connect_stagger
@@ -673,16 +697,16 @@ class MarketClient:
         conn.last_frame_ns = conn.last_data_ns = now
         conn.next_check_ns = 0
         ws.on_end = lambda: self._socket_lost(conn, ws, "closed by the server or the network")
-        tokens = list(conn.tokens)
-        conn.server_tokens = set(tokens)
-        conn.redrive.clear()
-        conn.redriven.clear()
-        conn.deferred.clear()
-        conn.dirty = False
-        deadline = now + int(self.snapshot_timeout * 1e9)
-        conn.awaiting = {token: (deadline, self._row(token, EPOCH)) for token in tokens}
         helpers: list[asyncio.Task[None]] = []
-        try:
+        try:  # from here on the finally closes the socket, whatever fails
+            tokens = list(conn.tokens)
+            conn.server_tokens = set(tokens)
+            conn.redrive.clear()
+            conn.redriven.clear()
+            conn.deferred.clear()
+            conn.dirty = False
+            deadline = now + int(self.snapshot_timeout * 1e9)
+            conn.awaiting = {token: (deadline, self._row(token, EPOCH)) for token in tokens}
             # A peer that stops reading could block this send; the watchdog does not run yet
             await asyncio.wait_for(ws.send(self._subscription_frame(tokens)), self.inbound_timeout)
             if conn.lost:
@@ -922,6 +946,8 @@ class MarketClient:
         self._stopping = True
         for conn in self._connections:
             self._mark_stale(list(conn.tokens), "client stopped", cause=CAUSE_STOPPED)
+            if conn.ws is not None:  # frames still queued or arriving during the close must not revive a row
+                self._socket_lost(conn, conn.ws, "client stopped")
         closing = [conn.ws.close() for conn in self._connections if conn.ws is not None]
         if closing:
             await asyncio.gather(*closing, return_exceptions=True)
@@ -935,6 +961,7 @@ class MarketClient:
             conn.state = "closed"
         for stream in self._streams:
             stream.end()
+        self._streams.clear()  # ended streams take no more events
         self._stop = asyncio.Event()  # an Event binds to the loop that first waits on it: fresh per run
         self._running = False
         if self._done is not None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from types import ModuleType
 from typing import Any
@@ -20,6 +22,7 @@ import orjson
 import pytest
 from websockets.protocol import State as SocketState
 
+import pm_ws.client as client_module
 from pm_ws import BookStore, Dispatcher
 from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import CAUSE_CORE, CAUSE_MARKED, CAUSE_STOPPED, ClientEvent, MarketClient, PolymarketMarketWsClient
@@ -917,6 +920,164 @@ def test_client_close_stops_run_from_another_task() -> None:
             await wait_until(all_in(client, server.token_ids, State.LIVE))
             await client.close()
             assert runner.done()
+
+    run(scenario())
+
+
+def test_client_close_when_not_running_leaves_the_next_run_alone() -> None:
+    async def scenario() -> None:
+        async with FakeMarketServer(markets=1, rate_hz=0) as server:
+            tokens = server.token_ids
+            client = MarketClient(server.url, **FAST)
+            await client.subscribe(tokens)
+            await client.close()  # nothing runs: nothing to stop, now or later
+            for _ in range(2):
+                stop = asyncio.Event()
+                runner = asyncio.create_task(client.run(stop))
+                await wait_until(all_in(client, tokens, State.LIVE), what="books of this run")
+                await client.close()
+                assert runner.done()
+                await client.close()  # again, once the run ended
+            async with client:
+                await wait_until(all_in(client, tokens, State.LIVE), what="books inside async with")
+                await client.close()
+            async with client:  # the exit after close() above stopped nothing more
+                await wait_until(all_in(client, tokens, State.LIVE), what="books after async with")
+
+    run(scenario())
+
+
+def test_client_stop_feeds_no_frame_once_the_rows_went_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> None:
+        async with FakeMarketServer(markets=1, rate_hz=0) as server:
+            tokens = server.token_ids
+            stopped = False
+            fed_after_stop: list[list[State]] = []
+
+            def on_event(event: ClientEvent) -> None:
+                nonlocal stopped
+                stopped = stopped or (event.kind == "state" and event.data["cause"] == CAUSE_STOPPED)
+
+            def on_frame(frame: str | bytes, recv_ns: int) -> None:
+                if stopped:
+                    fed_after_stop.append(states(client, tokens))
+
+            client = MarketClient(server.url, on_event=on_event, on_frame=on_frame, **FAST)
+            await client.subscribe(tokens)
+            stop = asyncio.Event()
+            runner = asyncio.create_task(client.run(stop))
+            await wait_until(all_in(client, tokens, State.LIVE))
+            real_close = client_module._Socket.close
+
+            async def late_close(self: Any, *args: Any, **kwargs: Any) -> None:
+                # the close frame is held back (e.g. by a send in progress) while books still arrive
+                await server.send_raw(server.initial_dump(tokens))
+                await asyncio.sleep(0.05)
+                await real_close(self, *args, **kwargs)
+
+            monkeypatch.setattr(client_module._Socket, "close", late_close)
+            stop.set()
+            await runner
+            assert fed_after_stop == []
+            assert states(client, tokens) == [State.STALE] * 2
+
+    run(scenario())
+
+
+class FailsOnceBackoff(ExponentialBackoff):
+    """A backoff whose first ``next_delay`` raises, like a buggy user factory's."""
+
+    failed = False
+
+    def next_delay(self) -> float:
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("bug in backoff")
+        return super().next_delay()
+
+
+@pytest.mark.parametrize("fault", ["connect", "backoff"])
+def test_client_unexpected_error_in_a_connection_task_retries_until_live(
+    fault: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    real_connect = client_module.connect
+    attempts = 0
+
+    def connect_fails_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            raise RuntimeError("bug in connect")
+        return real_connect(*args, **kwargs)
+
+    async def scenario() -> None:
+        async with FakeMarketServer(markets=1, rate_hz=0) as server:
+            tokens = server.token_ids
+            options = FAST | {"backoff": functools.partial(FailsOnceBackoff, 0.02, 0.2)} if fault == "backoff" else FAST
+            client = MarketClient(server.url, **options)
+            await client.subscribe(tokens)
+            async with client:
+                if fault == "backoff":  # a disconnect asks the backoff for its first delay
+                    await wait_until(all_in(client, tokens, State.LIVE), what="first books")
+                    server.abort_all()
+                    await wait_until(none_live(client, tokens), what="STALE")
+                await wait_until(all_in(client, tokens, State.LIVE), what="books after the error")
+
+    if fault == "connect":
+        monkeypatch.setattr(client_module, "connect", connect_fails_once)
+    with caplog.at_level(logging.ERROR, logger="pm_ws"):
+        run(scenario())
+
+    (error,) = [record for record in caplog.records if "unexpected error" in record.getMessage()]
+    assert error.exc_info is not None and f"bug in {fault}" in str(error.exc_info[1])
+
+
+def test_client_event_streams_are_released_when_the_run_ends() -> None:
+    async def scenario() -> tuple[MarketClient, weakref.ref[Any]]:
+        async with FakeMarketServer(markets=1, rate_hz=0) as server:
+            client = MarketClient(server.url, **FAST)
+            stream = client.events()
+            await client.subscribe(server.token_ids)
+            async with client:
+                await wait_until(all_in(client, server.token_ids, State.LIVE))
+            assert [event.kind async for event in stream][0] == "connected"  # it ended
+            return client, weakref.ref(stream)
+
+    client, released = run(scenario())  # the client lives on, e.g. to run again later
+    gc.collect()
+    assert released() is None
+
+
+def test_client_subscribe_while_the_subscription_is_being_sent_returns_after_its_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def scenario() -> None:
+        async with FakeMarketServer(markets=2, rate_hz=0) as server:
+            first, later = server.token_ids[:2], server.token_ids[2:]
+            gate = asyncio.Event()
+            sent: list[Any] = []
+
+            class GatedSocket(client_module._Socket):
+                async def send(self, message: Any, **kwargs: Any) -> None:
+                    if not sent:
+                        await gate.wait()  # holds the subscription frame: the connection is "subscribing"
+                    sent.append(message)
+                    await super().send(message, **kwargs)
+
+            monkeypatch.setattr(client_module, "_Socket", GatedSocket)
+            client = MarketClient(server.url, **FAST)
+            await client.subscribe(first)
+            async with client:
+                await wait_until(lambda: client.stats()["connections"][0]["state"] == "subscribing")
+                subscribing = asyncio.create_task(client.subscribe(later))
+                await asyncio.sleep(0.02)
+                assert not subscribing.done()  # its operation frame cannot be sent yet
+                gate.set()
+                await subscribing
+                frames = [orjson.loads(frame) for frame in sent if frame != "PING"]
+                assert [frame["assets_ids"] for frame in frames] == [first, later]
+                assert frames[1]["operation"] == "subscribe"
+                await wait_until(all_in(client, server.token_ids, State.LIVE))
 
     run(scenario())
 
