@@ -197,7 +197,7 @@ class _Connection:
         self.lost = True  # no live socket
         self.healthy = False  # the current socket delivered a snapshot
         self.retired = False
-        self.next_check_ns = 0
+        self.next_check_ns = 0  # deadlines and stamps in time.monotonic_ns()
         self.last_frame_ns = 0
         self.last_data_ns = 0
         self.frames = 0
@@ -464,7 +464,8 @@ class MarketClient:
             last changed or None, "connection": int}}``;
             ``dispatcher``: the dispatcher's counters; ``events_dropped``; ``callback_errors``.
         """
-        now = time.time_ns()
+        now = time.time_ns()  # the rows' RECV_TS_NS clock
+        mono = time.monotonic_ns()  # the connections' deadline clock
         view = self.store.view
         slot_of = self.store.slot
         tokens: dict[str, dict[str, Any]] = {}
@@ -489,7 +490,7 @@ class MarketClient:
                 "aborts": conn.aborts,
                 "pings": conn.pings,
                 "awaiting_snapshot": len(conn.awaiting),
-                "last_frame_age": (now - conn.last_frame_ns) / 1e9 if conn.last_frame_ns else None,
+                "last_frame_age": (mono - conn.last_frame_ns) / 1e9 if conn.last_frame_ns else None,
             }
             for conn in self._connections
         ]
@@ -596,7 +597,7 @@ class MarketClient:
         if not conn.dirty:
             return []
         conn.dirty = False
-        now = time.time_ns()
+        now = time.monotonic_ns()
         wanted = conn.tokens
         told = conn.server_tokens
         # A token that read LIVE since its re-drive was asked got a fresh book meanwhile: nothing to redo
@@ -689,7 +690,7 @@ class MarketClient:
 
     async def _serve(self, conn: _Connection, ws: _Socket) -> None:
         # Subscribe, then read until the socket dies; the watchdog and the writer run beside
-        now = time.time_ns()
+        now = time.monotonic_ns()
         conn.ws = ws
         conn.lost = False
         conn.healthy = False
@@ -719,16 +720,18 @@ class MarketClient:
             for helper in helpers:
                 helper.add_done_callback(lambda task: self._helper_done(conn, ws, task))
             feed = self.dispatcher.feed if self._on_frame is None else self._tapped_feed(self._on_frame)
-            clock = time.time_ns
+            # Deadlines run on the monotonic clock (a wall-clock step must not fire or freeze them);
+            # the rows get the wall clock, comparable with the exchange's timestamps
+            monotonic, wall = time.monotonic_ns, time.time_ns
             # The hot loop: keep it this small
             async for frame in ws:
-                now = clock()
+                now = monotonic()
                 if now >= conn.next_check_ns and self._housekeep(conn, now):
                     break  # the socket is gone: frames still buffered must not revive its tokens
                 conn.frames += 1
                 conn.bytes += len(frame)
                 conn.last_frame_ns = now
-                if feed(frame, now):
+                if feed(frame, wall()):
                     conn.last_data_ns = now
         except (ConnectionClosed, asyncio.TimeoutError):
             pass
@@ -796,7 +799,7 @@ class MarketClient:
         silence_ns = int(self.silence_timeout * 1e9)
         while not conn.lost:
             await asyncio.sleep(self._tick)
-            now = time.time_ns()
+            now = time.monotonic_ns()
             if now - conn.last_frame_ns > inbound_ns:
                 self._abort(conn, ws, f"no inbound frame for {self.inbound_timeout:g}s")
                 return

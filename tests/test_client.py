@@ -26,7 +26,7 @@ import pm_ws.client as client_module
 from pm_ws import BookStore, Dispatcher
 from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import CAUSE_CORE, CAUSE_MARKED, CAUSE_STOPPED, ClientEvent, MarketClient, PolymarketMarketWsClient
-from pm_ws.row import TICK, State
+from pm_ws.row import RECV_TS_NS, TICK, State
 from pm_ws.testing import FakeMarketServer
 
 figures = logging.getLogger("pm_ws.tests.faults")
@@ -339,6 +339,48 @@ def test_client_fault_half_open_server_is_aborted_after_inbound_timeout() -> Non
                     recovered * 1e3,
                     (time.perf_counter() - start) * 1e3,
                 )
+
+    run(scenario())
+
+
+class SteppedWallClock:
+    """``time`` for pm_ws.client with a wall clock that an NTP step can move (monotonic untouched).
+
+    No loopback server can step the machine's clock, so this one module gets a stand-in.
+    """
+
+    def __init__(self) -> None:
+        self.offset_ns = 0
+        self.monotonic_ns = time.monotonic_ns
+
+    def time_ns(self) -> int:
+        return time.time_ns() + self.offset_ns
+
+
+def test_client_wall_clock_steps_neither_fire_nor_freeze_the_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A forward step must not abort a healthy socket; a backward step must not hide a half-open one
+    clock = SteppedWallClock()
+    monkeypatch.setattr(client_module, "time", clock)
+    hour_ns = 3600 * 10**9
+
+    async def scenario() -> None:
+        # No data, only PONGs: every watchdog tick compares against the last PONG's stamp
+        async with FakeMarketServer(markets=2, rate_hz=0) as server:
+            async with started(server, inbound_timeout=0.4, silence_timeout=5.0) as (client, guard):
+                tokens = server.token_ids
+                clock.offset_ns = hour_ns
+                await asyncio.sleep(0.6)  # beyond inbound_timeout
+                assert guard.disconnects == 0 and client.stats()["connections"][0]["aborts"] == 0
+                assert all_in(client, tokens, State.LIVE)()
+                clock.offset_ns = -hour_ns
+                server.set_unresponsive(True)
+                detected = await wait_until(none_live(client, tokens), what="STALE after inbound timeout")
+                assert 0.3 <= detected <= 0.9
+                server.set_unresponsive(False)
+                await wait_until(all_in(client, tokens, State.LIVE), what="LIVE again")
+                assert client.stats()["connections"][0]["aborts"] == 1
+                # Rows carry the (stepped) wall clock: comparable with the exchange's timestamps
+                assert abs(client.store.view[0, RECV_TS_NS] - clock.time_ns()) < hour_ns // 2
 
     run(scenario())
 
