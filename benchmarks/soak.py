@@ -14,9 +14,9 @@ Prints a summary table and exits 1 on any violation (0 otherwise). What runs, al
   row's top of book against the server's history (below), and that its connection is open;
 - checkpoints every ``--checkpoint-every`` seconds and at the end (below).
 
-``--overlap`` starts faults of different kinds without waiting for recovery; it is not the CI mode: it
-finds a core-level issue (a ``book`` without ``tick_size`` turns a row LIVE with a stale TICK, see
-/work/spec/SOAK.md).
+``--overlap`` starts faults of different kinds without waiting for recovery; it is not the CI mode. It
+found a core-level issue, now fixed: a ``book`` without ``tick_size`` (a post-trade refresh) turned a
+STALE row LIVE with the TICK from before the loss, though the tick had changed meanwhile.
 
 LIVE rows against the server's history. Frames are in flight, so a LIVE row may be behind the server,
 but only in one way. Each server connection has one writer that sends frames in the order they were
@@ -122,7 +122,7 @@ class SoakConfig:
     backoff: tuple[float, float] = (0.05, 0.5)
     kinds: tuple[str, ...] = FAULT_KINDS
     recovery_timeout: float = RECOVERY_TIMEOUT
-    overlap: bool = False  # faults of different kinds overlap, no recovery wait (not the CI mode: see SOAK.md)
+    overlap: bool = False  # faults of different kinds overlap, no recovery wait (not the CI mode)
     fault_hold: float | None = None  # seconds a frame-losing fault lasts; None: the client's deadline + margin
     verbose: bool = False
 
@@ -732,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=float, default=30.0, help="seconds between checkpoints")
     parser.add_argument("--verbose", action="store_true", help="one line per fault and checkpoint on stderr")
     parser.add_argument(
-        "--overlap", action="store_true", help="overlapping faults of different kinds (finds the tick issue, SOAK.md)"
+        "--overlap", action="store_true", help="overlapping faults of different kinds, no recovery wait (not the CI mode)"
     )
     args = parser.parse_args(argv)
     if args.tokens < 2 or args.tokens % 2:

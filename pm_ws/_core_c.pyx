@@ -5,8 +5,8 @@ One pass over a frame's bytes validates the whole JSON text (RFC 8259, depth <= 
 every recognised field into reusable C buffers; only then are the staged events applied, so a
 frame that is not valid JSON changes nothing. Members in the server's usual order and spelling
 take a fast path that checks each key as it goes and hands the rest of an object to the generic
-scanner on the first surprise. Behaviour is the team contract (CORE.md) shared with the pure
-twin ``_core_py``; the C layout lives in ``_core_c.pxd``.
+scanner on the first surprise. Behaviour is the contract stated by the pure
+twin ``_core_py`` (its docstring and the shared tests); the C layout lives in ``_core_c.pxd``.
 
 Compiler directives that depend on the build mode (bounds and wraparound checks, C division)
 are set by setup.py, so a ``PM_WS_CYTHON_DEBUG=1`` build really turns the checks back on.
@@ -1894,6 +1894,7 @@ cdef class BookStore:
         row[PM_STATE] = PM_SUBSCRIBING
         self._books[slot].bids.n = 0
         self._books[slot].asks.n = 0
+        self._books[slot].tick_unconfirmed = False
         i = <Py_ssize_t>(h & <uint64_t>self._mask)
         while self._table[i] >= 0:
             i = (i + 1) & self._mask
@@ -2016,7 +2017,11 @@ cdef class BookStore:
         return (side_list(&self._books[slot].bids, limit), side_list(&self._books[slot].asks, limit))
 
     def mark_stale(self, token_ids):
-        """Mark held tokens STALE (after a disconnect): bump EPOCH and SEQ, keep the levels.
+        """Mark held tokens STALE (after a disconnect): bump EPOCH and SEQ, keep the levels and TICK.
+
+        A tick change may have been missed meanwhile, so a token whose tick was known turns LIVE
+        again only on a ``book`` that carries ``tick_size`` (a snapshot), not on a post-trade refresh
+        without one; a ``tick_size_change`` confirms the tick too.
 
         Parameters
         ----------
@@ -2030,6 +2035,7 @@ cdef class BookStore:
             if slot >= 0:
                 row = self._rows + slot * PM_N_FIELDS
                 row[PM_STATE] = PM_STALE
+                self._books[slot].tick_unconfirmed = row[PM_TICK] != 0
                 row[PM_EPOCH] += 1
                 row[PM_SEQ] += 1
 
@@ -2221,9 +2227,11 @@ cdef class Dispatcher:
         row = self.store._rows + slot * PM_N_FIELDS
         if f.has & (1 << K_TICK_SIZE):
             row[PM_TICK] = f.val[K_TICK_SIZE]
+            book.tick_unconfirmed = False
         if f.has & (1 << K_LAST_TRADE_PRICE) and f.val[K_LAST_TRADE_PRICE] >= 0:
             row[PM_LAST_PX] = f.val[K_LAST_TRADE_PRICE]
-        row[PM_STATE] = PM_LIVE
+        if not book.tick_unconfirmed:
+            row[PM_STATE] = PM_LIVE
         row[PM_EPOCH] += 1
         touch_row(row, book, f, recv_ts_ns)
         self._count(ST_EV_BOOK)
@@ -2324,6 +2332,7 @@ cdef class Dispatcher:
             return 0
         self._count(ST_EV_TICK_SIZE_CHANGE)
         row = self.store._rows + slot * PM_N_FIELDS
+        self.store._books[slot].tick_unconfirmed = False
         if f.val[K_NEW_TICK_SIZE] == row[PM_TICK]:
             return 1
         row[PM_TICK] = f.val[K_NEW_TICK_SIZE]

@@ -23,7 +23,8 @@ Frames
     most 32) before anything is applied. Each event is checked in order: known ``event_type``
     (else ``rej_unknown_event``), shape (else ``rej_bad_event``), numbers (else
     ``rej_bad_number``), subscribed token (else ``skip_unsubscribed``); a rejected event changes
-    nothing. ``book`` replaces a book and makes the token LIVE; ``price_change`` sets absolute
+    nothing. ``book`` replaces a book and makes the token LIVE (after ``mark_stale`` of a token
+    whose tick was known, only a ``book`` with ``tick_size`` does); ``price_change`` sets absolute
     level sizes (``"0"`` deletes) on LIVE tokens only and checks the server's ``best_bid`` /
     ``best_ask``; a mismatch or a crossed book makes the token INVALID and queues a resync;
     ``tick_size_change`` to a new value makes a LIVE/INVALID token STALE and queues a resync;
@@ -227,11 +228,12 @@ _Level = tuple[int, int]  # (price units, size units)
 class _Book:
     """One token's L2 book: per side ``(price, size)`` tuples in wire order, best last."""
 
-    __slots__ = ("bids", "asks")
+    __slots__ = ("bids", "asks", "tick_unconfirmed")
 
     def __init__(self) -> None:
         self.bids: list[_Level] = []  # ascending price
         self.asks: list[_Level] = []  # descending price
+        self.tick_unconfirmed = False  # marked STALE with a known tick: only a book naming the tick turns it LIVE
 
 
 def _bid_key(level: _Level) -> int:
@@ -415,6 +417,9 @@ class BookStore:
         """Mark tokens ``STALE`` (e.g. their connection was lost): EPOCH and SEQ are bumped.
 
         Their books are kept for inspection, but deltas no longer apply until the next snapshot.
+        A tick change may have been missed meanwhile, so a token whose tick was known turns LIVE
+        again only on a ``book`` that carries ``tick_size`` (a snapshot), not on a post-trade refresh
+        without one; a ``tick_size_change`` confirms the tick too.
         Ids not held by the store are ignored.
         """
         for token_id in token_ids:
@@ -423,6 +428,9 @@ class BookStore:
                 continue
             row = self._read_row(slot)
             row[STATE] = State.STALE
+            book = self._books[slot]
+            assert book is not None
+            book.tick_unconfirmed = row[TICK] != 0
             row[EPOCH] += 1
             row[SEQ] += 1
             self._write_row(slot, row)
@@ -877,9 +885,11 @@ class Dispatcher:
         row = store._read_row(slot)
         if event.tick is not None:
             row[TICK] = event.tick
+            book.tick_unconfirmed = False
         if event.last_trade_price is not None:
             row[LAST_PX] = event.last_trade_price
-        row[STATE] = State.LIVE
+        if not book.tick_unconfirmed:
+            row[STATE] = State.LIVE
         row[EPOCH] += 1
         _touch(row, book, event.timestamp, recv_ts_ns)
         if _crossed(row):
@@ -956,10 +966,11 @@ class Dispatcher:
             return self._skip_unsubscribed()
         applied = self._count_event("ev_tick_size_change")
         row = store._read_row(slot)
-        if row[TICK] == event.tick:
-            return applied  # a repeated tick size changes nothing
         book = store._books[slot]
         assert book is not None
+        book.tick_unconfirmed = False
+        if row[TICK] == event.tick:
+            return applied  # a repeated tick size changes nothing in the row
         row[TICK] = event.tick
         row[EPOCH] += 1
         _touch(row, book, event.timestamp, recv_ts_ns)

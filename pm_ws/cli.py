@@ -39,7 +39,7 @@ EXIT_UNREACHABLE = 5
 EXIT_DIVERGENCE = 6
 EXIT_INTERRUPTED = 130
 
-TOKEN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,100}")  # CORE.md token id grammar
+TOKEN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,100}")  # BookStore.add's token id grammar
 TOKEN_ID_EXPECTED = "expected 1-100 characters of [0-9A-Za-z_.:-]"
 
 EXIT_CODES_HELP = """\

@@ -24,7 +24,7 @@ class Divergence(AssertionError):
 
 
 def outcome(call: Callable[..., Any], *args: Any) -> tuple[Any, ...]:
-    # Exception text is part of the contract only for ParseError (CORE.md "Numbers")
+    # Exception text is part of the contract only for ParseError (it names the field and the text)
     try:
         return ("returned", call(*args))
     except ParseError as exc:
@@ -125,5 +125,5 @@ def run_stream(modules: dict[str, ModuleType], rng: Any, emit_trades: bool) -> N
         else:
             frame = framegen.frame(rng, twin.books_of)
             if framegen.overflows_double(frame):
-                continue  # the documented divergence (CORE.md step 4)
+                continue  # the documented divergence (README, Reliability: known limits)
             twin.feed(frame, recv_ts_ns=step * 1_000_003, drain=drain_each or rng.random() < 0.2)

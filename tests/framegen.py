@@ -31,7 +31,7 @@ EVENT_TYPES = ("book", "price_change", "last_trade_price", "tick_size_change", "
 # Weighted towards the hot events; tick changes are rarer because each one makes the book STALE
 _EVENT_MIX = (("book",) * 4 + ("price_change",) * 6 + ("last_trade_price", "best_bid_ask") * 2
               + EVENT_TYPES[3:4] + EVENT_TYPES[5:])  # fmt: skip
-MAX_DEPTH = 32  # CORE.md: deeper documents are invalid JSON
+MAX_DEPTH = 32  # the core's limit: deeper documents are invalid JSON
 # A number token that overflows a double: orjson rejects it, the compiled scanner accepts it (documented)
 _BIG_NUMBER = re.compile(rb"[0-9]+(?:\.[0-9]+)?[eE][+-]?[0-9]+|[0-9]{309,}")
 

@@ -13,7 +13,7 @@ frames are passed. A divergence raises AssertionError, and libFuzzer saves the i
 For long unattended runs, ``PM_WS_FUZZ_KEEP_GOING=DIR`` saves each divergence as DIR/<sha1> (with
 the comparison message beside it) and carries on instead of stopping at the first one.
 ``PM_WS_FUZZ_COMPILED_ONLY=1`` feeds the compiled core alone (for ASan/UBSan builds, see
-/work/spec/RELIABILITY.md): no twin, the input also seeds damage to real-format frames.
+the README, Reliability): no twin, the input also seeds damage to real-format frames.
 Coverage feedback comes from the instrumented pure twin only: the compiled module is not
 instrumented (that needs clang's -fsanitize=fuzzer-no-link), and the twin parses JSON with orjson,
 so the guidance covers event shapes and apply rules rather than the scanner's byte-level branches.
@@ -83,7 +83,7 @@ def compare(data: bytes) -> None:
     twin.compare_books = False
     for index, raw in enumerate(frames[:64]):
         if framegen.overflows_double(raw):
-            continue  # the documented divergence (CORE.md step 4)
+            continue  # the documented divergence (README, Reliability: known limits)
         frame: bytes | str | memoryview = raw
         if options & OPT_AS_STR:
             try:

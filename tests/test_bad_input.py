@@ -1,4 +1,4 @@
-"""Hostile frames, one test per class: each is counted under its CORE.md reason and changes no book.
+"""Hostile frames, one test per class: each is counted under its reason (a ``stats()`` key) and changes no book.
 
 Every test first builds a LIVE book, then feeds the bad frame and compares the store's view bytes
 before and after, so a frame that is "rejected" but still half-applied fails.

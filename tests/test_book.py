@@ -321,6 +321,42 @@ def test_mark_stale_book_kept_for_inspection(impl):
     assert (row[BID_PX], row[ASK_SZ], row[BID_LEVELS], row[ASK_LEVELS]) == (4000, 5_000_000, 1, 1)
 
 
+def test_mark_stale_then_only_a_book_naming_the_tick_turns_live(impl):
+    # A tick change may be missed while the connection is down, and a post-trade book refresh has no
+    # tick_size: it replaces the levels but must not make the row LIVE with a tick nobody confirmed
+    store = impl.BookStore(2)
+    store.add(YES)
+    dispatcher = impl.Dispatcher(store)
+    snapshot = orjson.loads(book_frame(YES, [("0.4", "10")], [("0.6", "5")])) | {"tick_size": "0.01"}
+    dispatcher.feed(orjson.dumps(snapshot))
+    store.mark_stale([YES])
+    epoch = store.top(YES).epoch
+    dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))  # refresh without tick_size
+    top = store.top(YES)
+    assert (top.state, top.tick, top.bid_px, top.epoch) == (State.STALE, 100, 4100, epoch + 1)
+    dispatcher.feed(orjson.dumps(snapshot | {"tick_size": "0.001"}))
+    assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 10)
+    # A tick_size_change confirms the tick: the next book, with or without tick_size, turns it LIVE
+    store.mark_stale([YES])
+    change = {"event_type": "tick_size_change", "asset_id": YES, "old_tick_size": "0.001", "new_tick_size": "0.01",
+              "timestamp": "1786728432338"}  # fmt: skip
+    dispatcher.feed(orjson.dumps(change))
+    assert (store.top(YES).state, store.top(YES).tick) == (State.STALE, 100)
+    dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))
+    assert store.top(YES).state is State.LIVE
+
+
+def test_mark_stale_tick_never_known_any_book_turns_live(impl):
+    # Servers that never send tick_size (2024 captures) must not leave rows STALE forever
+    store = impl.BookStore(2)
+    store.add(YES)
+    dispatcher = impl.Dispatcher(store)
+    dispatcher.feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    store.mark_stale([YES])
+    dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))
+    assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 0)
+
+
 def test_mark_stale_bytes_ids_accepted(impl):
     store = impl.BookStore(2)
     store.add(YES)

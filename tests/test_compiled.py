@@ -275,8 +275,8 @@ def server_layout_events(rng) -> list[dict]:
 
     def levels(low: int, high: int, step: int) -> list[dict]:
         units = range(low, high, step)
-        # distinct valid prices: a duplicate price next to a bad number is where CORE.md (bad_event)
-        # and the twin (bad_number) disagree, which test_parity reports, not this test
+        # distinct valid prices: a duplicate price next to a bad number has its own parity case
+        # (test_parity.py "duplicate-price-with-bad-number")
         return [{"price": f"0.{u:02d}", "size": number(f"{u * 3}.5")} for u in units]
 
     token = rng.choice((YES, NO, "5" * 77))

@@ -2,7 +2,7 @@
 
 A segfault or abort in the compiled parser must fail this test, not kill pytest, so the frames
 are fed in a subprocess (this file run as a script). The child also checks that the counters
-account for every frame (CORE.md identities) and that the books stay well-formed, and reports
+account for every frame (the ``stats()`` identities) and that the books stay well-formed, and reports
 the index of the frame it was working on, so a crash names its input.
 """
 
@@ -73,7 +73,7 @@ def _depth(value: Any) -> int:
 
 
 def check_frame(frame: bytes, returned: int, before: dict[str, int], after: dict[str, int]) -> str | None:
-    """Return why the counter deltas for one frame break a CORE.md identity, or None."""
+    """Return why the counter deltas for one frame break a ``stats()`` identity, or None."""
     delta = {key: after[key] - before[key] for key in after}
     if delta["frames"] != 1 or delta["bytes"] != len(frame):
         return f"frames/bytes {delta['frames']}/{delta['bytes']}"

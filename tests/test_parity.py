@@ -165,7 +165,7 @@ def _clear_frame(store: Any, dispatcher: Any, frame: bytearray) -> None:
     ids=["raises", "feeds-again", "removes-token", "replaces-token", "rewrites-frame"],
 )
 def test_parity_on_event_callback_side_effects_sameoutcome(modules: dict[str, ModuleType], callback: Any) -> None:
-    # CORE.md does not say what a callback may do mid-frame; both cores must at least agree
+    # The contract does not say what a callback may do mid-frame; both cores must at least agree
     assert _callback_scenario(modules["c"], callback) == _callback_scenario(modules["py"], callback)
 
 

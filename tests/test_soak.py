@@ -1,6 +1,6 @@
 """The soak harness (benchmarks/soak.py) in a ~10 s run, so every CI run exercises it, and its checker's teeth.
 
-The 2-minute and 30-minute runs are ``python benchmarks/soak.py --duration 120`` (see /work/spec/SOAK.md).
+The 2-minute and 30-minute runs are ``python benchmarks/soak.py --duration 120`` (README, Reliability).
 """
 
 from __future__ import annotations
