@@ -213,7 +213,7 @@ cdef class Dispatcher:
     cdef int32_t* _mark  # per slot: index in _touched during one price_change, else -1
     cdef int32_t* _touched  # slots touched by the current price_change, first-seen order
     cdef Py_ssize_t* _last_entry  # per touched slot: its last entry in the event
-    cdef set _seen_markets  # new_market dedup keys
+    cdef dict _seen_markets  # new_market dedup keys, oldest first (at most SEEN_MARKETS_MAX)
 
     cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns) except -1
     cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns) except -1

@@ -25,7 +25,7 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 import orjson
 
 from pm_ws.errors import CapacityError, ParseError
-from pm_ws.row import STAT_KEYS, Top
+from pm_ws.row import SEEN_MARKETS_MAX, STAT_KEYS, Top
 
 __all__ = ["parse_price", "parse_size", "price_to_cents", "BookStore", "Dispatcher"]
 
@@ -2086,7 +2086,7 @@ cdef class Dispatcher:
         if not (self._mark and self._touched and self._last_entry):
             raise MemoryError()
         memset(self._mark, 0xFF, cells * sizeof(int32_t))  # every slot -1
-        self._seen_markets = set()
+        self._seen_markets = {}
 
     def __dealloc__(self):
         PyMem_Free(self._mark)
@@ -2375,7 +2375,9 @@ cdef class Dispatcher:
                 if key in self._seen_markets:
                     self._stats[ST_SKIP_DUPLICATE] += 1
                     return 0
-                self._seen_markets.add(key)
+                self._seen_markets[key] = None
+                if len(self._seen_markets) > SEEN_MARKETS_MAX:
+                    del self._seen_markets[next(iter(self._seen_markets))]
             self._count(ST_EV_NEW_MARKET)
         else:
             name = "market_resolved"

@@ -62,6 +62,7 @@ from .row import (
     N_FIELDS,
     PRICE_SCALE,
     RECV_TS_NS,
+    SEEN_MARKETS_MAX,
     SEQ,
     SIDE_BUY,
     SIDE_SELL,
@@ -769,7 +770,7 @@ class Dispatcher:
         self._emit_trades = bool(emit_trades)
         self._max_frame_bytes = operator.index(max_frame_bytes)
         self._stats = dict.fromkeys(STAT_KEYS, 0)
-        self._seen_markets: set[str] = set()
+        self._seen_markets: dict[str, None] = {}  # new_market dedup keys, oldest first
         self._handlers: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any, int], int]]] = {
             "book": (_decode_book, self._apply_book),
             "price_change": (_decode_price_change, self._apply_price_change),
@@ -998,7 +999,9 @@ class Dispatcher:
             if key in self._seen_markets:
                 self._stats["skip_duplicate"] += 1
                 return 0
-            self._seen_markets.add(key)
+            self._seen_markets[key] = None
+            if len(self._seen_markets) > SEEN_MARKETS_MAX:
+                del self._seen_markets[next(iter(self._seen_markets))]
         return self._deliver("new_market", payload, "ev_new_market")
 
     def _apply_market_resolved(self, payload: dict[str, Any], recv_ts_ns: int) -> int:

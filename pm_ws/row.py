@@ -89,4 +89,8 @@ STAT_KEYS = (
     "checksum_mismatch", "crossed_book", "bba_mismatch", "resync_queued",
 )  # fmt: skip
 
+# new_market ids the Dispatcher remembers for its dedup (skip_duplicate); the oldest goes first, so
+# memory stays bounded whatever ids a server sends
+SEEN_MARKETS_MAX = 65_536
+
 assert len(FIELD_NAMES) == N_FIELDS

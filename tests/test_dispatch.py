@@ -20,6 +20,7 @@ from pm_ws.row import (
     MISMATCHES,
     PRICE_SCALE,
     RECV_TS_NS,
+    SEEN_MARKETS_MAX,
     SEQ,
     SIDE_BUY,
     SIDE_SELL,
@@ -918,6 +919,20 @@ def test_new_market_repeat_skipped_duplicate(impl, store):
     assert dispatcher.feed(frame(NEW_MARKET | {"question": "changed"})) == 0
     assert len(recorder.calls) == 1
     assert (dispatcher.stats()["ev_new_market"], dispatcher.stats()["skip_duplicate"]) == (1, 2)
+
+
+def test_new_market_dedup_memory_bounded_oldest_forgotten(impl, store):
+    # A server (or an attacker) naming endless new markets must not grow the dedup memory forever
+    delivered = []
+    dispatcher = impl.Dispatcher(store, on_event=lambda kind, payload: delivered.append(payload["market"]))
+    markets = [{"event_type": "new_market", "market": f"0x{i:064x}"} for i in range(SEEN_MARKETS_MAX + 1)]
+    for start in range(0, len(markets), 4096):
+        dispatcher.feed(orjson.dumps(markets[start : start + 4096]))
+    assert dispatcher.feed(orjson.dumps(markets[-1])) == 0  # the newest is still remembered
+    assert dispatcher.feed(orjson.dumps(markets[0])) == 1  # the oldest was forgotten: delivered again
+    stats = dispatcher.stats()
+    assert (stats["ev_new_market"], stats["skip_duplicate"]) == (SEEN_MARKETS_MAX + 2, 1)
+    assert len(delivered) == SEEN_MARKETS_MAX + 2 and delivered[-1] == markets[0]["market"]
 
 
 def test_new_market_different_markets_both_delivered(impl, store):
