@@ -9,7 +9,9 @@ Not collected by pytest (no ``test_`` prefix). Run from the repo root with the v
 With no corpus directory on the command line, a temporary one is seeded from the repo's recordings
 (tests/fixtures/*.jsonl), the shared captures when present and generated frames. One input is a
 stream of frames separated by ``SEPARATOR``; its first byte picks the Dispatcher options and how
-frames are passed. A divergence raises AssertionError, and libFuzzer saves the input as crash-<sha1>.
+frames are passed. A "frame" starting with ``STORE_CALL`` (a NUL byte) is a store call instead:
+``mark_stale`` or ``remove`` + ``add`` of the token its next bytes pick, as the client does.
+A divergence raises AssertionError, and libFuzzer saves the input as crash-<sha1>.
 For long unattended runs, ``PM_WS_FUZZ_KEEP_GOING=DIR`` saves each divergence as DIR/<sha1> (with
 the comparison message beside it) and carries on instead of stopping at the first one.
 ``PM_WS_FUZZ_COMPILED_ONLY=1`` feeds the compiled core alone (for ASan/UBSan builds, see
@@ -50,6 +52,7 @@ MODULES = {"c": importlib.import_module("pm_ws._core_c")}
 if not COMPILED_ONLY:
     MODULES["py"] = importlib.import_module("pm_ws._core_py")
 SEPARATOR = b"\n\xff\n"  # never valid UTF-8, so frames rarely contain it by accident
+STORE_CALL = b"\x00"  # no frame starts with NUL: what follows picks a store call, not a frame
 SEEDS = framegen.seed_frames(0, count=300)
 TOKENS = framegen.asset_ids(SEEDS)
 KEEP_GOING = Path(os.environ["PM_WS_FUZZ_KEEP_GOING"]) if os.environ.get("PM_WS_FUZZ_KEEP_GOING") else None
@@ -82,6 +85,9 @@ def compare(data: bytes) -> None:
                 max_frame_bytes=512 if options & OPT_SMALL_LIMIT else 16 * 1024 * 1024)  # fmt: skip
     twin.compare_books = False
     for index, raw in enumerate(frames[:64]):
+        if raw[:1] == STORE_CALL:
+            store_call(twin, raw[1:])
+            continue
         if framegen.overflows_double(raw):
             continue  # the documented divergence (README, Reliability: known limits)
         frame: bytes | str | memoryview = raw
@@ -94,6 +100,15 @@ def compare(data: bytes) -> None:
             frame = memoryview(raw)
         twin.feed(frame, recv_ts_ns=index, drain=bool(options & OPT_DRAIN_EACH) or index == len(frames) - 1)
     twin.check_books()
+
+
+def store_call(twin: Twin, args: bytes) -> None:
+    # The client's own calls between frames: mark_stale on a lost connection, remove + add on resubscribe
+    token = TOKENS[args[0] % len(TOKENS)] if args else TOKENS[0]
+    if len(args) > 1 and args[1] & 1:
+        twin.call(f"remove({token!r}); add({token!r})", lambda store, _: (store.remove(token), store.add(token)))
+    else:
+        twin.call(f"mark_stale([{token!r}])", lambda store, _: store.mark_stale([token]))
 
 
 def compiled_only(data: bytes, options: int, frames: list[bytes]) -> None:
@@ -128,6 +143,8 @@ def seed_corpus(directory: Path) -> None:
         (directory / f"frame-{i:04d}").write_bytes(bytes([rng.randint(0, 31)]) + frame)
     for i in range(100):
         stream = [framegen.snapshot_frame(rng)] + [framegen.as_bytes(framegen.frame(rng)) for _ in range(6)]
+        if i % 2:  # a lost connection mid-stream: the books that follow must name the tick to turn LIVE
+            stream.insert(rng.randint(1, len(stream)), STORE_CALL + bytes([rng.randrange(256), 0]))
         (directory / f"stream-{i:04d}").write_bytes(bytes([rng.randint(0, 31)]) + SEPARATOR.join(stream))
 
 
