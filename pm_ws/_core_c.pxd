@@ -127,7 +127,8 @@ ctypedef struct pm_side_t:  # one side of a book, sorted worst -> best like the 
 ctypedef struct pm_book_t:
     pm_side_t bids  # ascending price, best bid last
     pm_side_t asks  # descending price, best ask last
-    bint tick_unconfirmed  # marked STALE with a known tick: only a book naming the tick turns it LIVE
+    bint books_name_tick  # a book for this token carried tick_size (a server that sends it)
+    bint tick_unconfirmed  # marked STALE since: only a book naming the tick turns it LIVE
 
 ctypedef struct pm_token_t:  # the id bytes held by one slot
     uint64_t hash

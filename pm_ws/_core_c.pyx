@@ -25,7 +25,7 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 import orjson
 
 from pm_ws.errors import CapacityError, ParseError
-from pm_ws.row import SEEN_MARKETS_MAX, STAT_KEYS, Top
+from pm_ws.row import SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, STAT_KEYS, Top
 
 __all__ = ["parse_price", "parse_size", "price_to_cents", "BookStore", "Dispatcher"]
 
@@ -1894,6 +1894,7 @@ cdef class BookStore:
         row[PM_STATE] = PM_SUBSCRIBING
         self._books[slot].bids.n = 0
         self._books[slot].asks.n = 0
+        self._books[slot].books_name_tick = False
         self._books[slot].tick_unconfirmed = False
         i = <Py_ssize_t>(h & <uint64_t>self._mask)
         while self._table[i] >= 0:
@@ -2019,9 +2020,10 @@ cdef class BookStore:
     def mark_stale(self, token_ids):
         """Mark held tokens STALE (after a disconnect): bump EPOCH and SEQ, keep the levels and TICK.
 
-        A tick change may have been missed meanwhile, so a token whose tick was known turns LIVE
-        again only on a ``book`` that carries ``tick_size`` (a snapshot), not on a post-trade refresh
-        without one; a ``tick_size_change`` confirms the tick too.
+        A tick change may have been missed meanwhile: a token whose books have carried ``tick_size``
+        turns LIVE again only on a ``book`` that carries it (a snapshot), not on a post-trade refresh
+        without one (that refresh still replaces the levels, the row stays STALE); a
+        ``tick_size_change`` confirms the tick, and the next book of any kind turns it LIVE.
 
         Parameters
         ----------
@@ -2035,7 +2037,7 @@ cdef class BookStore:
             if slot >= 0:
                 row = self._rows + slot * PM_N_FIELDS
                 row[PM_STATE] = PM_STALE
-                self._books[slot].tick_unconfirmed = row[PM_TICK] != 0
+                self._books[slot].tick_unconfirmed = self._books[slot].books_name_tick
                 row[PM_EPOCH] += 1
                 row[PM_SEQ] += 1
 
@@ -2227,11 +2229,11 @@ cdef class Dispatcher:
         row = self.store._rows + slot * PM_N_FIELDS
         if f.has & (1 << K_TICK_SIZE):
             row[PM_TICK] = f.val[K_TICK_SIZE]
+            book.books_name_tick = True
             book.tick_unconfirmed = False
         if f.has & (1 << K_LAST_TRADE_PRICE) and f.val[K_LAST_TRADE_PRICE] >= 0:
             row[PM_LAST_PX] = f.val[K_LAST_TRADE_PRICE]
-        if not book.tick_unconfirmed:
-            row[PM_STATE] = PM_LIVE
+        row[PM_STATE] = PM_STALE if book.tick_unconfirmed else PM_LIVE
         row[PM_EPOCH] += 1
         touch_row(row, book, f, recv_ts_ns)
         self._count(ST_EV_BOOK)
@@ -2371,7 +2373,7 @@ cdef class Dispatcher:
                 if field in payload:
                     key = payload[field]
                     break
-            if isinstance(key, str):
+            if isinstance(key, str) and len(key) <= SEEN_MARKET_ID_MAX:
                 if key in self._seen_markets:
                     self._stats[ST_SKIP_DUPLICATE] += 1
                     return 0

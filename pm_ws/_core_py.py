@@ -23,8 +23,9 @@ Frames
     most 32) before anything is applied. Each event is checked in order: known ``event_type``
     (else ``rej_unknown_event``), shape (else ``rej_bad_event``), numbers (else
     ``rej_bad_number``), subscribed token (else ``skip_unsubscribed``); a rejected event changes
-    nothing. ``book`` replaces a book and makes the token LIVE (after ``mark_stale`` of a token
-    whose tick was known, only a ``book`` with ``tick_size`` does); ``price_change`` sets absolute
+    nothing. ``book`` replaces a book and makes the token LIVE (after ``mark_stale`` of a token whose
+    books carried ``tick_size``, only a ``book`` with it does, or any book after a ``tick_size_change``,
+    even a repeated one); ``price_change`` sets absolute
     level sizes (``"0"`` deletes) on LIVE tokens only and checks the server's ``best_bid`` /
     ``best_ask``; a mismatch or a crossed book makes the token INVALID and queues a resync;
     ``tick_size_change`` to a new value makes a LIVE/INVALID token STALE and queues a resync;
@@ -62,6 +63,7 @@ from .row import (
     N_FIELDS,
     PRICE_SCALE,
     RECV_TS_NS,
+    SEEN_MARKET_ID_MAX,
     SEEN_MARKETS_MAX,
     SEQ,
     SIDE_BUY,
@@ -229,12 +231,13 @@ _Level = tuple[int, int]  # (price units, size units)
 class _Book:
     """One token's L2 book: per side ``(price, size)`` tuples in wire order, best last."""
 
-    __slots__ = ("bids", "asks", "tick_unconfirmed")
+    __slots__ = ("bids", "asks", "books_name_tick", "tick_unconfirmed")
 
     def __init__(self) -> None:
         self.bids: list[_Level] = []  # ascending price
         self.asks: list[_Level] = []  # descending price
-        self.tick_unconfirmed = False  # marked STALE with a known tick: only a book naming the tick turns it LIVE
+        self.books_name_tick = False  # a book for this token carried tick_size (a server that sends it)
+        self.tick_unconfirmed = False  # marked STALE since: only a book naming the tick turns it LIVE
 
 
 def _bid_key(level: _Level) -> int:
@@ -418,9 +421,10 @@ class BookStore:
         """Mark tokens ``STALE`` (e.g. their connection was lost): EPOCH and SEQ are bumped.
 
         Their books are kept for inspection, but deltas no longer apply until the next snapshot.
-        A tick change may have been missed meanwhile, so a token whose tick was known turns LIVE
-        again only on a ``book`` that carries ``tick_size`` (a snapshot), not on a post-trade refresh
-        without one; a ``tick_size_change`` confirms the tick too.
+        A tick change may have been missed meanwhile: a token whose books have carried ``tick_size``
+        turns LIVE again only on a ``book`` that carries it (a snapshot), not on a post-trade refresh
+        without one (that refresh still replaces the levels, the row stays STALE); a
+        ``tick_size_change`` confirms the tick, and the next book of any kind turns it LIVE.
         Ids not held by the store are ignored.
         """
         for token_id in token_ids:
@@ -431,7 +435,7 @@ class BookStore:
             row[STATE] = State.STALE
             book = self._books[slot]
             assert book is not None
-            book.tick_unconfirmed = row[TICK] != 0
+            book.tick_unconfirmed = book.books_name_tick
             row[EPOCH] += 1
             row[SEQ] += 1
             self._write_row(slot, row)
@@ -721,11 +725,11 @@ def _decode_json(body: bytes) -> Any:
 
 def _market_key(payload: dict[str, Any]) -> str | None:
     # new_market identity: the value of the first present of these keys (the value alone, not
-    # key-qualified); a non-string value disables dedup
+    # key-qualified); a non-string or overlong value disables dedup
     for key in ("market", "condition_id", "id"):
         if key in payload:
             value = payload[key]
-            return value if isinstance(value, str) else None
+            return value if isinstance(value, str) and len(value) <= SEEN_MARKET_ID_MAX else None
     return None
 
 
@@ -886,11 +890,11 @@ class Dispatcher:
         row = store._read_row(slot)
         if event.tick is not None:
             row[TICK] = event.tick
+            book.books_name_tick = True
             book.tick_unconfirmed = False
         if event.last_trade_price is not None:
             row[LAST_PX] = event.last_trade_price
-        if not book.tick_unconfirmed:
-            row[STATE] = State.LIVE
+        row[STATE] = State.STALE if book.tick_unconfirmed else State.LIVE
         row[EPOCH] += 1
         _touch(row, book, event.timestamp, recv_ts_ns)
         if _crossed(row):

@@ -4,8 +4,8 @@ Pure asyncio on ``websockets``. Every connection feeds its frames, unchanged, to
 :class:`~pm_ws.Dispatcher`, which applies them to ONE shared :class:`~pm_ws.BookStore`; this module
 only decides what to send, when a socket is dead, and which tokens may not be traded on meanwhile.
 
-Per frame the reader does one clock read, one integer compare, ``feed(frame, now)`` and four
-attribute stores (plus the ``on_frame`` call when one was given). Everything else (resync queue,
+Per frame the reader does two clock reads (monotonic for the deadlines, wall for the row's
+``RECV_TS_NS``), one integer compare, ``feed(frame, wall())`` and four attribute stores (plus the ``on_frame`` call when one was given). Everything else (resync queue,
 pending snapshots, timeouts) runs at most every ``HOUSEKEEPING_NS`` from the reader or on the
 watchdog's tick, never per frame. Nothing logs per frame.
 """

@@ -89,8 +89,10 @@ STAT_KEYS = (
     "checksum_mismatch", "crossed_book", "bba_mismatch", "resync_queued",
 )  # fmt: skip
 
-# new_market ids the Dispatcher remembers for its dedup (skip_duplicate); the oldest goes first, so
-# memory stays bounded whatever ids a server sends
+# new_market ids the Dispatcher remembers for its dedup (skip_duplicate): the newest SEEN_MARKETS_MAX
+# ids of at most SEEN_MARKET_ID_MAX characters (a condition id has 66), so memory stays bounded
+# whatever ids a server sends; a longer id is never remembered, so never deduplicated
 SEEN_MARKETS_MAX = 65_536
+SEEN_MARKET_ID_MAX = 128
 
 assert len(FIELD_NAMES) == N_FIELDS

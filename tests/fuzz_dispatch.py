@@ -10,7 +10,8 @@ With no corpus directory on the command line, a temporary one is seeded from the
 (tests/fixtures/*.jsonl), the shared captures when present and generated frames. One input is a
 stream of frames separated by ``SEPARATOR``; its first byte picks the Dispatcher options and how
 frames are passed. A "frame" starting with ``STORE_CALL`` (a NUL byte) is a store call instead:
-``mark_stale`` or ``remove`` + ``add`` of the token its next bytes pick, as the client does.
+``mark_stale`` or ``remove`` + ``add`` of the token its next bytes pick, as the client does
+(compiled-only mode feeds it as a frame).
 A divergence raises AssertionError, and libFuzzer saves the input as crash-<sha1>.
 For long unattended runs, ``PM_WS_FUZZ_KEEP_GOING=DIR`` saves each divergence as DIR/<sha1> (with
 the comparison message beside it) and carries on instead of stopping at the first one.
@@ -86,7 +87,7 @@ def compare(data: bytes) -> None:
     twin.compare_books = False
     for index, raw in enumerate(frames[:64]):
         if raw[:1] == STORE_CALL:
-            store_call(twin, raw[1:])
+            store_call(twin, raw[1:], drain=bool(options & OPT_DRAIN_EACH))
             continue
         if framegen.overflows_double(raw):
             continue  # the documented divergence (README, Reliability: known limits)
@@ -102,13 +103,13 @@ def compare(data: bytes) -> None:
     twin.check_books()
 
 
-def store_call(twin: Twin, args: bytes) -> None:
+def store_call(twin: Twin, args: bytes, drain: bool) -> None:
     # The client's own calls between frames: mark_stale on a lost connection, remove + add on resubscribe
     token = TOKENS[args[0] % len(TOKENS)] if args else TOKENS[0]
     if len(args) > 1 and args[1] & 1:
-        twin.call(f"remove({token!r}); add({token!r})", lambda store, _: (store.remove(token), store.add(token)))
+        twin.call(f"remove({token!r}); add({token!r})", lambda store, _: (store.remove(token), store.add(token)), drain)
     else:
-        twin.call(f"mark_stale([{token!r}])", lambda store, _: store.mark_stale([token]))
+        twin.call(f"mark_stale([{token!r}])", lambda store, _: store.mark_stale([token]), drain)
 
 
 def compiled_only(data: bytes, options: int, frames: list[bytes]) -> None:

@@ -346,8 +346,9 @@ def test_mark_stale_then_only_a_book_naming_the_tick_turns_live(impl):
     assert store.top(YES).state is State.LIVE
 
 
-def test_mark_stale_tick_never_known_any_book_turns_live(impl):
-    # Servers that never send tick_size (2024 captures) must not leave rows STALE forever
+def test_mark_stale_books_never_named_the_tick_any_book_turns_live(impl):
+    # Servers whose books never carry tick_size (2024 captures) must not leave rows STALE forever,
+    # even when a tick_size_change told the tick
     store = impl.BookStore(2)
     store.add(YES)
     dispatcher = impl.Dispatcher(store)
@@ -355,6 +356,30 @@ def test_mark_stale_tick_never_known_any_book_turns_live(impl):
     store.mark_stale([YES])
     dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))
     assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 0)
+    change = {"event_type": "tick_size_change", "asset_id": YES, "old_tick_size": "0.01", "new_tick_size": "0.001",
+              "timestamp": "1786728432338"}  # fmt: skip
+    dispatcher.feed(orjson.dumps(change))
+    dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))
+    store.mark_stale([YES])
+    dispatcher.feed(book_frame(YES, [("0.412", "10")], [("0.6", "5")]))
+    assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 10)
+
+
+def test_mark_stale_crossed_refresh_invalid_then_next_refresh_back_to_stale(impl):
+    # While the tick is unconfirmed a crossed refresh is INVALID (resync queued), and a later sane
+    # refresh without tick_size leaves it STALE, never stuck INVALID with a good book
+    store = impl.BookStore(2)
+    store.add(YES)
+    dispatcher = impl.Dispatcher(store)
+    snapshot = orjson.loads(book_frame(YES, [("0.4", "10")], [("0.6", "5")])) | {"tick_size": "0.01"}
+    dispatcher.feed(orjson.dumps(snapshot))
+    store.mark_stale([YES])
+    dispatcher.feed(book_frame(YES, [("0.61", "10")], [("0.6", "5")]))
+    assert store.top(YES).state is State.INVALID and dispatcher.pending_resync() == [YES]
+    dispatcher.feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    assert store.top(YES).state is State.STALE
+    dispatcher.feed(orjson.dumps(snapshot))
+    assert store.top(YES).state is State.LIVE
 
 
 def test_mark_stale_bytes_ids_accepted(impl):

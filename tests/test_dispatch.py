@@ -20,6 +20,7 @@ from pm_ws.row import (
     MISMATCHES,
     PRICE_SCALE,
     RECV_TS_NS,
+    SEEN_MARKET_ID_MAX,
     SEEN_MARKETS_MAX,
     SEQ,
     SIDE_BUY,
@@ -933,6 +934,13 @@ def test_new_market_dedup_memory_bounded_oldest_forgotten(impl, store):
     stats = dispatcher.stats()
     assert (stats["ev_new_market"], stats["skip_duplicate"]) == (SEEN_MARKETS_MAX + 2, 1)
     assert len(delivered) == SEEN_MARKETS_MAX + 2 and delivered[-1] == markets[0]["market"]
+
+
+def test_new_market_overlong_id_never_remembered(impl, store):
+    dispatcher = impl.Dispatcher(store)
+    huge = orjson.dumps({"event_type": "new_market", "market": "1" * (SEEN_MARKET_ID_MAX + 1)})
+    longest = orjson.dumps({"event_type": "new_market", "market": "1" * SEEN_MARKET_ID_MAX})
+    assert [dispatcher.feed(f) for f in (huge, huge, longest, longest)] == [1, 1, 1, 0]
 
 
 def test_new_market_different_markets_both_delivered(impl, store):
