@@ -321,45 +321,53 @@ def test_mark_stale_book_kept_for_inspection(impl):
     assert (row[BID_PX], row[ASK_SZ], row[BID_LEVELS], row[ASK_LEVELS]) == (4000, 5_000_000, 1, 1)
 
 
-def test_mark_stale_then_only_a_book_naming_the_tick_turns_live(impl):
-    # A tick change may be missed while the connection is down, and a post-trade book refresh has no
-    # tick_size: it replaces the levels but must not make the row LIVE with a tick nobody confirmed
+def stale_after_snapshot(impl, tick_size="0.01"):
+    """YES LIVE on a book naming ``tick_size`` (None: a book without it), then marked STALE."""
     store = impl.BookStore(2)
     store.add(YES)
     dispatcher = impl.Dispatcher(store)
-    snapshot = orjson.loads(book_frame(YES, [("0.4", "10")], [("0.6", "5")])) | {"tick_size": "0.01"}
+    snapshot = orjson.loads(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    if tick_size is not None:
+        snapshot["tick_size"] = tick_size
     dispatcher.feed(orjson.dumps(snapshot))
     store.mark_stale([YES])
+    return store, dispatcher, snapshot
+
+
+def tick_size_change(old, new):
+    return orjson.dumps({"event_type": "tick_size_change", "asset_id": YES, "old_tick_size": old,
+                         "new_tick_size": new, "timestamp": "1786728432338"})  # fmt: skip
+
+
+REFRESH = book_frame(YES, [("0.41", "10")], [("0.6", "5")])  # a post-trade refresh: no tick_size
+
+
+def test_mark_stale_then_only_a_book_naming_the_tick_turns_live(impl):
+    # A tick change may be missed while the connection is down, and a post-trade book refresh has no
+    # tick_size: it replaces the levels but must not make the row LIVE with a tick nobody confirmed
+    store, dispatcher, snapshot = stale_after_snapshot(impl)
     epoch = store.top(YES).epoch
-    dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))  # refresh without tick_size
+    dispatcher.feed(REFRESH)
     top = store.top(YES)
     assert (top.state, top.tick, top.bid_px, top.epoch) == (State.STALE, 100, 4100, epoch + 1)
     dispatcher.feed(orjson.dumps(snapshot | {"tick_size": "0.001"}))
     assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 10)
     # A tick_size_change confirms the tick: the next book, with or without tick_size, turns it LIVE
     store.mark_stale([YES])
-    change = {"event_type": "tick_size_change", "asset_id": YES, "old_tick_size": "0.001", "new_tick_size": "0.01",
-              "timestamp": "1786728432338"}  # fmt: skip
-    dispatcher.feed(orjson.dumps(change))
+    dispatcher.feed(tick_size_change("0.001", "0.01"))
     assert (store.top(YES).state, store.top(YES).tick) == (State.STALE, 100)
-    dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))
+    dispatcher.feed(REFRESH)
     assert store.top(YES).state is State.LIVE
 
 
 def test_mark_stale_books_never_named_the_tick_any_book_turns_live(impl):
     # Servers whose books never carry tick_size (2024 captures) must not leave rows STALE forever,
     # even when a tick_size_change told the tick
-    store = impl.BookStore(2)
-    store.add(YES)
-    dispatcher = impl.Dispatcher(store)
-    dispatcher.feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
-    store.mark_stale([YES])
-    dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))
+    store, dispatcher, _ = stale_after_snapshot(impl, tick_size=None)
+    dispatcher.feed(REFRESH)
     assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 0)
-    change = {"event_type": "tick_size_change", "asset_id": YES, "old_tick_size": "0.01", "new_tick_size": "0.001",
-              "timestamp": "1786728432338"}  # fmt: skip
-    dispatcher.feed(orjson.dumps(change))
-    dispatcher.feed(book_frame(YES, [("0.41", "10")], [("0.6", "5")]))
+    dispatcher.feed(tick_size_change("0.01", "0.001"))
+    dispatcher.feed(REFRESH)
     store.mark_stale([YES])
     dispatcher.feed(book_frame(YES, [("0.412", "10")], [("0.6", "5")]))
     assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 10)
@@ -368,15 +376,10 @@ def test_mark_stale_books_never_named_the_tick_any_book_turns_live(impl):
 def test_mark_stale_crossed_refresh_invalid_then_next_refresh_back_to_stale(impl):
     # While the tick is unconfirmed a crossed refresh is INVALID (resync queued), and a later sane
     # refresh without tick_size leaves it STALE, never stuck INVALID with a good book
-    store = impl.BookStore(2)
-    store.add(YES)
-    dispatcher = impl.Dispatcher(store)
-    snapshot = orjson.loads(book_frame(YES, [("0.4", "10")], [("0.6", "5")])) | {"tick_size": "0.01"}
-    dispatcher.feed(orjson.dumps(snapshot))
-    store.mark_stale([YES])
+    store, dispatcher, snapshot = stale_after_snapshot(impl)
     dispatcher.feed(book_frame(YES, [("0.61", "10")], [("0.6", "5")]))
     assert store.top(YES).state is State.INVALID and dispatcher.pending_resync() == [YES]
-    dispatcher.feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    dispatcher.feed(REFRESH)
     assert store.top(YES).state is State.STALE
     dispatcher.feed(orjson.dumps(snapshot))
     assert store.top(YES).state is State.LIVE
