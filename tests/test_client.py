@@ -888,23 +888,6 @@ def test_client_slow_event_consumer_loses_oldest_events_never_blocks_the_reader(
     run(scenario())
 
 
-def test_client_failing_callback_is_counted_and_the_reader_goes_on() -> None:
-    def explode(event: ClientEvent) -> None:
-        raise RuntimeError("user bug")
-
-    async def scenario() -> None:
-        async with FakeMarketServer(markets=1, rate_hz=0) as server:
-            client = MarketClient(server.url, on_event=explode, **FAST)
-            await client.subscribe(server.token_ids)
-            async with client:
-                await wait_until(all_in(client, server.token_ids, State.LIVE))
-                await server.step(20)
-                await wait_until(lambda: books_match(client, server, server.token_ids))
-                assert client.stats()["callback_errors"] >= 2
-
-    run(scenario())
-
-
 def test_client_stats_report_connections_and_tokens() -> None:
     async def scenario() -> None:
         async with FakeMarketServer(markets=1, rate_hz=100) as server:
@@ -1243,19 +1226,21 @@ def test_client_on_frame_sees_every_frame_after_it_was_applied() -> None:
     run(scenario())
 
 
-def test_client_failing_on_frame_is_counted_and_the_reader_goes_on() -> None:
-    def explode(frame: str | bytes, recv_ns: int) -> None:
-        raise RuntimeError("user bug")
+def _explode(*args: Any) -> None:
+    raise RuntimeError("user bug")
 
+
+@pytest.mark.parametrize(("option", "min_errors"), [("on_event", 2), ("on_frame", 21)])
+def test_client_failing_user_callback_is_counted_and_the_reader_goes_on(option: str, min_errors: int) -> None:
     async def scenario() -> None:
         async with FakeMarketServer(markets=1, rate_hz=0) as server:
-            client = MarketClient(server.url, on_frame=explode, **FAST)
+            client = MarketClient(server.url, **{option: _explode}, **FAST)
             await client.subscribe(server.token_ids)
             async with client:
                 await wait_until(all_in(client, server.token_ids, State.LIVE))
                 await server.step(20)
                 await wait_until(lambda: books_match(client, server, server.token_ids))
-                assert client.stats()["callback_errors"] >= 21
+                assert client.stats()["callback_errors"] >= min_errors
                 assert client.stats()["connections"][0]["reconnects"] == 0
 
     run(scenario())
