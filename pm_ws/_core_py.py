@@ -71,6 +71,7 @@ from .row import (
     STAT_KEYS,
     STATE,
     TICK,
+    TOKEN_ID,
     State,
     Top,
 )
@@ -90,7 +91,6 @@ _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported
 _EMPTY_ROW = bytes(_ROW.size)
 
 _DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
-_TOKEN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,100}")
 _TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
 
 _JSON_WHITESPACE = b" \t\n\r"
@@ -273,7 +273,7 @@ def _token_key(token_id: object) -> str | None:
     # The dict key a token id is held under, or None when it cannot be a valid id
     if isinstance(token_id, bytes):
         token_id = token_id.decode("latin-1")
-    if isinstance(token_id, str) and _TOKEN_ID.fullmatch(token_id):
+    if isinstance(token_id, str) and TOKEN_ID.fullmatch(token_id):
         return token_id
     return None
 

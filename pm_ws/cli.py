@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -29,6 +28,7 @@ from typing import Any
 from . import __version__
 from .client import DEFAULT_URL
 from .gamma import DEFAULT_GAMMA_URL, GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
+from .row import TOKEN_ID, TOKEN_ID_EXPECTED
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -39,8 +39,6 @@ EXIT_UNREACHABLE = 5
 EXIT_DIVERGENCE = 6
 EXIT_INTERRUPTED = 130
 
-TOKEN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,100}")  # BookStore.add's token id grammar
-TOKEN_ID_EXPECTED = "expected 1-100 characters of [0-9A-Za-z_.:-]"
 
 EXIT_CODES_HELP = """\
 exit codes:

@@ -6,6 +6,7 @@ The compiled module declares the same indices in ``_core_c.pxd``; a test keeps t
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -32,6 +33,11 @@ N_FIELDS = 16  # 16 x int64 = 128 bytes, two cache lines per row
 
 SIDE_BUY = 1
 SIDE_SELL = 2
+
+# The token id grammar BookStore.add accepts (the compiled core checks the same bytes in C)
+TOKEN_ID_MAX = 100  # characters; real CLOB token ids are ~77 digits
+TOKEN_ID = re.compile(r"[0-9A-Za-z_.:-]{1,%d}" % TOKEN_ID_MAX)
+TOKEN_ID_EXPECTED = f"expected 1-{TOKEN_ID_MAX} characters of [0-9A-Za-z_.:-]"
 
 FIELD_NAMES = (
     "bid_px", "bid_sz", "ask_px", "ask_sz", "last_px", "last_sz", "last_side",
