@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import orjson
 
+from pm_ws._decimal_text import PRICE_DECIMALS, units_text
+
 SEED = 20250915  # the day the current price_change schema went live
 N_FRAMES = 1000
 N_MARKETS = 8  # 16 tokens
@@ -24,9 +26,10 @@ BOOK_LEVELS = 40  # per side of each book: a ~3 KB `book` frame
 MIXED_LEVELS = 10  # per side in the "mixed" stream; see corpora()
 TICK = 100  # 0.01 in price units (1e-4)
 ONE = 10_000  # 1.0 in price units
+CENT_DECIMALS = 2  # the simulator's sizes are whole hundredths of a share
 FIRST_TS_MS = 1_786_728_400_000
 
-# Real-stream proportions (DESIGN.md §9): per 100 frames
+# Share of each event type in the real stream, per 100 frames
 MIXED = (("price_change", 85), ("book", 10), ("last_trade_price", 4), ("best_bid_ask", 1))
 
 
@@ -47,16 +50,13 @@ class Corpus:
 
 
 def price_text(units: int) -> str:
-    """Render price units as the server does: shortest decimal, no trailing zeros."""
-    if units in (0, ONE):
-        return str(units // ONE)
-    return "0." + f"{units:04d}".rstrip("0")
+    """Render price units as the server does: shortest decimal, no trailing zeros ("0.5", "0", "1")."""
+    return units_text(units, PRICE_DECIMALS)
 
 
 def size_text(cents: int) -> str:
     """Render a size in hundredths of a share as the server does ("1130.78", "100", "2200.8")."""
-    whole, frac = divmod(cents, 100)
-    return str(whole) if frac == 0 else f"{whole}.{frac:02d}".rstrip("0")
+    return units_text(cents, CENT_DECIMALS)
 
 
 class _Market:
@@ -154,7 +154,7 @@ class MarketSimulator:
             "bids": [{"price": price_text(p), "size": size_text(bids[p])} for p in sorted(bids)],
             "asks": [{"price": price_text(p), "size": size_text(asks[p])} for p in sorted(asks, reverse=True)],
         }
-        if initial:  # post-trade refreshes carry no tick_size (PROTOCOL.md §3.1)
+        if initial:  # the server's post-trade book refreshes carry no tick_size
             event["tick_size"] = price_text(TICK)
         event["event_type"] = "book"
         last = market.last_trade.get(token)
@@ -270,10 +270,11 @@ def mixed_kinds(n: int = N_FRAMES, seed: int = SEED) -> list[str]:
 def corpora(n: int = N_FRAMES) -> dict[str, Corpus]:
     """Return the benchmark workloads, ``n`` frames each.
 
-    "mixed" has 10+10-level books: DESIGN.md §9's mixed-stream figures (orjson alone ~1.05 µs
-    per frame) imply ~1 KB books, and at 40+40 levels the 10% of `book` frames alone would
-    cost the whole 0.20 µs budget at the 2.0 µs book target. "mixed_deep" is the same stream
-    with 40+40-level books, for information. The others hold one event type each, 40+40 books.
+    "mixed" has 10+10-level books: the mixed-stream figures the targets were set from (orjson
+    alone ~1.05 µs per frame, ``benchmarks.gate``) imply ~1 KB books, and at 40+40 levels the
+    10% of `book` frames alone would cost the whole 0.20 µs budget at the 2.0 µs book target.
+    "mixed_deep" is the same stream with 40+40-level books, for information. The others hold
+    one event type each, 40+40 books.
     """
     kinds = mixed_kinds(n)
     workloads = {

@@ -6,7 +6,7 @@ Run from the repo root::
     python -m benchmarks.report bench.json
 
 Prints a Markdown table: median (and min) µs per frame for each group and implementation,
-the seed/c ratio, and the DESIGN.md §9 target for the compiled core.
+the seed/c ratio, and the target for the compiled core (``benchmarks.gate.TARGET_US``).
 """
 
 from __future__ import annotations

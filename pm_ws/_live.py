@@ -1,26 +1,25 @@
-"""``pm-ws watch``, ``record`` and ``demo``: the commands that hold a live market-channel connection."""
+"""``pm-ws watch`` and ``record``: the commands that hold a live market-channel connection.
+
+``LiveView`` (the table with its event notes and deadlines) also draws ``pm-ws demo``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
-import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from . import __version__
+from ._exit import CliError, ExitCode
+from ._token_selection import select_tokens
 from ._watch_view import LABEL_WIDTH, RateMeter, TopTable, can_encode, screen_for, short_token, shorten, state_counts
-from .backoff import ExponentialBackoff
-from .cli import EXIT_BAD_FILE, EXIT_NOT_FOUND, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, CliError, select_tokens
 from .client import CAUSE_MARKED, ClientEvent, MarketClient
 from .recording import FORMAT_VERSION, RecordingWriter
-from .testing import FakeMarketServer
 
 CONNECT_CHECK_TIMEOUT = 10.0  # seconds to wait for the first handshake before calling a URL unreachable
 NOTE_GATHER_SECONDS = 0.05  # events closer than this share one note
@@ -35,12 +34,12 @@ async def check_reachable(url: str) -> None:
             async with connect(url, ping_interval=None, compression=None, open_timeout=None):
                 pass
     except InvalidURI as exc:
-        raise CliError(f"invalid WebSocket URL {url!r}: {exc}", EXIT_USAGE) from None
+        raise CliError(f"invalid WebSocket URL {url!r}: {exc}", ExitCode.USAGE) from None
     except TimeoutError:
         message = f"cannot reach {url}: no handshake within {CONNECT_CHECK_TIMEOUT:g} s"
-        raise CliError(message, EXIT_UNREACHABLE) from None
+        raise CliError(message, ExitCode.UNREACHABLE) from None
     except (OSError, InvalidHandshake) as exc:
-        raise CliError(f"cannot reach {url}: {exc}", EXIT_UNREACHABLE) from None
+        raise CliError(f"cannot reach {url}: {exc}", ExitCode.UNREACHABLE) from None
 
 
 def fail_without_books(client: MarketClient, book_timeout: float | None, elapsed: float) -> None:
@@ -49,7 +48,7 @@ def fail_without_books(client: MarketClient, book_timeout: float | None, elapsed
         return
     tokens = ", ".join(short_token(t) for t in client.store.tokens())
     message = f"no order book for any token after {book_timeout:g} s ({tokens}): unknown token ids?"
-    raise CliError(message, EXIT_NOT_FOUND)
+    raise CliError(message, ExitCode.NOT_FOUND)
 
 
 class LiveView:
@@ -83,7 +82,7 @@ class LiveView:
                 self.draw(now)
                 elapsed = now - self.started
                 if self.duration is not None and elapsed >= self.duration:
-                    return EXIT_OK
+                    return ExitCode.OK
                 fail_without_books(self.client, self.book_timeout, elapsed)
                 wait = self.refresh if self.duration is None else min(self.refresh, self.duration - elapsed)
                 await asyncio.sleep(max(0.0, wait))
@@ -164,9 +163,9 @@ async def record(args: argparse.Namespace) -> int:
     try:
         writer = RecordingWriter(args.out, overwrite=args.overwrite)
     except FileExistsError:
-        raise CliError(f"{args.out} already exists (use --overwrite to replace it)", EXIT_BAD_FILE) from None
+        raise CliError(f"{args.out} already exists (use --overwrite to replace it)", ExitCode.BAD_FILE) from None
     except OSError as exc:
-        raise CliError(f"cannot create {args.out}: {exc.strerror or exc}", EXIT_BAD_FILE) from None
+        raise CliError(f"cannot create {args.out}: {exc.strerror or exc}", ExitCode.BAD_FILE) from None
     with writer:
         client = await recording_client(args.url, tokens, writer)
         async with client:
@@ -217,7 +216,7 @@ async def _show_progress(client: MarketClient, writer: RecordingWriter, args: ar
             writer.flush_if_due()
             now = time.monotonic()
             if args.duration is not None and now - started >= args.duration:
-                return EXIT_OK
+                return ExitCode.OK
             if now >= next_line:
                 next_line = now + period
                 text = line(now, rate.update(writer.frames, now))
@@ -230,69 +229,3 @@ async def _show_progress(client: MarketClient, writer: RecordingWriter, args: ar
         average = writer.frames / max(now - started, 1e-9)
         text = line(now, average) + " (done)"
         print(f"\r{text}\x1b[K" if terminal else text, file=sys.stderr, flush=True)
-
-
-# -- demo -------------------------------------------------------------------------------------------
-
-DEMO_TICKS = ("0.01", "0.01", "0.001")  # one market starts on a sub-cent grid
-DEMO_OUTAGE_SECONDS = 1.0  # how long the demo server refuses connections after an abort
-
-
-async def demo(args: argparse.Namespace) -> int:
-    """Run ``pm-ws demo``: a lively fake market on loopback, watched."""
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
-    server = FakeMarketServer(markets=args.markets, seed=seed, rate_hz=args.rate, tick=DEMO_TICKS, trade_every=15)
-    async with server:
-        labels = {}
-        for number, market in enumerate(server.markets, 1):
-            labels[market.yes_id] = f"market {number} YES"
-            labels[market.no_id] = f"market {number} NO"
-        # short backoff: the refused reconnects of an outage end in a recovery within ~1 s of it
-        client = MarketClient(server.url, capacity=len(server.token_ids), backoff=lambda: ExponentialBackoff(0.1, 1.0))
-        await client.subscribe(server.token_ids)
-        async with client:
-            view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
-            director = asyncio.create_task(_direct(server, view, args.fault_every, random.Random(seed)))
-            try:
-                return await view.run()
-            finally:
-                director.cancel()
-                with suppress(asyncio.CancelledError):
-                    await director
-
-
-async def _direct(server: FakeMarketServer, view: LiveView, fault_every: float, rng: random.Random) -> None:
-    """Stage the demo's events: a tick-size change, then a fault every ``fault_every`` seconds."""
-    yes = server.markets[0].yes_id
-
-    async def tick_change() -> None:
-        tick = "0.001" if server.tick(yes) == 100 else "0.01"
-        view.note(f"server: tick size of {view.labels[yes]} changes to {tick}")
-        await server.change_tick(yes, tick)
-
-    async def abort() -> None:
-        view.note(f"server: abrupt TCP disconnect, new connections refused for {DEMO_OUTAGE_SECONDS:g} s")
-        server.reject_connections(True)
-        server.abort_all()
-        await asyncio.sleep(DEMO_OUTAGE_SECONDS)
-        server.reject_connections(False)
-        view.note("server: accepting connections again")
-
-    async def malformed() -> None:
-        view.note("server: 5 malformed frames and a burst of 200 price changes")
-        await server.send_malformed(5)
-        await server.burst(200)
-
-    async def close() -> None:
-        view.note("server: clean close (1011) of every connection")
-        await server.close_all(1011, "demo")
-
-    script: list[Callable[[], Awaitable[None]]] = [malformed, close, tick_change, abort]
-    # the first tick change and fault come early, so `demo --duration 5` shows a full recovery
-    await asyncio.sleep(min(1.0, fault_every / 2))
-    await tick_change()
-    await asyncio.sleep(min(1.0, fault_every / 2))
-    await abort()
-    for step in itertools.count():
-        await asyncio.sleep(fault_every * rng.uniform(0.8, 1.2))
-        await script[step % len(script)]()

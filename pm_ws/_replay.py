@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+from ._exit import CliError, ExitCode
 from ._watch_view import TopTable, can_encode, screen_for, state_counts
-from .cli import EXIT_BAD_FILE, EXIT_DIVERGENCE, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError
 from .recording import KIND_META, RecordingError, RecordingReader
 from .row import FIELD_NAMES, N_FIELDS
+
 
 @dataclass
 class Segment:
@@ -69,7 +70,7 @@ def load_recording(path: str) -> LoadedRecording:
                     frame_bytes += len(record.payload)
             truncated = reader.truncated_bytes
     except (OSError, RecordingError, ValueError) as exc:
-        raise CliError(f"cannot replay {path}: {_reason(exc)}", EXIT_BAD_FILE) from None
+        raise CliError(f"cannot replay {path}: {_reason(exc)}", ExitCode.BAD_FILE) from None
     return LoadedRecording(segments, list(tokens), frames, frame_bytes, truncated)
 
 
@@ -86,7 +87,7 @@ def core_module(choice: str) -> ModuleType:
         return importlib.import_module(name)
     except ImportError as exc:
         which = "compiled" if choice == "c" else choice
-        raise CliError(f"the {which} core cannot be imported: {exc}", EXIT_FAILURE) from None
+        raise CliError(f"the {which} core cannot be imported: {exc}", ExitCode.FAILURE) from None
 
 
 def core_name(module: ModuleType) -> str:
@@ -119,7 +120,7 @@ class Replayer:
             elif kind == "stale":
                 self.store.mark_stale(tokens)
         except ValueError as exc:  # a token id the store refuses: the file was not written by pm-ws record
-            raise CliError(f"bad meta record {meta}: {exc}", EXIT_BAD_FILE) from None
+            raise CliError(f"bad meta record {meta}: {exc}", ExitCode.BAD_FILE) from None
 
     def _on_event(self, event_type: str, payload: Any) -> None:
         self.cold_events.append((event_type, payload))
@@ -128,14 +129,14 @@ class Replayer:
 def replay(args: argparse.Namespace) -> int:
     """Run ``pm-ws replay`` (see ``pm-ws replay --help``)."""
     if args.speed is not None and not args.realtime:
-        raise CliError("--speed applies only with --realtime", EXIT_USAGE)
+        raise CliError("--speed applies only with --realtime", ExitCode.USAGE)
     if args.impl is not None and args.check:
-        raise CliError("--impl does not apply to --check, which replays through both cores", EXIT_USAGE)
+        raise CliError("--impl does not apply to --check, which replays through both cores", ExitCode.USAGE)
     recording = load_recording(args.file)
     if recording.truncated_bytes:
         torn = recording.truncated_bytes
         print(f"note: skipped a torn last block ({torn} bytes) at the end of {args.file}", file=sys.stderr)
-    code = EXIT_OK
+    code = ExitCode.OK
     if args.check:
         replayer, code = _check(recording, args.file)
     else:
@@ -199,7 +200,7 @@ def _feed_realtime(replayer: Replayer, recording: LoadedRecording, args: argpars
         screen.close()
 
 
-def _check(recording: LoadedRecording, path: str) -> tuple[Replayer, int]:
+def _check(recording: LoadedRecording, path: str) -> tuple[Replayer, ExitCode]:
     compiled = Replayer(core_module("c"), recording.tokens)
     pure = Replayer(core_module("py"), recording.tokens)
     index = 0
@@ -213,7 +214,7 @@ def _check(recording: LoadedRecording, path: str) -> tuple[Replayer, int]:
                 what = difference or f"feed() returned {applied[0]} (compiled) vs {applied[1]} (pure)"
                 print(f"DIVERGENCE at frame {index} (recv_ns {recv_ns}): {what}")
                 print(f"frame: {str(frame)[:300]!s}")
-                return compiled, EXIT_DIVERGENCE
+                return compiled, ExitCode.DIVERGENCE
             index += 1
     for name, get in (
         ("counters", lambda r: r.dispatcher.stats()),
@@ -223,12 +224,12 @@ def _check(recording: LoadedRecording, path: str) -> tuple[Replayer, int]:
         if get(compiled) != get(pure):
             print(f"DIVERGENCE after the last frame: {name} differ")
             print(f"  compiled: {get(compiled)}\n  pure:     {get(pure)}")
-            return compiled, EXIT_DIVERGENCE
+            return compiled, ExitCode.DIVERGENCE
     print(
         f"check: the compiled and pure cores agree on all {recording.frames:,} frames of {path} "
         "(return values and rows after every frame; counters, resync queue and cold events at the end)"
     )
-    return compiled, EXIT_OK
+    return compiled, ExitCode.OK
 
 
 def _row_difference(compiled: Replayer, pure: Replayer) -> str:

@@ -1,15 +1,7 @@
 """The ``pm-ws`` command line: ``watch``, ``record``, ``replay`` and ``demo``.
 
-Exit codes (also in ``pm-ws --help``)::
-
-    0    success; also Ctrl-C ending watch, record or demo (that is how they are stopped)
-    1    unexpected failure (a bug: the traceback is printed)
-    2    bad arguments (argparse usage errors, malformed token ids or URLs)
-    3    unknown market: no market for a slug or condition id, or no order book for any token
-    4    bad file: a recording that is missing, unreadable, not a recording or damaged; OUT exists
-    5    unreachable: the WebSocket or Gamma URL cannot be reached or answers nonsense
-    6    replay --check: the compiled core and the pure twin disagree
-    130  replay interrupted with Ctrl-C
+Exit codes: ``pm_ws._exit.ExitCode``, listed by ``pm-ws --help``. The commands live in ``_live``
+(watch, record), ``_demo`` and ``_replay``, each imported only when it runs.
 """
 
 from __future__ import annotations
@@ -26,31 +18,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import __version__
+from ._exit import CliError, ExitCode, exit_codes_help
 from .client import DEFAULT_URL
-from .gamma import DEFAULT_GAMMA_URL, GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
-from .row import TOKEN_ID, TOKEN_ID_EXPECTED
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_NOT_FOUND = 3
-EXIT_BAD_FILE = 4
-EXIT_UNREACHABLE = 5
-EXIT_DIVERGENCE = 6
-EXIT_INTERRUPTED = 130
-
-
-EXIT_CODES_HELP = """\
-exit codes:
-  0    success (Ctrl-C is the normal way to stop watch, record and demo)
-  1    unexpected failure
-  2    bad arguments
-  3    unknown market (slug, condition id) or no order book for any token
-  4    bad, missing or damaged file (or record's OUT already exists)
-  5    WebSocket or Gamma URL unreachable
-  6    replay --check found a divergence
-  130  replay interrupted (Ctrl-C)
-"""
+from .gamma import DEFAULT_GAMMA_URL
 
 RECORDING_FORMAT_HELP = """\
 recording format (pm_ws.recording, version 1, little-endian):
@@ -61,14 +31,6 @@ recording format (pm_ws.recording, version 1, little-endian):
 Blocks are written at least every second and on exit; a crash loses at most the
 last incomplete block, which readers skip.
 """
-
-
-class CliError(Exception):
-    """A failure to report as one line on stderr, with its exit code."""
-
-    def __init__(self, message: str, exit_code: int) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -82,13 +44,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code (see the module docstring).
+        The exit code (an ``ExitCode``; listed by ``pm-ws --help``).
     """
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2): argparse already printed why
-        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+        return exc.code if isinstance(exc.code, int) else ExitCode.USAGE
     try:
         with _library_logs(verbose=args.verbose):
             return int(args.run(args))
@@ -97,10 +59,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("pm-ws: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:  # `pm-ws replay FILE | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
-        return EXIT_OK
+        return ExitCode.OK
 
 
 @contextmanager
@@ -128,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pm-ws",
         description="Watch, record and replay Polymarket CLOB order books from the market WebSocket channel.",
-        epilog=EXIT_CODES_HELP,
+        epilog=exit_codes_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"pm-ws {__version__}")
@@ -264,39 +226,8 @@ def _positive_int(text: str) -> int:
     return value
 
 
-# -- token selection -------------------------------------------------------------------------------
-
-
-async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
-    """Token ids from the command line plus those of --market/--slug, with display labels."""
-    for token in args.tokens:
-        if not TOKEN_ID.fullmatch(token):
-            raise CliError(f"invalid token id {token!r} ({TOKEN_ID_EXPECTED})", EXIT_USAGE)
-    if not (args.tokens or args.market or args.slug):
-        raise CliError("name at least one TOKEN_ID, --market CONDITION_ID or --slug SLUG", EXIT_USAGE)
-    labels: dict[str, str] = {}
-    lookups = [markets_by_condition_id(c, args.gamma_url) for c in args.market]
-    lookups += [markets_by_slug(s, args.gamma_url) for s in args.slug]
-    try:
-        found = await asyncio.gather(*lookups)
-    except MarketNotFoundError as exc:
-        raise CliError(str(exc), EXIT_NOT_FOUND) from None
-    except GammaError as exc:
-        raise CliError(str(exc), EXIT_UNREACHABLE) from None
-    tokens = list(args.tokens)
-    for markets in found:
-        for market in markets:
-            for index, token in enumerate(market.token_ids):
-                if not TOKEN_ID.fullmatch(token):  # the store would refuse it: the API answers nonsense
-                    message = f"the Gamma API at {args.gamma_url} answered an invalid token id {token!r}"
-                    raise CliError(f"{message} ({TOKEN_ID_EXPECTED})", EXIT_UNREACHABLE)
-                outcome = market.outcomes[index] if index < len(market.outcomes) else f"#{index}"
-                labels[token] = f"{outcome} {market.question}".strip()
-                tokens.append(token)
-    return list(dict.fromkeys(tokens)), labels
-
-
 # -- commands ---------------------------------------------------------------------------------------
+# Each command's module is imported when it runs: --help and replay load neither websockets nor the fake server
 
 
 def _run_watch(args: argparse.Namespace) -> int:
@@ -312,7 +243,7 @@ def _run_record(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from ._live import demo
+    from ._demo import demo
 
     return _run_live(demo(args))
 
@@ -323,7 +254,7 @@ def _run_live(coroutine: Any) -> int:
         try:
             return int(asyncio.run(coroutine))
         except KeyboardInterrupt:
-            return EXIT_OK
+            return ExitCode.OK
 
 
 @contextmanager
@@ -346,7 +277,5 @@ def _run_replay(args: argparse.Namespace) -> int:
     from ._replay import replay
 
     return replay(args)
-
-
 
 __all__ = ["main", "build_parser", "CliError"]

@@ -28,18 +28,10 @@ from websockets.asyncio.client import connect
 from pm_ws import BookStore, Dispatcher, MarketClient, _core, _live, _replay
 from pm_ws import _core_py  # only to build a deliberately broken core for the --check test
 from pm_ws._decimal_text import price_text, size_text
+from pm_ws._exit import ExitCode
 from pm_ws._live import recording_client
 from pm_ws._watch_view import RateMeter, Screen, TopTable, screen_for, short_token
-from pm_ws.cli import (
-    EXIT_BAD_FILE,
-    EXIT_DIVERGENCE,
-    EXIT_NOT_FOUND,
-    EXIT_OK,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    build_parser,
-    main,
-)
+from pm_ws.cli import build_parser, main
 from pm_ws.gamma import GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
 from pm_ws.row import State
 from pm_ws.recording import KIND_META, RecordingReader, RecordingWriter
@@ -166,7 +158,7 @@ def write_recording(path: Path, server: FakeMarketServer, changes: int) -> int:
 def test_cli_help_of_every_command_exits_zero(
     command: list[str], expected: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main([*command, "--help"]) == EXIT_OK
+    assert main([*command, "--help"]) == ExitCode.OK
     out = capsys.readouterr().out
     assert out.startswith(" ".join(["usage: pm-ws", *command]))
     assert expected in out
@@ -191,7 +183,7 @@ def test_cli_python_dash_m_runs_the_same_main() -> None:
 def test_cli_bad_arguments_exit_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == EXIT_USAGE
+    assert main(argv) == ExitCode.USAGE
     err = capsys.readouterr().err
     assert message in err
     assert "Traceback" not in err
@@ -209,7 +201,7 @@ def test_cli_parser_verbose_before_or_after_the_command_is_parsed(argv: list[str
 def test_cli_verbose_after_the_command_is_not_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"ws://127.0.0.1:{free_port()}"
 
-    assert main(["watch", "-v", "1", "--url", url]) == EXIT_UNREACHABLE
+    assert main(["watch", "-v", "1", "--url", url]) == ExitCode.UNREACHABLE
     assert f"cannot reach {url}" in capsys.readouterr().err
 
 
@@ -218,6 +210,25 @@ def test_cli_parser_every_command_has_a_summary() -> None:
 
     assert set(commands.choices) == {"watch", "record", "replay", "demo"}
     assert all(choice.help for choice in commands._choices_actions)
+
+
+def test_cli_help_lists_every_exit_code_with_its_meaning(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == ExitCode.OK
+    epilog = capsys.readouterr().out.split("exit codes:\n", 1)[1]
+
+    assert [line.split(maxsplit=1) for line in epilog.splitlines()] == [[str(c.value), c.meaning] for c in ExitCode]
+
+
+@pytest.mark.parametrize(
+    ("module", "loads_fake_server"),
+    [("pm_ws.cli", False), ("pm_ws._live", False), ("pm_ws._replay", False), ("pm_ws._demo", True)],
+)
+def test_cli_only_demo_imports_the_fake_server(module: str, loads_fake_server: bool) -> None:
+    # a fresh interpreter: this one has pm_ws.testing loaded already
+    code = f"import sys, {module}; print('pm_ws.testing' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+
+    assert result.stdout.strip() == str(loads_fake_server), result.stderr
 
 
 # -- watch ------------------------------------------------------------------------------------------
@@ -234,7 +245,7 @@ def test_cli_watch_loopback_server_prints_exact_books(
     out = capsys.readouterr().out
     (best_bid, bid_size), (best_ask, ask_size) = server.truth(token)[0][0], server.truth(token)[1][0]
     tick = server.tick(token)
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     last_table = out.rsplit("-- ", 1)[1]
     assert f"{price_text(best_bid, tick)} × {size_text(bid_size)}" in last_table
     assert f"{price_text(best_ask, tick)} × {size_text(ask_size)}" in last_table
@@ -244,7 +255,7 @@ def test_cli_watch_loopback_server_prints_exact_books(
 def test_cli_watch_unreachable_url_exits_5(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"ws://127.0.0.1:{free_port()}"
 
-    assert main(["watch", "1", "--url", url]) == EXIT_UNREACHABLE
+    assert main(["watch", "1", "--url", url]) == ExitCode.UNREACHABLE
     assert f"cannot reach {url}" in capsys.readouterr().err
 
 
@@ -253,7 +264,7 @@ def test_cli_watch_unknown_token_exits_3_after_book_timeout(
 ) -> None:
     code = main(["watch", "12345", "--url", quiet_server.server.url, "--book-timeout", "0.5", "--refresh", "0.2"])
 
-    assert code == EXIT_NOT_FOUND
+    assert code == ExitCode.NOT_FOUND
     assert "no order book for any token after 0.5 s" in capsys.readouterr().err
 
 
@@ -284,38 +295,38 @@ def _gamma_routes(tokens: list[str]) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def test_gamma_slug_string_encoded_token_ids_resolved() -> None:
+async def test_gamma_slug_string_encoded_token_ids_resolved() -> None:
     tokens = ["101", "102", "103", "104"]
     with gamma_fake(_gamma_routes(tokens)) as url:
-        markets = asyncio.run(markets_by_slug("will-it-rain", url))
+        markets = await markets_by_slug("will-it-rain", url)
 
     assert [(m.condition_id, m.token_ids, m.outcomes, m.question) for m in markets] == [
         (CONDITION, ("101", "102"), ("Yes", "No"), "Will it rain?")
     ]
 
 
-def test_gamma_condition_id_list_token_ids_resolved() -> None:
+async def test_gamma_condition_id_list_token_ids_resolved() -> None:
     with gamma_fake(_gamma_routes(["201", "202"])) as url:
-        markets = asyncio.run(markets_by_condition_id(CONDITION, url))
+        markets = await markets_by_condition_id(CONDITION, url)
 
     assert markets[0].token_ids == ("201", "202")
 
 
-def test_gamma_event_slug_falls_back_to_every_market_of_the_event() -> None:
+async def test_gamma_event_slug_falls_back_to_every_market_of_the_event() -> None:
     with gamma_fake(_gamma_routes(["1", "2", "3", "4"])) as url:
-        markets = asyncio.run(markets_by_slug("weather", url))
+        markets = await markets_by_slug("weather", url)
 
     assert [m.token_ids for m in markets] == [("1", "2"), ("3", "4")]
 
 
-def test_gamma_unknown_slug_raises_market_not_found() -> None:
+async def test_gamma_unknown_slug_raises_market_not_found() -> None:
     with gamma_fake({}) as url, pytest.raises(MarketNotFoundError, match="no market with slug 'nope'"):
-        asyncio.run(markets_by_slug("nope", url))
+        await markets_by_slug("nope", url)
 
 
-def test_gamma_non_json_answer_raises_gamma_error() -> None:
+async def test_gamma_non_json_answer_raises_gamma_error() -> None:
     with gamma_fake(_gamma_routes(["1", "2"])) as url, pytest.raises(GammaError, match="not JSON"):
-        asyncio.run(markets_by_slug("gibberish", url))
+        await markets_by_slug("gibberish", url)
 
 
 def test_cli_watch_slug_resolved_through_gamma_fake(
@@ -327,7 +338,7 @@ def test_cli_watch_slug_resolved_through_gamma_fake(
         code = main(argv)
 
     out = capsys.readouterr().out
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert f"{short_token(server.token_ids[0])} Yes Will it rain?" in out
     assert f"{short_token(server.token_ids[1])} No Will it rain?" in out
     assert short_token(server.token_ids[2]) not in out
@@ -335,10 +346,10 @@ def test_cli_watch_slug_resolved_through_gamma_fake(
 
 @pytest.mark.parametrize(
     ("option", "value", "code", "message"),
-    [("--slug", "nope", EXIT_NOT_FOUND, "no market with slug 'nope'"),
-     ("--market", "0xdead", EXIT_NOT_FOUND, "no market with condition id '0xdead'"),
-     ("--slug", "gibberish", EXIT_UNREACHABLE, "not JSON"),
-     ("--slug", "bad-ids", EXIT_UNREACHABLE, "answered an invalid token id 'bad id!'")],
+    [("--slug", "nope", ExitCode.NOT_FOUND, "no market with slug 'nope'"),
+     ("--market", "0xdead", ExitCode.NOT_FOUND, "no market with condition id '0xdead'"),
+     ("--slug", "gibberish", ExitCode.UNREACHABLE, "not JSON"),
+     ("--slug", "bad-ids", ExitCode.UNREACHABLE, "answered an invalid token id 'bad id!'")],
 )  # fmt: skip
 def test_cli_gamma_failures_exit_with_one_line(
     option: str, value: str, code: int, message: str, capsys: pytest.CaptureFixture[str]
@@ -354,7 +365,7 @@ def test_cli_gamma_failures_exit_with_one_line(
 def test_cli_gamma_unreachable_exits_5(capsys: pytest.CaptureFixture[str]) -> None:
     gamma_url = f"http://127.0.0.1:{free_port()}"
 
-    assert main(["record", "out.pmws", "--slug", "x", "--gamma-url", gamma_url]) == EXIT_UNREACHABLE
+    assert main(["record", "out.pmws", "--slug", "x", "--gamma-url", gamma_url]) == ExitCode.UNREACHABLE
     assert "cannot reach the Gamma API" in capsys.readouterr().err
 
 
@@ -399,7 +410,7 @@ def test_cli_record_then_replay_round_trip_is_byte_exact(
         records = list(reader)
     frames = [r.frame for r in records if r.kind != KIND_META]
     metas = [r.meta for r in records if r.kind == KIND_META]
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     # the initial dumps are rendered per connection (own timestamps); every later frame is shared
     assert frames[1:] == seen[1:] and len(frames) > 50
     assert json.loads(frames[0])[0]["asset_id"] == tokens[0]
@@ -416,28 +427,23 @@ def test_cli_record_then_replay_round_trip_is_byte_exact(
     assert all(replayer.store.book(t, depth=None) == server.truth(t) for t in tokens)
 
 
-def test_recording_client_replay_rebuilds_the_store_byte_for_byte(tmp_path: Path) -> None:
+async def test_recording_client_replay_rebuilds_the_store_byte_for_byte(tmp_path: Path) -> None:
     path = tmp_path / "faults.pmws"
-
-    async def session() -> tuple[list[str], bytes]:
-        async with FakeMarketServer(markets=2, seed=4, rate_hz=0, trade_every=3) as server:
-            tokens = server.token_ids
-            with RecordingWriter(path) as writer:
-                client = await recording_client(server.url, tokens, writer)
-                async with client:
-                    await _until(lambda: _all_live(client, tokens))
-                    await server.step(12)
-                    server.abort_all()  # the client marks every row STALE: meta records, not frames
-                    await _until(lambda: not _all_live(client, tokens))
-                    await _until(lambda: _all_live(client, tokens))
-                    await server.change_tick(tokens[0], "0.001")
-                    await server.step(12)
-                    await _until(lambda: _all_live(client, tokens))
-                    await asyncio.sleep(0.2)
-                    view = client.store.view.tobytes()
-        return tokens, view
-
-    tokens, client_view = asyncio.run(session())
+    async with FakeMarketServer(markets=2, seed=4, rate_hz=0, trade_every=3) as server:
+        tokens = server.token_ids
+        with RecordingWriter(path) as writer:
+            client = await recording_client(server.url, tokens, writer)
+            async with client:
+                await _until(lambda: _all_live(client, tokens))
+                await server.step(12)
+                server.abort_all()  # the client marks every row STALE: meta records, not frames
+                await _until(lambda: not _all_live(client, tokens))
+                await _until(lambda: _all_live(client, tokens))
+                await server.change_tick(tokens[0], "0.001")
+                await server.step(12)
+                await _until(lambda: _all_live(client, tokens))
+                await asyncio.sleep(0.2)
+                client_view = client.store.view.tobytes()
 
     replayer = _replay.Replayer(_core, tokens)
     for segment in _replay.load_recording(str(path)).segments:
@@ -464,7 +470,7 @@ def test_cli_record_existing_out_exits_4(tmp_path: Path, capsys: pytest.CaptureF
     with server_thread(markets=1, rate_hz=0) as running:
         code = main(["record", str(out), running.server.token_ids[0], "--url", running.server.url])
 
-    assert code == EXIT_BAD_FILE
+    assert code == ExitCode.BAD_FILE
     assert "already exists" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
 
@@ -477,7 +483,7 @@ def test_cli_replay_prints_rate_final_books_and_counters(tmp_path: Path, capsys:
     code = main(["replay", str(path), "--impl", "py"])
 
     out = capsys.readouterr().out
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert f"replayed {frames} frames" in out and "frames/s" in out and "µs/frame" in out
     for token in server.token_ids:
         (bid, bid_size), (ask, ask_size) = server.truth(token)[0][0], server.truth(token)[1][0]
@@ -498,7 +504,7 @@ def test_cli_replay_realtime_plays_at_recorded_pace(tmp_path: Path, capsys: pyte
     elapsed = time.monotonic() - started
 
     out = capsys.readouterr().out
-    assert code == EXIT_OK
+    assert code == ExitCode.OK
     assert 0.35 < elapsed < 10
     assert "pm-ws replay" in out and f"frame {frames}/{frames}" in out
 
@@ -515,7 +521,7 @@ def test_cli_replay_bad_file_exits_4(
     if content is not None:
         path.write_bytes(content)
 
-    assert main(["replay", str(path)]) == EXIT_BAD_FILE
+    assert main(["replay", str(path)]) == ExitCode.BAD_FILE
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
 
@@ -531,7 +537,7 @@ def test_cli_replay_meta_tokens_not_a_list_exits_4(
         writer.write_meta({"type": "subscribe", "tokens": ["12"]}, 1)
         writer.write_meta(meta, 2)
 
-    assert main(["replay", str(path)]) == EXIT_BAD_FILE
+    assert main(["replay", str(path)]) == ExitCode.BAD_FILE
     err = capsys.readouterr().err
     assert '"tokens" that are not a list' in err and err.count("\n") == 1
 
@@ -542,7 +548,7 @@ def test_cli_replay_check_compiled_and_pure_agree(tmp_path: Path, capsys: pytest
     path = tmp_path / "c.pmws"
     frames = write_recording(path, server, 500)
 
-    assert main(["replay", str(path), "--check"]) == EXIT_OK
+    assert main(["replay", str(path), "--check"]) == ExitCode.OK
     assert f"agree on all {frames} frames" in capsys.readouterr().out
 
 
@@ -569,7 +575,7 @@ def test_cli_replay_check_reports_divergence_exits_6(
     )
     monkeypatch.setattr(_replay, "core_module", lambda choice: broken if choice == "c" else _core_py)
 
-    assert main(["replay", str(path), "--check"]) == EXIT_DIVERGENCE
+    assert main(["replay", str(path), "--check"]) == ExitCode.DIVERGENCE
     assert "DIVERGENCE at frame 99" in capsys.readouterr().out
 
 
@@ -700,22 +706,19 @@ def test_screen_for_pipe_prints_snapshots_every_second_unless_refresh_given() ->
     assert (screen.interactive, refresh) == (False, 0.1)
 
 
-def test_live_view_closed_with_notes_pending_prints_nothing_after_close(
+async def test_live_view_closed_with_notes_pending_prints_nothing_after_close(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(_live, "NOTE_GATHER_SECONDS", 1.0)  # the note is still gathering when the view closes
     args = argparse.Namespace(plain=True, refresh=0.05, duration=0.1, book_timeout=None)
+    client = MarketClient("ws://127.0.0.1:1", capacity=1)
+    view = _live.LiveView(client, {}, args, "test")
+    client._emit("disconnected", None, {"connection": 0, "reason": "gone"})
 
-    async def session() -> str:
-        client = MarketClient("ws://127.0.0.1:1", capacity=1)
-        view = _live.LiveView(client, {}, args, "test")
-        client._emit("disconnected", None, {"connection": 0, "reason": "gone"})
-        assert await view.run() == EXIT_OK
-        capsys.readouterr()  # what the view printed while it was open
-        await asyncio.sleep(1.3)  # past the gathering time
-        return capsys.readouterr().out
-
-    assert asyncio.run(session()) == ""
+    assert await view.run() == ExitCode.OK
+    capsys.readouterr()  # what the view printed while it was open
+    await asyncio.sleep(1.3)  # past the gathering time
+    assert capsys.readouterr().out == ""
 
 
 def test_rate_meter_counts_per_second_over_its_window() -> None:

@@ -1,0 +1,81 @@
+"""``pm-ws demo``: the embedded fake market server (``pm_ws.testing``) on loopback, watched.
+
+The only module of the command line that imports the fake server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+
+from ._live import LiveView
+from .backoff import ExponentialBackoff
+from .client import MarketClient
+from .testing import FakeMarketServer
+
+DEMO_TICKS = ("0.01", "0.01", "0.001")  # one market starts on a sub-cent grid
+DEMO_OUTAGE_SECONDS = 1.0  # how long the demo server refuses connections after an abort
+
+
+async def demo(args: argparse.Namespace) -> int:
+    """Run ``pm-ws demo``: a lively fake market on loopback, watched."""
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    server = FakeMarketServer(markets=args.markets, seed=seed, rate_hz=args.rate, tick=DEMO_TICKS, trade_every=15)
+    async with server:
+        labels = {}
+        for number, market in enumerate(server.markets, 1):
+            labels[market.yes_id] = f"market {number} YES"
+            labels[market.no_id] = f"market {number} NO"
+        # short backoff: the refused reconnects of an outage end in a recovery within ~1 s of it
+        client = MarketClient(server.url, capacity=len(server.token_ids), backoff=lambda: ExponentialBackoff(0.1, 1.0))
+        await client.subscribe(server.token_ids)
+        async with client:
+            view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
+            director = asyncio.create_task(_direct(server, view, args.fault_every, random.Random(seed)))
+            try:
+                return await view.run()
+            finally:
+                director.cancel()
+                with suppress(asyncio.CancelledError):
+                    await director
+
+
+async def _direct(server: FakeMarketServer, view: LiveView, fault_every: float, rng: random.Random) -> None:
+    """Stage the demo's events: a tick-size change, then a fault every ``fault_every`` seconds."""
+    yes = server.markets[0].yes_id
+
+    async def tick_change() -> None:
+        tick = "0.001" if server.tick(yes) == 100 else "0.01"
+        view.note(f"server: tick size of {view.labels[yes]} changes to {tick}")
+        await server.change_tick(yes, tick)
+
+    async def abort() -> None:
+        view.note(f"server: abrupt TCP disconnect, new connections refused for {DEMO_OUTAGE_SECONDS:g} s")
+        server.reject_connections(True)
+        server.abort_all()
+        await asyncio.sleep(DEMO_OUTAGE_SECONDS)
+        server.reject_connections(False)
+        view.note("server: accepting connections again")
+
+    async def malformed() -> None:
+        view.note("server: 5 malformed frames and a burst of 200 price changes")
+        await server.send_malformed(5)
+        await server.burst(200)
+
+    async def close() -> None:
+        view.note("server: clean close (1011) of every connection")
+        await server.close_all(1011, "demo")
+
+    script: list[Callable[[], Awaitable[None]]] = [malformed, close, tick_change, abort]
+    # the first tick change and fault come early, so `demo --duration 5` shows a full recovery
+    await asyncio.sleep(min(1.0, fault_every / 2))
+    await tick_change()
+    await asyncio.sleep(min(1.0, fault_every / 2))
+    await abort()
+    for step in itertools.count():
+        await asyncio.sleep(fault_every * rng.uniform(0.8, 1.2))
+        await script[step % len(script)]()

@@ -1,0 +1,39 @@
+"""The tokens ``pm-ws watch`` and ``record`` subscribe: TOKEN_IDs plus the tokens of --market and --slug."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from ._exit import CliError, ExitCode
+from .gamma import GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
+from .row import TOKEN_ID, TOKEN_ID_EXPECTED
+
+
+async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """Token ids from the command line plus those of --market/--slug, with display labels."""
+    for token in args.tokens:
+        if not TOKEN_ID.fullmatch(token):
+            raise CliError(f"invalid token id {token!r} ({TOKEN_ID_EXPECTED})", ExitCode.USAGE)
+    if not (args.tokens or args.market or args.slug):
+        raise CliError("name at least one TOKEN_ID, --market CONDITION_ID or --slug SLUG", ExitCode.USAGE)
+    labels: dict[str, str] = {}
+    lookups = [markets_by_condition_id(c, args.gamma_url) for c in args.market]
+    lookups += [markets_by_slug(s, args.gamma_url) for s in args.slug]
+    try:
+        found = await asyncio.gather(*lookups)
+    except MarketNotFoundError as exc:
+        raise CliError(str(exc), ExitCode.NOT_FOUND) from None
+    except GammaError as exc:
+        raise CliError(str(exc), ExitCode.UNREACHABLE) from None
+    tokens = list(args.tokens)
+    for markets in found:
+        for market in markets:
+            for index, token in enumerate(market.token_ids):
+                if not TOKEN_ID.fullmatch(token):  # the store would refuse it: the API answers nonsense
+                    message = f"the Gamma API at {args.gamma_url} answered an invalid token id {token!r}"
+                    raise CliError(f"{message} ({TOKEN_ID_EXPECTED})", ExitCode.UNREACHABLE)
+                outcome = market.outcomes[index] if index < len(market.outcomes) else f"#{index}"
+                labels[token] = f"{outcome} {market.question}".strip()
+                tokens.append(token)
+    return list(dict.fromkeys(tokens)), labels
