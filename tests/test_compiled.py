@@ -14,9 +14,7 @@ from pm_ws import row
 from pm_ws._core import NO_EXTENSIONS
 from pm_ws.row import BID_PX, N_FIELDS, SEQ, STATE, State
 
-# Made-up ids shaped like real ones (decimal uint256, 77 digits)
-YES = "38104916273645509182736450918273645091827364509182736450918273645091827364501"
-NO = "61895083726354490817263549081726354908172635490817263549081726354908172635499"
+from builders import NO, YES, best_bid_ask_event, book_event, change, frame, last_trade_price_event, price_change_event
 
 
 @pytest.fixture(scope="module")
@@ -29,27 +27,13 @@ def core_c():
 
 def frames() -> list[str]:
     """A short stream touching every hot event type, with an escaped key and a non-ASCII unknown field."""
-    market = "0x" + "5d" * 32
-    events = [
-        [
-            {"market": market, "asset_id": token, "timestamp": "1786728432337", "hash": "924ec9bc",
-             "bids": [{"price": "0.48", "size": "30"}, {"price": "0.5", "size": "15"}],
-             "asks": [{"price": "0.54", "size": "10"}, {"price": "0.52", "size": "25.5"}],
-             "tick_size": "0.01", "last_trade_price": "0.51", "event_type": "book"}
-            for token in (YES, NO)
-        ],  # fmt: skip
-        {"market": market, "price_changes": [
-            {"asset_id": YES, "price": "0.49", "size": "20", "side": "BUY", "hash": "f3", "best_bid": "0.5",
-             "best_ask": "0.52"},
-            {"asset_id": NO, "price": "0.52", "size": "0", "side": "SELL", "hash": "bc", "best_bid": "0.5",
-             "best_ask": "0.54"},
-        ], "timestamp": "1786728438403", "event_type": "price_change",
-         "note": "prix \u00e9lev\u00e9 \u2192 \U0001f4c8"},  # fmt: skip
-        {"market": market, "asset_id": YES, "price": "0.51", "size": "219.217767", "side": "SELL",
-         "timestamp": "1786728467101", "event_type": "last_trade_price"},  # fmt: skip
-        {"market": market, "asset_id": NO, "best_bid": "0.5", "best_ask": "0.6", "event_type": "best_bid_ask"},
-    ]
-    texts = [orjson.dumps(event).decode() for event in events]
+    books = [book_event(token, [("0.48", "30"), ("0.5", "15")], [("0.54", "10"), ("0.52", "25.5")], tick_size="0.01",
+                        last_trade_price="0.51") for token in (YES, NO)]  # fmt: skip
+    changes = price_change_event(change(YES, "0.49", "20", "BUY", "0.5", "0.52"),
+                                 change(NO, "0.52", "0", "SELL", "0.5", "0.54"))  # fmt: skip
+    changes["note"] = "prix \u00e9lev\u00e9 \u2192 \U0001f4c8"
+    trade, best = last_trade_price_event(YES), best_bid_ask_event(NO, "0.5", "0.6")
+    texts = [frame(*books).decode(), frame(changes).decode(), frame(trade).decode(), frame(best).decode()]
     texts.append(texts[2].replace('"price"', '"pr\\u0069ce"'))  # an escaped key means the same key
     texts.append("pong")
     return texts
@@ -228,8 +212,7 @@ def test_dispatcher_unknown_ids_never_allocate_slots(core_c):
     dispatcher = core_c.Dispatcher(store)
     for i in range(1000):
         other = str(10**76 + i)
-        trade = {"asset_id": other, "price": "0.5", "size": "1", "event_type": "last_trade_price"}
-        dispatcher.feed(orjson.dumps(trade))
+        dispatcher.feed(frame(last_trade_price_event(other, price="0.5", size="1")))
     assert store.tokens() == [YES]
     assert dispatcher.stats()["skip_unsubscribed"] == 1000
 
