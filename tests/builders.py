@@ -112,6 +112,11 @@ def without(event: Event, key: str) -> Event:
     return {k: v for k, v in event.items() if k != key}
 
 
+def event_type_last(event: Event) -> Event:
+    """``event`` with ``event_type`` moved after the keys added by ``extra``, where the server writes it."""
+    return without(event, "event_type") | {"event_type": event["event_type"]}
+
+
 def frame(*events: Any) -> bytes:
     """The frame's JSON bytes: one event as a bare object, several as an array."""
     return orjson.dumps(events[0] if len(events) == 1 else list(events))

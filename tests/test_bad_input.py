@@ -192,6 +192,7 @@ def test_feed_json_number_instead_of_string_rejected_as_bad_event(impl: ModuleTy
 @pytest.mark.parametrize("token", [TOKEN, OTHER], ids=["subscribed", "unsubscribed"])
 def test_feed_negative_or_exponent_price_rejected_as_bad_number(impl: ModuleType, price: bytes, token: str) -> None:
     # Numbers are validated before the subscription check, so an unknown token changes nothing here
+    # Arrange
     store, dispatcher = live_book(impl)
     quoted = b'"%s"' % token.encode()
     frames = [
@@ -201,6 +202,7 @@ def test_feed_negative_or_exponent_price_rejected_as_bad_number(impl: ModuleType
         b'{"event_type":"best_bid_ask","asset_id":"%s","best_bid":"%s","best_ask":"0.6"}' % (token.encode(), price),
         b'{"event_type":"tick_size_change","asset_id":"%s","new_tick_size":"%s"}' % (token.encode(), price),
     ]
+    # Act / Assert
     for frame in frames:
         feed_rejected(store, dispatcher, frame, "rej_bad_number")
 

@@ -30,11 +30,14 @@ def test_new_market_repeat_skipped_duplicate(impl, store):
 
 def test_new_market_dedup_memory_bounded_oldest_forgotten(impl, store):
     # A server (or an attacker) naming endless new markets must not grow the dedup memory forever
+    # Arrange
     delivered = []
     dispatcher = impl.Dispatcher(store, on_event=lambda kind, payload: delivered.append(payload["market"]))
     markets = [{"event_type": "new_market", "market": f"0x{i:064x}"} for i in range(SEEN_MARKETS_MAX + 1)]
+    # Act
     for start in range(0, len(markets), 4096):
         dispatcher.feed(orjson.dumps(markets[start : start + 4096]))
+    # Assert
     assert dispatcher.feed(orjson.dumps(markets[-1])) == 0  # the newest is still remembered
     assert dispatcher.feed(orjson.dumps(markets[0])) == 1  # the oldest was forgotten: delivered again
     stats = dispatcher.stats()

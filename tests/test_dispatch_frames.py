@@ -279,11 +279,14 @@ def test_feed_unknown_keys_any_json_value_ignored(impl):
               "z": [], "w": {}, "v": "\u00e9\U0001f600"}  # fmt: skip
     views = []
     for extra in ({}, extras):
+        # Arrange: a store of its own for the plain events and for those with unknown keys
         store = impl.BookStore(2)
         store.add(YES)
         dispatcher = impl.Dispatcher(store)
+        # Act
         assert dispatcher.feed(frame(book_event(**extra), last_trade_price_event(**extra)), 1) == 2
         views.append(bytes(store.view))
+    # Assert
     assert views[0] == views[1]
 
 
@@ -291,6 +294,7 @@ def test_feed_unknown_keys_any_json_value_ignored(impl):
 
 
 def test_seq_and_epoch_bumped_per_event_kind(live):
+    # Arrange
     steps = [  # (action, SEQ bump, EPOCH bump)
         (lambda: live.feed(frame(price_change_event(change(YES, "0.51", "1", "BUY")))), 1, 0),
         (lambda: live.feed(frame(last_trade_price_event())), 1, 0),
@@ -303,12 +307,15 @@ def test_seq_and_epoch_bumped_per_event_kind(live):
     ]
     for step, seq_bump, epoch_bump in steps:
         before = row(live)
+        # Act
         step()
+        # Assert
         after = row(live)
         assert (after[SEQ] - before[SEQ], after[EPOCH] - before[EPOCH]) == (seq_bump, epoch_bump)
 
 
 def test_feed_return_values_sum_to_events(live):
+    # Arrange
     frames = [
         frame(book_event(token_id=NO, bids=[("0.4", "1")], asks=[("0.6", "1")])),
         frame(price_change_event(change(YES, "0.51", "1", "BUY"), change(NO, "0.41", "2", "BUY"))),
@@ -316,7 +323,9 @@ def test_feed_return_values_sum_to_events(live):
               tick_size_change_event(new="0.01")),
         frame(new_market_event(), new_market_event(), {"event_type": "market_resolved"}),
     ]  # fmt: skip
+    # Act
     returned = sum(live.feed(data) for data in frames) + 1  # + the fixture's snapshot
+    # Assert
     stats = live.stats()
     assert returned == stats["events"] == 8
     assert stats["events"] == sum(value for key, value in stats.items() if key.startswith("ev_"))

@@ -58,11 +58,14 @@ def test_last_trade_price_unsubscribed_skipped(live):
 
 
 def test_last_trade_price_emit_trades_delivers_ints(impl, store):
+    # Arrange
     recorder = Recorder()
     dispatcher = impl.Dispatcher(store, on_event=recorder, emit_trades=True)
     event = last_trade_price_event()
     del event["timestamp"]
+    # Act
     dispatcher.feed(frame(last_trade_price_event(), event))
+    # Assert
     assert recorder.calls == [
         ("last_trade_price", {"asset_id": YES, "price": 5100, "size": 219_217_767, "side": SIDE_SELL,
                               "timestamp": 1786728467101}),

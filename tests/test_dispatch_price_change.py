@@ -125,6 +125,7 @@ def test_price_change_only_not_live_entries_still_counted_as_event(dispatcher):
 
 @pytest.mark.parametrize("state_change", ["mark_stale", "tick_size_change", "crossed"])
 def test_price_change_not_live_states_not_applied(live, state_change):
+    # Arrange
     if state_change == "mark_stale":
         live.store.mark_stale([YES])
     elif state_change == "tick_size_change":
@@ -132,7 +133,10 @@ def test_price_change_not_live_states_not_applied(live, state_change):
     else:
         live.feed(frame(price_change_event(change(YES, "0.53", "5", "BUY"))))
     before = bytes(live.store.view)
-    assert live.feed(frame(price_change_event(change(YES, "0.4", "1", "BUY")))) == 1
+    # Act
+    applied = live.feed(frame(price_change_event(change(YES, "0.4", "1", "BUY"))))
+    # Assert
+    assert applied == 1
     assert bytes(live.store.view) == before
     assert live.stats()["skip_not_live"] == 1
 
