@@ -1,10 +1,11 @@
 """What the hand-written core tests share: test token ids, one builder per market-channel event type,
 and the readers of a dispatcher's results.
 
-Each builder returns one event as a dict in the server's wire shape (keys in the server's order,
-every number as a string); extra keyword arguments replace a key in place or add one at the end.
-``frame`` turns events into the JSON bytes a dispatcher is fed. Random streams for the fuzzers
-live in ``framegen``; this module is the fixed, readable counterpart.
+Each builder returns one event as a dict in the wire shape (every number a string); extra keyword
+arguments replace a key in place or add one at the end, after ``event_type`` (``event_type_last``
+moves it back where the server writes it). ``frame`` turns events into the JSON bytes a dispatcher
+is fed. Random streams for the fuzzers live in ``framegen``; this module is the fixed, readable
+counterpart.
 """
 
 from __future__ import annotations
@@ -113,7 +114,7 @@ def without(event: Event, key: str) -> Event:
 
 
 def event_type_last(event: Event) -> Event:
-    """``event`` with ``event_type`` moved after the keys added by ``extra``, where the server writes it."""
+    """``event`` with ``event_type`` moved to the end, after keys added by ``extra``, as the server writes it."""
     return without(event, "event_type") | {"event_type": event["event_type"]}
 
 
