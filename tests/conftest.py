@@ -1,4 +1,4 @@
-"""Shared test fixtures: the ``impl`` facade over both core implementations, fixture loaders."""
+"""Shared test fixtures: the ``impl`` facade over both core implementations, a store and its dispatcher, loaders."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 from pm_ws._core import NO_EXTENSIONS
+
+from builders import NO, YES, book_event, frame
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures" / "polymarket"
@@ -53,6 +56,28 @@ class CoreImpl:
 def impl(request: pytest.FixtureRequest) -> ModuleType:
     """The core module under test: the compiled one, then the pure twin."""
     return CoreImpl(request.param).module
+
+
+@pytest.fixture
+def store(impl: ModuleType) -> Any:
+    """A BookStore of capacity 8 holding YES and NO (both SUBSCRIBING)."""
+    store = impl.BookStore(8)
+    store.add(YES)
+    store.add(NO)
+    return store
+
+
+@pytest.fixture
+def dispatcher(impl: ModuleType, store: Any) -> Any:
+    """A Dispatcher over ``store`` (no callback, trades not emitted)."""
+    return impl.Dispatcher(store)
+
+
+@pytest.fixture
+def live(dispatcher: Any) -> Any:
+    """The dispatcher after YES got its snapshot (NO is still SUBSCRIBING)."""
+    assert dispatcher.feed(frame(book_event()), 1) == 1
+    return dispatcher
 
 
 @pytest.fixture(scope="session")

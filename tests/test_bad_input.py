@@ -1,7 +1,10 @@
 """Hostile frames, one test per class: each is counted under its reason (a ``stats()`` key) and changes no book.
 
 Every test first builds a LIVE book, then feeds the bad frame and compares the store's view bytes
-before and after, so a frame that is "rejected" but still half-applied fails.
+before and after, so a frame that is "rejected" but still half-applied fails. The frames are bytes
+written out by hand (not ``builders``): the damage goes into exact byte positions, and an object that
+does not open with ``"market"`` is read by the compiled core's generic scanner, not its fast path for
+the server's layout (the frames that must take the fast path open with ``"market"``).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import pytest
 
 from pm_ws.row import BID_LEVELS, State
 
-TOKEN = "42"
+TOKEN = "42"  # spelled out in the frames below
 OTHER = "43"  # never subscribed
 BOOK = (b'{"event_type":"book","asset_id":"42","bids":[{"price":"0.4","size":"10"},{"price":"0.5","size":"2"}],'
         b'"asks":[{"price":"0.7","size":"3"},{"price":"0.6","size":"1"}],"timestamp":"1786728432337",'
@@ -22,7 +25,7 @@ PRICE_CHANGE = (b'{"event_type":"price_change","timestamp":"1786728432338","pric
                 b'"price":"0.5","size":"7","side":"BUY","best_bid":"0.5","best_ask":"0.6"}]}')  # fmt: skip
 
 
-def live(impl: ModuleType, **options: Any) -> tuple[Any, Any]:
+def live_book(impl: ModuleType, **options: Any) -> tuple[Any, Any]:
     """A store holding TOKEN with a LIVE book (bid 0.5 x 2, ask 0.6 x 1), and its dispatcher."""
     store = impl.BookStore(4)
     store.add(TOKEN)
@@ -58,14 +61,14 @@ def book_with(field: bytes) -> bytes:
 )
 @pytest.mark.parametrize("where", ["value", "key", "token"])
 def test_feed_invalid_utf8_rejected_as_invalid_json(impl: ModuleType, bad: bytes, where: str) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     frame = {"value": book_with(b'"market":"0x' + bad + b'"'), "key": book_with(b'"m' + bad + b'":"1"'),
              "token": BOOK.replace(b'"asset_id":"42"', b'"asset_id":"42' + bad + b'"')}[where]  # fmt: skip
     feed_rejected(store, dispatcher, frame, "rej_invalid_json")
 
 
 def test_feed_invalid_utf8_control_word_rejected_as_unknown_text(impl: ModuleType) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, b"PONG\xff", "rej_unknown_text")
 
 
@@ -106,27 +109,27 @@ def test_feed_invalid_utf8_control_word_rejected_as_unknown_text(impl: ModuleTyp
     ],
 )
 def test_feed_invalid_json_rejected_and_book_unchanged(impl: ModuleType, frame: bytes) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, frame, "rej_invalid_json")
 
 
 def test_feed_truncated_array_every_prefix_rejected_nothing_applied(impl: ModuleType) -> None:
     # The first element is complete long before the end: it must still not apply
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     frame = b"[" + PRICE_CHANGE + b"," + BOOK.replace(b'"0.5"', b'"0.55"') + b"]"
     for end in range(1, len(frame)):
         feed_rejected(store, dispatcher, frame[:end], "rej_invalid_json")
 
 
 def test_feed_nesting_depth_32_accepted(impl: ModuleType) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     assert dispatcher.feed(book_with(b'"x":' + b"[" * 31 + b"]" * 31)) == 1
     assert dispatcher.stats()["rej_invalid_json"] == 0
 
 
 @pytest.mark.parametrize("depth", [33, 1_000, 100_000], ids=["33", "1k", "100k"])
 def test_feed_nesting_deeper_than_32_rejected(impl: ModuleType, depth: int) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, book_with(b'"x":' + b'{"a":' * (depth - 1) + b"1" + b"}" * (depth - 1)),
                   "rej_invalid_json")  # fmt: skip
     feed_rejected(store, dispatcher, b"[" * depth + b"]" * depth, "rej_invalid_json")
@@ -136,14 +139,14 @@ def test_feed_nesting_deeper_than_32_rejected(impl: ModuleType, depth: int) -> N
 
 
 def test_feed_50mb_frame_rejected_as_oversized(impl: ModuleType) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     frame = book_with(b'"pad":"' + b"x" * (50 * 1024 * 1024) + b'"')
     feed_rejected(store, dispatcher, frame, "rej_oversized")
 
 
 def test_feed_frame_at_limit_accepted_one_byte_over_rejected(impl: ModuleType) -> None:
     limit = 4096
-    store, dispatcher = live(impl, max_frame_bytes=limit)
+    store, dispatcher = live_book(impl, max_frame_bytes=limit)
     fitting = book_with(b'"pad":"' + b"x" * (limit - len(BOOK) - 9) + b'"')
     assert len(fitting) == limit and dispatcher.feed(fitting) == 1
     feed_rejected(store, dispatcher, fitting[:-1] + b' }', "rej_oversized")
@@ -151,7 +154,7 @@ def test_feed_frame_at_limit_accepted_one_byte_over_rejected(impl: ModuleType) -
 
 def test_feed_huge_book_below_limit_applied(impl: ModuleType) -> None:
     # Every price on the finest grid: 4999 bids and 4999 asks, plus 12 MB of padding
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     bids = b",".join(b'{"price":"0.%04d","size":"1"}' % p for p in range(1, 5000))
     asks = b",".join(b'{"price":"0.%04d","size":"2"}' % p for p in range(9999, 5000, -1))
     frame = (b'{"event_type":"book","asset_id":"42","bids":[' + bids + b'],"asks":[' + asks
@@ -181,7 +184,7 @@ def test_feed_huge_book_below_limit_applied(impl: ModuleType) -> None:
     ],
 )
 def test_feed_json_number_instead_of_string_rejected_as_bad_event(impl: ModuleType, frame: bytes) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, frame, "rej_bad_event")
 
 
@@ -189,7 +192,8 @@ def test_feed_json_number_instead_of_string_rejected_as_bad_event(impl: ModuleTy
 @pytest.mark.parametrize("token", [TOKEN, OTHER], ids=["subscribed", "unsubscribed"])
 def test_feed_negative_or_exponent_price_rejected_as_bad_number(impl: ModuleType, price: bytes, token: str) -> None:
     # Numbers are validated before the subscription check, so an unknown token changes nothing here
-    store, dispatcher = live(impl)
+    # Arrange
+    store, dispatcher = live_book(impl)
     quoted = b'"%s"' % token.encode()
     frames = [
         BOOK.replace(b'"0.4"', b'"' + price + b'"').replace(b'"42"', quoted),
@@ -198,6 +202,7 @@ def test_feed_negative_or_exponent_price_rejected_as_bad_number(impl: ModuleType
         b'{"event_type":"best_bid_ask","asset_id":"%s","best_bid":"%s","best_ask":"0.6"}' % (token.encode(), price),
         b'{"event_type":"tick_size_change","asset_id":"%s","new_tick_size":"%s"}' % (token.encode(), price),
     ]
+    # Act / Assert
     for frame in frames:
         feed_rejected(store, dispatcher, frame, "rej_bad_number")
 
@@ -216,13 +221,13 @@ def test_feed_negative_or_exponent_price_rejected_as_bad_number(impl: ModuleType
     ids=["book-fast-path-19", "book-fast-path-60", "trade-19"],
 )
 def test_feed_timestamp_over_18_digits_rejected_as_bad_number(impl: ModuleType, frame: bytes) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, frame, "rej_bad_number")
 
 
 @pytest.mark.parametrize("tick", [b"0", b"0.0000", b"00"])
 def test_feed_zero_tick_size_rejected_as_bad_number(impl: ModuleType, tick: bytes) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, b'{"event_type":"tick_size_change","asset_id":"42","new_tick_size":"%s"}' % tick,
                   "rej_bad_number")  # fmt: skip
 
@@ -236,12 +241,12 @@ def _price_change_for(tokens: list[str]) -> bytes:
 
 
 def test_feed_price_change_10000_unknown_tokens_skipped_unsubscribed(impl: ModuleType) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, _price_change_for([f"{i:077d}" for i in range(10_000)]), "skip_unsubscribed")
 
 
 def test_feed_price_change_10000_unknown_then_one_known_applies_known(impl: ModuleType) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     assert dispatcher.feed(_price_change_for([f"{i:077d}" for i in range(10_000)] + [TOKEN])) == 1
     assert (store.top(TOKEN).bid_sz, len(store)) == (9_000_000, 1)
 
@@ -265,19 +270,19 @@ def test_feed_price_change_10000_unknown_then_one_known_applies_known(impl: Modu
     ],
 )
 def test_feed_null_required_field_rejected_as_bad_event(impl: ModuleType, frame: bytes) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, frame, "rej_bad_event")
 
 
 @pytest.mark.parametrize("frame", [b'{"event_type":null,"asset_id":"42"}', b'{"asset_id":"42"}', b"[null]"])
 def test_feed_null_or_missing_event_type_rejected(impl: ModuleType, frame: bytes) -> None:
-    store, dispatcher = live(impl)
+    store, dispatcher = live_book(impl)
     feed_rejected(store, dispatcher, frame, "rej_bad_event" if frame == b"[null]" else "rej_unknown_event")
 
 
 def test_feed_mixed_array_applies_good_elements_only(impl: ModuleType) -> None:
-    # The rest of an array frame still applies when one element is bad (DESIGN.md §7)
-    store, dispatcher = live(impl)
+    # The rest of an array frame still applies when one element is bad
+    store, dispatcher = live_book(impl)
     frame = b"[null," + PRICE_CHANGE.replace(b'"0.5"', b'"-1"', 1) + b"," + PRICE_CHANGE + b"]"
     assert dispatcher.feed(frame) == 1
     stats = dispatcher.stats()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 
 import numpy
-import orjson
 import pytest
 
 from pm_ws.errors import CapacityError
@@ -25,23 +24,7 @@ from pm_ws.row import (
     Top,
 )
 
-# Made-up ids shaped like real ones (decimal uint256, 77 digits)
-YES = "38104916273645509182736450918273645091827364509182736450918273645091827364501"
-NO = "61895083726354490817263549081726354908172635490817263549081726354908172635499"
-MAYBE = "50000000000000000000000000000000000000000000000000000000000000000000000000017"
-
-
-def book_frame(token_id, bids, asks):
-    """A `book` event with (price, size) text pairs in the given (wire) order."""
-    return orjson.dumps(
-        {
-            "event_type": "book",
-            "asset_id": token_id,
-            "bids": [{"price": p, "size": s} for p, s in bids],
-            "asks": [{"price": p, "size": s} for p, s in asks],
-            "timestamp": "1786728432337",
-        }
-    )
+from builders import NO, OTHER, YES, book_event, frame, tick_size_change_event
 
 
 def row_of(store, token_id):
@@ -102,11 +85,11 @@ def test_view_same_buffer_after_many_operations_updated_in_place(impl):
     address = buffer_address(store)
     # Act
     for round_number in range(50):
-        for token_id in (YES, NO, MAYBE):
+        for token_id in (YES, NO, OTHER):
             store.add(token_id)
-        dispatcher.feed(book_frame(YES, [("0.4", "10"), ("0.5", str(round_number + 1))], [("0.6", "5")]))
+        dispatcher.feed(frame(book_event(YES, [("0.4", "10"), ("0.5", str(round_number + 1))], [("0.6", "5")])))
         store.mark_stale([NO])
-        store.remove(MAYBE)
+        store.remove(OTHER)
         store.remove(NO)
     # Assert
     assert buffer_address(store) == address
@@ -126,7 +109,7 @@ def test_view_outlives_store_readable(impl):
 
 def test_add_new_token_lowest_slot_initial_row(impl):
     store = impl.BookStore(4)
-    assert [store.add(t) for t in (YES, NO, MAYBE)] == [0, 1, 2]
+    assert [store.add(t) for t in (YES, NO, OTHER)] == [0, 1, 2]
     expected = [0] * N_FIELDS
     expected[ASK_PX] = PRICE_SCALE
     expected[STATE] = State.SUBSCRIBING
@@ -136,7 +119,7 @@ def test_add_new_token_lowest_slot_initial_row(impl):
 def test_add_existing_token_same_slot_row_untouched(impl):
     store = impl.BookStore(4)
     store.add(YES)
-    impl.Dispatcher(store).feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]), 7)
+    impl.Dispatcher(store).feed(frame(book_event(YES, [("0.4", "10")], [("0.6", "5")])), 7)
     before = bytes(store.view)
     assert store.add(YES) == 0
     assert store.add(YES.encode()) == 0
@@ -173,7 +156,7 @@ def test_add_full_store_capacity_error(impl):
     store.add(YES)
     store.add(NO)
     with pytest.raises(CapacityError):
-        store.add(MAYBE)
+        store.add(OTHER)
     assert store.add(NO) == 1  # a held token still answers when full
 
 
@@ -182,7 +165,7 @@ def test_remove_row_zeroed_token_gone(impl):
     store = impl.BookStore(3)
     store.add(YES)
     slot = store.add(NO)
-    impl.Dispatcher(store).feed(book_frame(NO, [("0.4", "10")], [("0.6", "5")]), 7)
+    impl.Dispatcher(store).feed(frame(book_event(NO, [("0.4", "10")], [("0.6", "5")])), 7)
     # Act
     store.remove(NO)
     # Assert
@@ -204,9 +187,9 @@ def test_remove_unknown_or_invalid_id_no_op(impl):
 
 def test_add_after_remove_reuses_lowest_free_slot(impl):
     store = impl.BookStore(4)
-    for token_id in (YES, NO, MAYBE, "spare"):
+    for token_id in (YES, NO, OTHER, "spare"):
         store.add(token_id)
-    store.remove(MAYBE)
+    store.remove(OTHER)
     store.remove(YES)
     assert store.add("new1") == 0
     assert store.add("new2") == 2
@@ -217,7 +200,7 @@ def test_add_after_remove_reuses_lowest_free_slot(impl):
 def test_add_after_remove_fresh_row_and_empty_book(impl):
     store = impl.BookStore(2)
     store.add(YES)
-    impl.Dispatcher(store).feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    impl.Dispatcher(store).feed(frame(book_event(YES, [("0.4", "10")], [("0.6", "5")])))
     store.remove(YES)
     store.add(YES)
     assert store.top(YES).state == State.SUBSCRIBING
@@ -227,11 +210,11 @@ def test_add_after_remove_fresh_row_and_empty_book(impl):
 
 def test_tokens_slot_order(impl):
     store = impl.BookStore(4)
-    for token_id in (YES, NO, MAYBE):
+    for token_id in (YES, NO, OTHER):
         store.add(token_id)
     store.remove(YES)
     store.add("late")
-    assert store.tokens() == ["late", NO, MAYBE]
+    assert store.tokens() == ["late", NO, OTHER]
 
 
 @pytest.mark.parametrize("method", ["slot", "top", "book"])
@@ -262,7 +245,7 @@ def test_top_new_token_subscribing_empty_sides(impl):
 def test_top_matches_view_row(impl):
     store = impl.BookStore(2)
     store.add(YES)
-    impl.Dispatcher(store).feed(book_frame(YES, [("0.45", "3"), ("0.5", "2")], [("0.55", "1")]), 99)
+    impl.Dispatcher(store).feed(frame(book_event(YES, [("0.45", "3"), ("0.5", "2")], [("0.55", "1")])), 99)
     assert list(store.top(YES)) == row_of(store, YES)
     assert store.top(YES).state is State.LIVE
 
@@ -273,7 +256,7 @@ def test_book_best_first_limited_by_depth(impl):
     store.add(YES)
     bids = [(f"0.{n:02d}", str(n)) for n in range(10, 40)]  # ascending: best (0.39) last
     asks = [(f"0.{n:02d}", str(n)) for n in range(70, 40, -1)]  # descending: best (0.41) last
-    impl.Dispatcher(store).feed(book_frame(YES, bids, asks))
+    impl.Dispatcher(store).feed(frame(book_event(YES, bids, asks)))
     # Act
     top_bids, top_asks = store.book(YES)
     all_bids, all_asks = store.book(YES, depth=None)
@@ -288,7 +271,7 @@ def test_book_best_first_limited_by_depth(impl):
 def test_book_levels_are_int_tuples(impl):
     store = impl.BookStore(2)
     store.add(YES)
-    impl.Dispatcher(store).feed(book_frame(YES, [("0.5", "1304.72")], []))
+    impl.Dispatcher(store).feed(frame(book_event(YES, [("0.5", "1304.72")], [])))
     bids, asks = store.book(YES)
     assert bids == [(5000, 1_304_720_000)] and asks == []
     assert all(type(value) is int for value in bids[0])
@@ -299,22 +282,22 @@ def test_mark_stale_held_tokens_stale_epoch_and_seq_bumped(impl):
     store = impl.BookStore(3)
     store.add(YES)
     store.add(NO)
-    impl.Dispatcher(store).feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    impl.Dispatcher(store).feed(frame(book_event(YES, [("0.4", "10")], [("0.6", "5")])))
     before = store.top(YES)
     # Act
-    store.mark_stale([YES, NO, MAYBE])
+    store.mark_stale([YES, NO, OTHER])
     # Assert
     after = store.top(YES)
     assert after.state is State.STALE and store.top(NO).state is State.STALE
     assert (after.epoch, after.seq) == (before.epoch + 1, before.seq + 1)
     assert (store.top(NO).epoch, store.top(NO).seq) == (1, 1)
-    assert MAYBE not in store
+    assert OTHER not in store
 
 
 def test_mark_stale_book_kept_for_inspection(impl):
     store = impl.BookStore(2)
     store.add(YES)
-    impl.Dispatcher(store).feed(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    impl.Dispatcher(store).feed(frame(book_event(YES, [("0.4", "10")], [("0.6", "5")])))
     store.mark_stale([YES])
     row = row_of(store, YES)
     assert store.book(YES) == ([(4000, 10_000_000)], [(6000, 5_000_000)])
@@ -326,20 +309,15 @@ def stale_after_snapshot(impl, tick_size="0.01"):
     store = impl.BookStore(2)
     store.add(YES)
     dispatcher = impl.Dispatcher(store)
-    snapshot = orjson.loads(book_frame(YES, [("0.4", "10")], [("0.6", "5")]))
+    snapshot = book_event(YES, [("0.4", "10")], [("0.6", "5")])
     if tick_size is not None:
         snapshot["tick_size"] = tick_size
-    dispatcher.feed(orjson.dumps(snapshot))
+    dispatcher.feed(frame(snapshot))
     store.mark_stale([YES])
     return store, dispatcher, snapshot
 
 
-def tick_size_change(old, new):
-    return orjson.dumps({"event_type": "tick_size_change", "asset_id": YES, "old_tick_size": old,
-                         "new_tick_size": new, "timestamp": "1786728432338"})  # fmt: skip
-
-
-REFRESH = book_frame(YES, [("0.41", "10")], [("0.6", "5")])  # a post-trade refresh: no tick_size
+REFRESH = frame(book_event(YES, [("0.41", "10")], [("0.6", "5")]))  # a post-trade refresh: no tick_size
 
 
 def test_mark_stale_then_only_a_book_naming_the_tick_turns_live(impl):
@@ -350,11 +328,11 @@ def test_mark_stale_then_only_a_book_naming_the_tick_turns_live(impl):
     dispatcher.feed(REFRESH)
     top = store.top(YES)
     assert (top.state, top.tick, top.bid_px, top.epoch) == (State.STALE, 100, 4100, epoch + 1)
-    dispatcher.feed(orjson.dumps(snapshot | {"tick_size": "0.001"}))
+    dispatcher.feed(frame(snapshot | {"tick_size": "0.001"}))
     assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 10)
     # A tick_size_change confirms the tick: the next book, with or without tick_size, turns it LIVE
     store.mark_stale([YES])
-    dispatcher.feed(tick_size_change("0.001", "0.01"))
+    dispatcher.feed(frame(tick_size_change_event(YES, new="0.01", old="0.001")))
     assert (store.top(YES).state, store.top(YES).tick) == (State.STALE, 100)
     dispatcher.feed(REFRESH)
     assert store.top(YES).state is State.LIVE
@@ -366,10 +344,10 @@ def test_mark_stale_books_never_named_the_tick_any_book_turns_live(impl):
     store, dispatcher, _ = stale_after_snapshot(impl, tick_size=None)
     dispatcher.feed(REFRESH)
     assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 0)
-    dispatcher.feed(tick_size_change("0.01", "0.001"))
+    dispatcher.feed(frame(tick_size_change_event(YES, new="0.001", old="0.01")))
     dispatcher.feed(REFRESH)
     store.mark_stale([YES])
-    dispatcher.feed(book_frame(YES, [("0.412", "10")], [("0.6", "5")]))
+    dispatcher.feed(frame(book_event(YES, [("0.412", "10")], [("0.6", "5")])))
     assert (store.top(YES).state, store.top(YES).tick) == (State.LIVE, 10)
 
 
@@ -377,11 +355,11 @@ def test_mark_stale_crossed_refresh_invalid_then_next_refresh_back_to_stale(impl
     # While the tick is unconfirmed a crossed refresh is INVALID (resync queued), and a later sane
     # refresh without tick_size leaves it STALE, never stuck INVALID with a good book
     store, dispatcher, snapshot = stale_after_snapshot(impl)
-    dispatcher.feed(book_frame(YES, [("0.61", "10")], [("0.6", "5")]))
+    dispatcher.feed(frame(book_event(YES, [("0.61", "10")], [("0.6", "5")])))
     assert store.top(YES).state is State.INVALID and dispatcher.pending_resync() == [YES]
     dispatcher.feed(REFRESH)
     assert store.top(YES).state is State.STALE
-    dispatcher.feed(orjson.dumps(snapshot))
+    dispatcher.feed(frame(snapshot))
     assert store.top(YES).state is State.LIVE
 
 

@@ -14,9 +14,18 @@ from pm_ws import row
 from pm_ws._core import NO_EXTENSIONS
 from pm_ws.row import BID_PX, N_FIELDS, SEQ, STATE, State
 
-# Made-up ids shaped like real ones (decimal uint256, 77 digits)
-YES = "38104916273645509182736450918273645091827364509182736450918273645091827364501"
-NO = "61895083726354490817263549081726354908172635490817263549081726354908172635499"
+from builders import (
+    NO,
+    YES,
+    best_bid_ask_event,
+    book_event,
+    change,
+    event_type_last,
+    frame,
+    last_trade_price_event,
+    price_change_event,
+    without,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,28 +37,19 @@ def core_c():
 
 
 def frames() -> list[str]:
-    """A short stream touching every hot event type, with an escaped key and a non-ASCII unknown field."""
-    market = "0x" + "5d" * 32
-    events = [
-        [
-            {"market": market, "asset_id": token, "timestamp": "1786728432337", "hash": "924ec9bc",
-             "bids": [{"price": "0.48", "size": "30"}, {"price": "0.5", "size": "15"}],
-             "asks": [{"price": "0.54", "size": "10"}, {"price": "0.52", "size": "25.5"}],
-             "tick_size": "0.01", "last_trade_price": "0.51", "event_type": "book"}
-            for token in (YES, NO)
-        ],  # fmt: skip
-        {"market": market, "price_changes": [
-            {"asset_id": YES, "price": "0.49", "size": "20", "side": "BUY", "hash": "f3", "best_bid": "0.5",
-             "best_ask": "0.52"},
-            {"asset_id": NO, "price": "0.52", "size": "0", "side": "SELL", "hash": "bc", "best_bid": "0.5",
-             "best_ask": "0.54"},
-        ], "timestamp": "1786728438403", "event_type": "price_change",
-         "note": "prix \u00e9lev\u00e9 \u2192 \U0001f4c8"},  # fmt: skip
-        {"market": market, "asset_id": YES, "price": "0.51", "size": "219.217767", "side": "SELL",
-         "timestamp": "1786728467101", "event_type": "last_trade_price"},  # fmt: skip
-        {"market": market, "asset_id": NO, "best_bid": "0.5", "best_ask": "0.6", "event_type": "best_bid_ask"},
-    ]
-    texts = [orjson.dumps(event).decode() for event in events]
+    """A short stream touching every hot event type, with an escaped key and a non-ASCII unknown field.
+
+    Events are in the server's key order (the compiled fast paths), some optional keys left out.
+    """
+    books = [event_type_last(book_event(token, [("0.48", "30"), ("0.5", "15")], [("0.54", "10"), ("0.52", "25.5")],
+                                        hash="924ec9bc", tick_size="0.01", last_trade_price="0.51"))
+             for token in (YES, NO)]  # fmt: skip
+    changes = event_type_last(price_change_event(change(YES, "0.49", "20", "BUY", "0.5", "0.52"),
+                                                 change(NO, "0.52", "0", "SELL", "0.5", "0.54")))  # fmt: skip
+    changes["note"] = "prix \u00e9lev\u00e9 \u2192 \U0001f4c8"
+    trade = without(last_trade_price_event(YES), "fee_rate_bps")
+    best = without(without(best_bid_ask_event(NO, "0.5", "0.6"), "spread"), "timestamp")
+    texts = [frame(*books).decode(), frame(changes).decode(), frame(trade).decode(), frame(best).decode()]
     texts.append(texts[2].replace('"price"', '"pr\\u0069ce"'))  # an escaped key means the same key
     texts.append("pong")
     return texts
@@ -202,6 +202,7 @@ def test_feed_lone_surrogate_str_invalid_json(impl):
 
 def test_dispatcher_feed_from_own_callback_applies_nested_frame(impl):
     # the compiled core stages a nested frame apart: the outer frame's staged events still apply
+    # Arrange: each of the outer frame's two trades calls back, and the callback feeds the two books
     store = impl.BookStore(2)
     store.add(YES)
     store.add(NO)
@@ -213,7 +214,10 @@ def test_dispatcher_feed_from_own_callback_applies_nested_frame(impl):
 
     dispatcher = impl.Dispatcher(store, on_event=on_event, emit_trades=True)
     outer = "[" + frames()[2] + "," + frames()[2] + "]"  # two trades, each calling back
-    assert dispatcher.feed(outer, 9) == 2
+    # Act
+    applied = dispatcher.feed(outer, 9)
+    # Assert
+    assert applied == 2
     assert returned == [2, 2]
     stats = dispatcher.stats()
     assert (stats["frames"], stats["ev_book"], stats["ev_last_trade_price"], stats["events"]) == (3, 4, 2, 6)
@@ -228,8 +232,7 @@ def test_dispatcher_unknown_ids_never_allocate_slots(core_c):
     dispatcher = core_c.Dispatcher(store)
     for i in range(1000):
         other = str(10**76 + i)
-        trade = {"asset_id": other, "price": "0.5", "size": "1", "event_type": "last_trade_price"}
-        dispatcher.feed(orjson.dumps(trade))
+        dispatcher.feed(frame(last_trade_price_event(other, price="0.5", size="1")))
     assert store.tokens() == [YES]
     assert dispatcher.stats()["skip_unsubscribed"] == 1000
 
@@ -303,6 +306,7 @@ def test_fast_path_and_generic_scanner_same_state(core_c):
 
     import pm_ws._core_py as core_py
 
+    # Arrange: one core reading compact frames, one reading spaced-out frames, the twin
     rng = random.Random(20261124)
     runs = {}
     for name, module in (("fast", core_c), ("generic", core_c), ("twin", core_py)):
@@ -310,6 +314,7 @@ def test_fast_path_and_generic_scanner_same_state(core_c):
         store.add(YES)
         store.add(NO)
         runs[name] = (store, module.Dispatcher(store))
+    # Act / Assert: after every event, the same view and counters in all three
     for _ in range(300):
         for event in server_layout_events(rng):
             compact = orjson.dumps(event)
@@ -320,6 +325,7 @@ def test_fast_path_and_generic_scanner_same_state(core_c):
             stats = [_without_bytes(dispatcher.stats()) for _, dispatcher in runs.values()]
             assert views[0] == views[1] == views[2], compact
             assert stats[0] == stats[1] == stats[2], compact
+    # Assert: the stream reached every hot event kind and both rejections
     final = runs["fast"][1].stats()
     kinds = ("ev_price_change", "ev_book", "ev_last_trade_price", "ev_best_bid_ask", "rej_bad_number", "rej_bad_event")
     assert min(final[kind] for kind in kinds) > 20
