@@ -1,23 +1,33 @@
-"""Recording file format: round trip, torn tails, damage, flushing policy."""
+"""Recording file format: round trip, torn tails, damage, bounded inflating, a full disk, flushing policy."""
 
 from __future__ import annotations
 
+import errno
+import json
+import os
+import random
+import shutil
 import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from pm_ws import recording
 from pm_ws.recording import (
     BLOCK_HEADER,
+    BLOCK_HEADER_V1,
     KIND_BINARY,
     KIND_META,
     KIND_TEXT,
     MAGIC,
+    RECORD_HEADER,
     RecordingError,
     RecordingReader,
+    RecordingWriteError,
     RecordingWriter,
 )
 
@@ -31,6 +41,10 @@ FRAMES: list[str | bytes] = [
 ]
 
 
+MAGIC_V1 = b"PMWSREC\x01"
+NS = 1_700_000_000_000_000_000
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 0.0
@@ -42,7 +56,7 @@ class FakeClock:
 def write_all(path: Path, frames: list[str | bytes], **options: object) -> RecordingWriter:
     with RecordingWriter(path, **options) as writer:  # type: ignore[arg-type]
         for index, frame in enumerate(frames):
-            writer.write_frame(frame, 1_700_000_000_000_000_000 + index)
+            writer.write_frame(frame, NS + index)
     return writer
 
 
@@ -60,7 +74,7 @@ def test_recording_round_trip_returns_every_frame_exactly(tmp_path: Path) -> Non
 
     assert [frame for _, _, frame in records] == FRAMES
     assert [type(frame) for _, _, frame in records] == [type(f) for f in FRAMES]
-    assert [ns for ns, _, _ in records] == [1_700_000_000_000_000_000 + i for i in range(len(FRAMES))]
+    assert [ns for ns, _, _ in records] == [NS + i for i in range(len(FRAMES))]
     assert truncated == 0
 
 
@@ -91,26 +105,69 @@ def test_recording_file_starts_with_magic_and_is_compressed(tmp_path: Path) -> N
     assert len(data) * 10 < writer.frame_bytes
 
 
-def test_recording_torn_last_block_keeps_every_earlier_block(tmp_path: Path) -> None:
+def write_v1(path: Path, frames: list[str]) -> None:
+    """A format version 1 file, laid out as the version 1 writer did: one block per frame, no header_crc."""
+    blocks = [MAGIC_V1]
+    for index, frame in enumerate(frames):
+        payload = frame.encode()
+        blocks.append(v1_block(RECORD_HEADER.pack(NS + index, KIND_TEXT, len(payload)) + payload))
+    path.write_bytes(b"".join(blocks))
+
+
+def v1_block(raw: bytes) -> bytes:
+    packed = zlib.compress(raw)
+    return BLOCK_HEADER_V1.pack(len(raw), len(packed), zlib.crc32(raw)) + packed
+
+
+def write_blocks(path: Path, frames: list[str], version: int) -> list[int]:
+    """A file of one block per frame in format `version`; returns the byte offset of each block."""
+    if version == 1:
+        write_v1(path, frames)
+    else:
+        write_all(path, frames, block_bytes=1)
+    data, header = path.read_bytes(), BLOCK_HEADER_V1 if version == 1 else BLOCK_HEADER
+    offsets = [len(MAGIC)]
+    while (end := offsets[-1] + header.size + header.unpack_from(data, offsets[-1])[1]) < len(data):
+        offsets.append(end)
+    return offsets
+
+
+def read_until_error(path: Path) -> tuple[list[str | bytes], RecordingError | None]:
+    frames: list[str | bytes] = []
+    try:
+        with RecordingReader(path) as reader:
+            for record in reader:
+                frames.append(record.frame)
+    except RecordingError as exc:
+        return frames, exc
+    return frames, None
+
+
+def test_recording_version_1_file_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "v1.pmws"
+    frames = ["a" * 100, "", "caf\u00e9"]
+    write_v1(path, frames)
+
+    with RecordingReader(path) as reader:
+        records = list(reader)
+
+    assert reader.version == 1
+    assert [r.frame for r in records] == frames
+    assert [r.recv_ns for r in records] == [NS, NS + 1, NS + 2]
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_recording_torn_last_block_keeps_every_earlier_block(tmp_path: Path, version: int) -> None:
     path = tmp_path / "t.pmws"
-    write_all(path, ["a" * 100, "b" * 100, "c" * 100], block_bytes=1)  # one block per frame
+    offsets = write_blocks(path, ["a" * 100, "b" * 100, "c" * 100], version)
     whole = path.read_bytes()
-    last_block = _last_block_size(whole)
+    last_block = len(whole) - offsets[-1]
 
     for cut in range(1, last_block):
         path.write_bytes(whole[:-cut])
         records, truncated = read_all(path)
         assert [frame for _, _, frame in records] == ["a" * 100, "b" * 100]
         assert truncated == last_block - cut
-
-
-def _last_block_size(data: bytes) -> int:
-    offset, last = len(MAGIC), 0
-    while offset < len(data):
-        _, packed_len, _ = BLOCK_HEADER.unpack_from(data, offset)
-        last = BLOCK_HEADER.size + packed_len
-        offset += last
-    return last
 
 
 def test_recording_damaged_block_raises_recording_error(tmp_path: Path) -> None:
@@ -124,11 +181,41 @@ def test_recording_damaged_block_raises_recording_error(tmp_path: Path) -> None:
         read_all(path)
 
 
+HEADER_DAMAGE = {  # name: (offset of the u32 in the block header, its new value from the old one and the bytes left)
+    "packed_len past the end of the file": (4, lambda value, left: left + 1),
+    "packed_len + 1": (4, lambda value, left: value + 1),
+    "packed_len - 1": (4, lambda value, left: value - 1),
+    "raw_len + 1": (0, lambda value, left: value + 1),
+    "raw_len - 1": (0, lambda value, left: value - 1),
+}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("block", [1, 5])  # the second of six blocks, and the last
+@pytest.mark.parametrize("damage", list(HEADER_DAMAGE))
+def test_recording_damaged_block_header_is_an_error_naming_its_offset_not_a_torn_tail(
+    tmp_path: Path, version: int, block: int, damage: str
+) -> None:
+    # Compressible frames: a block's raw_len bounds its packed_len far above the rest of the file,
+    # so a too long packed_len is judged by what its bytes hold, not by the length limit
+    frames = [letter * 10_000 for letter in "abcdef"]
+    path = tmp_path / "h.pmws"
+    offsets = write_blocks(path, frames, version)
+    data = bytearray(path.read_bytes())
+    field, new_value = HEADER_DAMAGE[damage]
+    position = offsets[block] + field
+    (value,) = struct.unpack_from("<I", data, position)
+    struct.pack_into("<I", data, position, new_value(value, len(data) - offsets[block]))
+    path.write_bytes(bytes(data))
+
+    read, error = read_until_error(path)
+
+    assert read == frames[:block]
+    assert error is not None and f"damaged block at byte {offsets[block]}" in str(error)
 def test_recording_bad_record_inside_valid_block_raises(tmp_path: Path) -> None:
     path = tmp_path / "r.pmws"
     raw = struct.pack("<qBI", 1, 9, 0)  # kind 9 does not exist
-    packed = zlib.compress(raw)
-    path.write_bytes(MAGIC + BLOCK_HEADER.pack(len(raw), len(packed), zlib.crc32(raw)) + packed)
+    path.write_bytes(MAGIC_V1 + v1_block(raw))
 
     with pytest.raises(RecordingError, match="bad record"):
         read_all(path)
