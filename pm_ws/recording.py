@@ -13,14 +13,16 @@ File format (version 2, all integers little-endian)::
              | 1 binary frame (payload = the bytes as received)
              | 2 meta (payload = a UTF-8 JSON object, see below)
 
-Limits: ``raw_len`` <= 64 MiB (:data:`MAX_BLOCK_BYTES`) and ``packed_len`` <= ``raw_len + raw_len // 64 + 64``
-(more than zlib ever expands data), so a damaged or hostile length cannot make a reader allocate more.
+Limits: ``raw_len`` <= 64 MiB (:data:`MAX_BLOCK_BYTES`, so a frame may have up to 64 MiB - 13 bytes)
+and ``packed_len`` <= ``raw_len + raw_len // 64 + 64`` (more than zlib ever expands data), so a
+damaged or hostile length cannot make a reader allocate more.
 Version 1 files (``b"PMWSREC" 0x01``, the same blocks without ``header_crc``) are still read.
 
 Every block is compressed on its own and written with one ``write`` call, and a record never spans
 two blocks. The writer cuts a block at least every ``flush_interval`` seconds (1 s by default), when
-``block_bytes`` of records are pending, and on close, so a crash, a kill or a full disk loses at most
-the records of the last second: a reader skips a torn last block and yields every record before it
+``block_bytes`` of records are pending, and on close, so a crash or a kill loses at most the records
+of the last second, and a full disk (:class:`RecordingWriteError`) the block being written: a reader
+skips a torn last block and yields every record before it
 (``truncated_bytes`` says how many bytes it skipped). A block is torn only when the file ends inside
 it: fewer bytes than a header are left, or its header is whole (with the right ``header_crc``) and
 the file ends inside its ``packed`` bytes, which inflate without error to no more than ``raw_len``
@@ -230,7 +232,7 @@ class RecordingWriter:
             raise ValueError("write to a closed RecordingWriter")
         size = RECORD_HEADER.size + len(payload)
         if size > MAX_BLOCK_BYTES:
-            raise ValueError(f"a {len(payload)} byte record does not fit in a recording block ({MAX_BLOCK_BYTES} bytes)")
+            raise ValueError(f"a {len(payload)} byte record does not fit in a block of {MAX_BLOCK_BYTES} bytes")
         if len(self._pending) + size > MAX_BLOCK_BYTES:
             self.flush()
         if not self._pending:
@@ -279,7 +281,7 @@ class RecordingReader:
     Iterate once: the reader streams the file block by block. A torn last block (a recorder that
     crashed, was killed or hit a full disk mid-write; see the module docstring for what counts as
     torn) is skipped; after iteration ``truncated_bytes`` says how many bytes that was (0 for a
-    clean file).
+    clean file). ``version`` is the file's format version (1 or 2).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -334,10 +336,8 @@ class RecordingReader:
         if len(fields) > 3 and zlib.crc32(header[: BLOCK_HEADER_V1.size]) != fields[3]:
             raise RecordingError(f"damaged block at byte {offset}: header checksum mismatch")
         if raw_len > MAX_BLOCK_BYTES or packed_len > max_packed_len(raw_len):
-            raise RecordingError(
-                f"damaged block at byte {offset}: impossible lengths (raw {raw_len}, packed {packed_len}; "
-                f"at most {MAX_BLOCK_BYTES} raw)"
-            )
+            lengths = f"raw {raw_len}, packed {packed_len}"
+            raise RecordingError(f"damaged block at byte {offset}: impossible lengths ({lengths})")
         return raw_len, packed_len, crc
 
 

@@ -221,6 +221,156 @@ def test_recording_bad_record_inside_valid_block_raises(tmp_path: Path) -> None:
         read_all(path)
 
 
+def zlib_bomb(inflated_mib: int) -> bytes:
+    """A valid zlib stream of `inflated_mib` MiB of zeros, about 1 KiB per MiB, made in milliseconds."""
+    zeros = bytes(2**20)
+    deflater = zlib.compressobj(9)
+    first = deflater.compress(zeros) + deflater.flush(zlib.Z_FULL_FLUSH)
+    again = deflater.compress(zeros) + deflater.flush(zlib.Z_FULL_FLUSH)  # a full flush restarts: same bytes
+    end = deflater.flush()[:-4]  # the final block, without the adler32 of these 2 MiB
+    adler32 = (inflated_mib * 2**20 % 65521) << 16 | 1  # of n zero bytes: sum 1, sum of sums n
+    return first + again * (inflated_mib - 1) + end + struct.pack(">I", adler32)
+
+
+def bomb_recording(path: Path, version: int, raw_len: int, cut: bool) -> None:
+    """A block of a 1 MB zlib bomb (1000 MiB inflated) that claims `raw_len`; `cut`: the file ends inside it."""
+    packed = zlib_bomb(1000)
+    fields = (raw_len, len(packed) + cut, zlib.crc32(b"anything"))
+    header = BLOCK_HEADER_V1.pack(*fields) if version == 1 else BLOCK_HEADER.pack(*fields, zlib.crc32(
+        BLOCK_HEADER_V1.pack(*fields)))  # fmt: skip
+    path.write_bytes((MAGIC_V1 if version == 1 else MAGIC) + header + packed)
+
+
+def test_recording_zlib_bomb_is_damage_found_in_bounded_memory(tmp_path: Path) -> None:
+    # The block claims 100 bytes (or 2 MiB), its data inflates to 1000 MiB: the reader must stop
+    # inflating at the claimed length. Read in a child that reports its own peak RSS.
+    cases = [(version, raw_len, cut) for version in (1, 2) for raw_len, cut in ((100, False), (2**21, False),
+                                                                                (2**21, True))]  # fmt: skip
+    paths = []
+    for version, raw_len, cut in cases:
+        paths.append(tmp_path / f"bomb-v{version}-{raw_len}-{'cut' if cut else 'whole'}.pmws")
+        bomb_recording(paths[-1], version, raw_len, cut)
+    script = (
+        "import json, resource, sys\n"
+        "from pm_ws.recording import RecordingError, RecordingReader\n"
+        "errors = []\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        with RecordingReader(path) as reader:\n"
+        "            errors.append(f'read {sum(1 for _ in reader)} records')\n"
+        "    except RecordingError as exc:\n"
+        "        errors.append(str(exc))\n"
+        "rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == 'darwin' else 1024)\n"
+        "print(json.dumps({'errors': errors, 'peak_rss': rss}))\n"
+    )
+    command = [sys.executable, "-c", script, *map(str, paths)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert all(error.startswith("damaged block at byte 8:") for error in report["errors"]), report["errors"]
+    assert report["peak_rss"] < 100 * 2**20
+
+
+def test_recording_reader_refuses_lengths_beyond_the_limits(tmp_path: Path) -> None:
+    path = tmp_path / "l.pmws"
+    for raw_len, packed_len in ((recording.MAX_BLOCK_BYTES + 1, 10), (100, recording.max_packed_len(100) + 1)):
+        fields = (raw_len, packed_len, 0)
+        path.write_bytes(MAGIC + BLOCK_HEADER.pack(*fields, zlib.crc32(BLOCK_HEADER_V1.pack(*fields))))
+
+        with pytest.raises(RecordingError, match="damaged block at byte 8: impossible lengths"):
+            read_all(path)
+
+
+@pytest.mark.parametrize("level", [0, 1, 9])
+def test_recording_max_packed_len_holds_for_incompressible_blocks(level: int) -> None:
+    raw = random.Random(level).randbytes(2**20)
+
+    assert len(zlib.compress(raw, level)) <= recording.max_packed_len(len(raw))
+
+
+def test_recording_writer_cuts_blocks_at_the_size_limit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(recording, "MAX_BLOCK_BYTES", 1000)
+    path = tmp_path / "s.pmws"
+    with RecordingWriter(path, block_bytes=1000, clock=FakeClock()) as writer:
+        writer.write_frame(b"a" * 600, 1)
+        writer.write_frame(b"b" * 600, 2)  # 2 x 613 bytes do not fit in one block
+        with pytest.raises(ValueError, match="does not fit in a block of 1000 bytes"):
+            writer.write_frame(b"c" * 988, 3)
+
+    assert writer.blocks == 2
+    assert read_all(path)[0] == [(1, KIND_BINARY, b"a" * 600), (2, KIND_BINARY, b"b" * 600)]
+    with pytest.raises(ValueError, match="block_bytes must be 1"):
+        RecordingWriter(tmp_path / "big.pmws", block_bytes=1001)
+
+
+class FillingDisk:
+    """A raw file on a disk with `free` bytes left: a write takes what fits, the next fails, as write(2) does."""
+
+    def __init__(self, file: object, free: int) -> None:
+        self.file = file
+        self.free = free
+
+    def write(self, data: memoryview) -> int:
+        if not self.free:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        taken: int = self.file.write(data[: self.free])  # type: ignore[attr-defined]
+        self.free -= taken
+        return taken
+
+    def close(self) -> None:
+        self.file.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(params=["tmpfs", "simulated"])
+def writer_on_small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordingWriter]:
+    """A writer on a disk with 64 KiB: a real tmpfs (needs root and mount) or a simulated one."""
+    if request.param == "simulated":
+        writer = RecordingWriter(tmp_path / "full.pmws", block_bytes=4096)
+        writer._file = FillingDisk(writer._file, 64 * 1024 - len(MAGIC))  # type: ignore[assignment]
+        yield writer
+        return
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mount = [shutil.which("mount") or "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)]
+    if os.geteuid() != 0 or subprocess.run(mount, capture_output=True, check=False).returncode:
+        pytest.skip("cannot mount a 64 KiB tmpfs here")
+    try:
+        yield RecordingWriter(disk / "full.pmws", block_bytes=4096)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
+
+
+def test_recording_full_disk_is_a_write_error_and_what_was_written_reads_back(
+    writer_on_small_disk: RecordingWriter,
+) -> None:
+    writer = writer_on_small_disk
+    frames = [random.Random(index).randbytes(1000) for index in range(1000)]  # 1 MB that does not compress
+    durable = durable_bytes = 0  # frames and file bytes of the blocks written whole
+
+    with pytest.raises(RecordingWriteError) as caught:
+        for index, frame in enumerate(frames):
+            blocks = writer.blocks
+            writer.write_frame(frame, index)
+            if writer.blocks > blocks:
+                durable, durable_bytes = index + 1, writer.file_bytes
+
+    error = caught.value
+    assert isinstance(error, OSError) and error.errno == errno.ENOSPC
+    assert str(error) == (
+        f"cannot write {writer.path}: No space left on device (the recording ends at the last block written)"
+    )
+    for later in (lambda: writer.write_frame("more", 0), writer.flush_if_due, writer.close):
+        with pytest.raises(RecordingWriteError) as again:
+            later()
+        assert again.value is error
+    records, truncated = read_all(writer.path)
+    assert [frame for _, _, frame in records] == frames[:durable]
+    assert durable > 40
+    assert writer.path.stat().st_size == writer.file_bytes
+    assert truncated == writer.file_bytes - durable_bytes
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [(b"", "not a pm_ws recording"), (b"hello world\n", "not a pm_ws recording"),
