@@ -54,6 +54,7 @@ MAGIC = b"PMWSREC\x02"
 FORMAT_VERSION = 2
 BLOCK_HEADER = struct.Struct("<IIII")  # raw_len, packed_len, crc32(raw), crc32(the 12 bytes before)
 BLOCK_HEADER_V1 = struct.Struct("<III")  # version 1: raw_len, packed_len, crc32(raw)
+_BLOCK_HEADERS = {1: BLOCK_HEADER_V1, FORMAT_VERSION: BLOCK_HEADER}  # the versions a reader reads
 RECORD_HEADER = struct.Struct("<qBI")  # recv_ns, kind, payload length
 
 KIND_TEXT = 0
@@ -340,8 +341,6 @@ class RecordingReader:
             raise RecordingError(f"damaged block at byte {offset}: impossible lengths ({lengths})")
         return raw_len, packed_len, crc
 
-
-_BLOCK_HEADERS = {1: BLOCK_HEADER_V1, FORMAT_VERSION: BLOCK_HEADER}
 
 
 def _inflate(packed: bytes, raw_len: int) -> tuple[bytes, bool] | None:
