@@ -1,26 +1,37 @@
 """Recordings: every raw market-channel frame with its receive time, in a compact append-only file.
 
-File format (version 1, all integers little-endian)::
+File format (version 2, all integers little-endian)::
 
     file    := MAGIC block*
-    MAGIC   := b"PMWSREC" 0x01                      8 bytes; the last byte is the format version
-    block   := raw_len:u32  packed_len:u32  crc:u32  packed[packed_len]
+    MAGIC   := b"PMWSREC" 0x02                      8 bytes; the last byte is the format version
+    block   := raw_len:u32  packed_len:u32  crc:u32  header_crc:u32  packed[packed_len]
                packed = zlib (RFC 1950) compression of `raw_len` bytes of records,
-               crc = zlib.crc32 of those uncompressed bytes
+               crc = zlib.crc32 of those uncompressed bytes,
+               header_crc = zlib.crc32 of the 12 header bytes before it
     record  := recv_ns:i64  kind:u8  length:u32  payload[length]
     kind    := 0 text frame (payload = its UTF-8 bytes)
              | 1 binary frame (payload = the bytes as received)
              | 2 meta (payload = a UTF-8 JSON object, see below)
 
+Limits: ``raw_len`` <= 64 MiB (:data:`MAX_BLOCK_BYTES`, so a frame may have up to 64 MiB - 13 bytes)
+and ``packed_len`` <= ``raw_len + raw_len // 64 + 64`` (more than zlib ever expands data), so a
+damaged or hostile length cannot make a reader allocate more.
+Version 1 files (``b"PMWSREC" 0x01``, the same blocks without ``header_crc``) are still read.
+
 Every block is compressed on its own and written with one ``write`` call, and a record never spans
 two blocks. The writer cuts a block at least every ``flush_interval`` seconds (1 s by default), when
 ``block_bytes`` of records are pending, and on close, so a crash or a kill loses at most the records
-of the last second: a reader skips an incomplete block at the end of the file (``truncated_bytes``
-says how many bytes it skipped) and yields every record before it. A complete block with a wrong
-checksum is corruption, not a torn tail, and raises :class:`RecordingError`.
+of the last second, and a full disk (:class:`RecordingWriteError`) the block being written: a reader
+skips a torn last block and yields every record before it
+(``truncated_bytes`` says how many bytes it skipped). A block is torn only when the file ends inside
+it: fewer bytes than a header are left, or its header is whole (with the right ``header_crc``) and
+the file ends inside its ``packed`` bytes, which inflate without error to no more than ``raw_len``
+bytes. Any other damage, at the end of the file or not, raises :class:`RecordingError` naming the
+block's byte offset: a wrong checksum, a length beyond the limits, or data that does not inflate
+to exactly ``raw_len`` bytes. Inflating never produces more than ``raw_len + 1`` bytes.
 
 Meta records say what the recorder did, so a replay can rebuild the same store:
-``{"type": "start", "format": 1, "url": ..., "tool": ...}`` first, then ``{"type": "subscribe",
+``{"type": "start", "format": 2, "url": ..., "tool": ...}`` first, then ``{"type": "subscribe",
 "tokens": [...]}``, ``{"type": "unsubscribe", "tokens": [...]}`` and ``{"type": "stale", "tokens":
 [...]}`` (the connection carrying those tokens was lost) at the receive time they happened.
 """
@@ -39,9 +50,11 @@ from typing import IO, Any, NamedTuple
 
 from .errors import PmWsError
 
-MAGIC = b"PMWSREC\x01"
-FORMAT_VERSION = 1
-BLOCK_HEADER = struct.Struct("<III")  # raw_len, packed_len, crc32(raw)
+MAGIC = b"PMWSREC\x02"
+FORMAT_VERSION = 2
+BLOCK_HEADER = struct.Struct("<IIII")  # raw_len, packed_len, crc32(raw), crc32(the 12 bytes before)
+BLOCK_HEADER_V1 = struct.Struct("<III")  # version 1: raw_len, packed_len, crc32(raw)
+_BLOCK_HEADERS = {1: BLOCK_HEADER_V1, FORMAT_VERSION: BLOCK_HEADER}  # the versions a reader reads
 RECORD_HEADER = struct.Struct("<qBI")  # recv_ns, kind, payload length
 
 KIND_TEXT = 0
@@ -51,10 +64,29 @@ _KINDS = (KIND_TEXT, KIND_BINARY, KIND_META)
 
 DEFAULT_FLUSH_INTERVAL = 1.0  # seconds of records a crash may lose at most
 DEFAULT_BLOCK_BYTES = 256 * 1024  # uncompressed; big enough for zlib to find the repeated token ids
+# Largest raw_len a block may declare: room for one frame of the client's default 32 MiB limit, and
+# a bound on what a reader allocates for a block whatever its header says
+MAX_BLOCK_BYTES = 64 * 2**20
+
+
+def max_packed_len(raw_len: int) -> int:
+    """The largest ``packed_len`` a block of ``raw_len`` raw bytes may declare."""
+    return raw_len + raw_len // 64 + 64  # above zlib's worst case, compressBound(n) = n + n/4096 + n/16384 + 13
 
 
 class RecordingError(PmWsError, ValueError):
     """A file is not a pm_ws recording, or a block inside it is damaged."""
+
+
+class RecordingWriteError(PmWsError, OSError):
+    """Writing a recording failed (``errno`` says why: ``errno.ENOSPC`` is a full disk).
+
+    The recording ends there, still readable: the file stops at a whole block or inside the block
+    being written, which readers skip as a torn last block.
+    """
+
+    def __str__(self) -> str:
+        return f"cannot write {self.filename}: {self.strerror} (the recording ends at the last block written)"
 
 
 class Record(NamedTuple):
@@ -90,11 +122,19 @@ class RecordingWriter:
     flush_interval : float
         Cut and write a block when the oldest pending record is this many seconds old.
     block_bytes : int
-        Cut and write a block when this many uncompressed bytes are pending.
+        Cut and write a block when this many uncompressed bytes are pending (1 ... ``MAX_BLOCK_BYTES``).
     level : int
         zlib compression level (1 fast ... 9 small).
     clock : callable
         Monotonic clock in seconds, for tests.
+
+    Raises
+    ------
+    RecordingWriteError
+        A write failed (a full disk, an I/O error). The file is closed, keeps every block written
+        before, and every later call (``close`` too) raises the same error.
+    ValueError
+        A frame too large for one block (``MAX_BLOCK_BYTES``), or a write after ``close``.
     """
 
     def __init__(
@@ -107,20 +147,23 @@ class RecordingWriter:
         level: int = 6,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not 1 <= block_bytes <= MAX_BLOCK_BYTES:
+            raise ValueError(f"block_bytes must be 1 ... {MAX_BLOCK_BYTES}, not {block_bytes}")
         self.path = Path(path)
         self.flush_interval = flush_interval
         self.block_bytes = block_bytes
         self.level = level
         self._clock = clock
+        self._error: RecordingWriteError | None = None
         # unbuffered: each block reaches the OS in one write, so a crashed process loses nothing written
         self._file: IO[bytes] | None = open(self.path, "wb" if overwrite else "xb", buffering=0)
-        self._file.write(MAGIC)
         self._pending = bytearray()
         self._pending_since = 0.0
         self.frames = 0  # frame records written (meta records not counted)
         self.frame_bytes = 0  # payload bytes of those frames
-        self.file_bytes = len(MAGIC)  # bytes on disk so far
+        self.file_bytes = 0  # bytes on disk so far
         self.blocks = 0
+        self._write(MAGIC)
 
     def write_frame(self, frame: str | bytes | bytearray | memoryview, recv_ns: int) -> None:
         """Add one received frame (``str`` is stored as UTF-8 and read back as ``str``)."""
@@ -139,31 +182,41 @@ class RecordingWriter:
         self._append(time.time_ns() if recv_ns is None else recv_ns, KIND_META, payload)
 
     def flush_if_due(self) -> None:
-        """Write the pending block if it is older than ``flush_interval`` (call this periodically)."""
+        """Write the pending block if it is older than ``flush_interval`` (call this periodically).
+
+        It also raises the :class:`RecordingWriteError` of an earlier failed write, so a periodic
+        caller learns of a failure that happened inside a frame callback.
+        """
+        if self._error is not None:
+            raise self._error
         if self._pending and self._clock() - self._pending_since >= self.flush_interval:
             self.flush()
 
     def flush(self) -> None:
         """Compress the pending records into one block and hand it to the OS."""
+        if self._error is not None:
+            raise self._error
         if not self._pending or self._file is None:
             return
         raw = bytes(self._pending)
         packed = zlib.compress(raw, self.level)
-        block = BLOCK_HEADER.pack(len(raw), len(packed), zlib.crc32(raw)) + packed
-        self._file.write(block)
+        fields = (len(raw), len(packed), zlib.crc32(raw))
+        self._write(BLOCK_HEADER.pack(*fields, zlib.crc32(BLOCK_HEADER_V1.pack(*fields))) + packed)
         self._pending.clear()
-        self.file_bytes += len(block)
         self.blocks += 1
 
     def close(self) -> None:
-        """Flush what is pending and close the file (idempotent)."""
+        """Flush what is pending and close the file (idempotent, unless a write failed: see Raises)."""
         if self._file is None:
+            if self._error is not None:
+                raise self._error
             return
         try:
             self.flush()
         finally:
-            self._file.close()
-            self._file = None
+            if self._file is not None:
+                self._file.close()
+                self._file = None
 
     def __enter__(self) -> RecordingWriter:
         return self
@@ -174,8 +227,15 @@ class RecordingWriter:
         self.close()
 
     def _append(self, recv_ns: int, kind: int, payload: bytes) -> None:
+        if self._error is not None:
+            raise self._error
         if self._file is None:
             raise ValueError("write to a closed RecordingWriter")
+        size = RECORD_HEADER.size + len(payload)
+        if size > MAX_BLOCK_BYTES:
+            raise ValueError(f"a {len(payload)} byte record does not fit in a block of {MAX_BLOCK_BYTES} bytes")
+        if len(self._pending) + size > MAX_BLOCK_BYTES:
+            self.flush()
         if not self._pending:
             self._pending_since = self._clock()
         self._pending += RECORD_HEADER.pack(recv_ns, kind, len(payload))
@@ -185,6 +245,20 @@ class RecordingWriter:
         else:
             self.flush_if_due()
 
+    def _write(self, data: bytes) -> None:
+        assert self._file is not None
+        view = memoryview(data)
+        try:
+            while view:  # a raw write may take only part (a disk filling up): the next call says why
+                written = self._file.write(view)
+                self.file_bytes += written
+                view = view[written:]
+        except OSError as exc:
+            self._error = RecordingWriteError(exc.errno, exc.strerror or str(exc), str(self.path))
+            self._file.close()
+            self._file = None
+            raise self._error from exc
+
 
 class RecordingReader:
     """Iterate over the records of a recording, block by block.
@@ -192,45 +266,53 @@ class RecordingReader:
     Parameters
     ----------
     path : str or Path
-        The recording.
+        The recording (format version 2 or 1).
 
     Raises
     ------
     OSError
         The file cannot be opened.
     RecordingError
-        The file does not start with the recording magic (checked on open), or a complete block is
-        damaged (raised while iterating).
+        The file does not start with the recording magic (checked on open), or a block is damaged
+        (raised while iterating, after the records of every block before it; the message names the
+        damaged block's byte offset).
 
     Notes
     -----
-    Iterate once: the reader streams the file block by block. An incomplete block at the end of the
-    file (a recorder that crashed or was killed mid-write) is skipped; after iteration
-    ``truncated_bytes`` says how many bytes that was (0 for a clean file).
+    Iterate once: the reader streams the file block by block. A torn last block (a recorder that
+    crashed, was killed or hit a full disk mid-write; see the module docstring for what counts as
+    torn) is skipped; after iteration ``truncated_bytes`` says how many bytes that was (0 for a
+    clean file). ``version`` is the file's format version (1 or 2).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._file: IO[bytes] = open(self.path, "rb")
         magic = self._file.read(len(MAGIC))
-        if magic != MAGIC:
+        if magic[:-1] != MAGIC[:-1] or magic[-1] not in _BLOCK_HEADERS:
             self._file.close()
             if magic[:-1] == MAGIC[:-1]:
                 raise RecordingError(f"recording format version {magic[-1]} is not supported")
             raise RecordingError(f"not a pm_ws recording (it starts with {magic!r})")
+        self.version = magic[-1]
         self.truncated_bytes = 0
 
     def __iter__(self) -> Iterator[Record]:
         read = self._file.read
+        header_size = _BLOCK_HEADERS[self.version].size
         offset = len(MAGIC)
-        while True:
-            header = read(BLOCK_HEADER.size)
-            if len(header) < BLOCK_HEADER.size:
+        while header := read(header_size):
+            if len(header) < header_size:
                 self.truncated_bytes = len(header)
                 return
-            raw_len, packed_len, crc = BLOCK_HEADER.unpack(header)
+            raw_len, packed_len, crc = self._lengths(header, offset)
             packed = read(packed_len)
             if len(packed) < packed_len:
+                if not _is_torn(packed, raw_len):
+                    raise RecordingError(
+                        f"damaged block at byte {offset}: it claims {packed_len} bytes, the file ends after "
+                        f"{len(packed)} that are not a torn block"
+                    )
                 self.truncated_bytes = len(header) + len(packed)
                 return
             yield from _records_of(_unpack_block(packed, raw_len, crc, offset), offset)
@@ -248,16 +330,41 @@ class RecordingReader:
     ) -> None:
         self.close()
 
+    def _lengths(self, header: bytes, offset: int) -> tuple[int, int, int]:
+        # raw_len, packed_len and crc of a block header, checked before anything is read or inflated
+        fields = _BLOCK_HEADERS[self.version].unpack(header)
+        raw_len, packed_len, crc = fields[:3]
+        if len(fields) > 3 and zlib.crc32(header[: BLOCK_HEADER_V1.size]) != fields[3]:
+            raise RecordingError(f"damaged block at byte {offset}: header checksum mismatch")
+        if raw_len > MAX_BLOCK_BYTES or packed_len > max_packed_len(raw_len):
+            lengths = f"raw {raw_len}, packed {packed_len}"
+            raise RecordingError(f"damaged block at byte {offset}: impossible lengths ({lengths})")
+        return raw_len, packed_len, crc
+
+
+
+def _inflate(packed: bytes, raw_len: int) -> tuple[bytes, bool] | None:
+    # Inflate `packed` to never more than raw_len + 1 bytes (enough to see it is too long): the output
+    # and whether the zlib stream ended at the end of `packed`; None for bad data or an early end
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(packed, raw_len + 1)
+    except zlib.error:
+        return None
+    return None if inflater.unused_data else (raw, inflater.eof)
+
+
+def _is_torn(packed: bytes, raw_len: int) -> bool:
+    # The bytes a write cut short by the end of the file leaves: the start of a block's zlib stream
+    inflated = _inflate(packed, raw_len)
+    return inflated is not None and not inflated[1] and len(inflated[0]) <= raw_len
+
 
 def _unpack_block(packed: bytes, raw_len: int, crc: int, offset: int) -> bytes:
-    try:
-        raw = zlib.decompress(packed)
-    except zlib.error as exc:
-        raise RecordingError(f"damaged block at byte {offset}: {exc}") from None
-    if len(raw) != raw_len or zlib.crc32(raw) != crc:
-        raise RecordingError(f"damaged block at byte {offset}: length or checksum mismatch")
-    return raw
-
+    inflated = _inflate(packed, raw_len)
+    if inflated is None or not inflated[1] or len(inflated[0]) != raw_len or zlib.crc32(inflated[0]) != crc:
+        raise RecordingError(f"damaged block at byte {offset}: its data does not inflate to its length and checksum")
+    return inflated[0]
 
 def _records_of(raw: bytes, offset: int) -> Iterator[Record]:
     position = 0
