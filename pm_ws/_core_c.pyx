@@ -24,8 +24,9 @@ from libc.string cimport memcmp, memcpy, memmove, memset
 
 import orjson
 
-from pm_ws.errors import CapacityError, ParseError
-from pm_ws.row import SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, STAT_KEYS, Top
+from pm_ws._events import NEW_MARKET_ID_KEYS, STAT_KEYS
+from pm_ws.errors import CapacityError, parse_error
+from pm_ws.row import DEFAULT_MAX_FRAME_BYTES, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top
 
 __all__ = ["parse_price", "parse_size", "price_to_cents", "BookStore", "Dispatcher"]
 
@@ -45,6 +46,14 @@ include "_hot/staging.pxi"
 include "_hot/fastpath.pxi"
 include "_hot/book_side.pxi"
 include "_hot/validate.pxi"
+
+# Names of the pm_kind, pm_key and pm_value members, in enum order, as pm_ws._events spells them
+EVENT_NAMES = ("", "book", "price_change", "last_trade_price", "tick_size_change", "best_bid_ask",
+               "new_market", "market_resolved")
+KEY_NAMES = ("event_type", "asset_id", "timestamp", "tick_size", "new_tick_size", "last_trade_price",
+             "price", "size", "side", "best_bid", "best_ask", "bids", "asks", "price_changes")
+VALUE_NAMES = ("", "name", "id", "timestamp", "price", "price_or_empty", "tick", "size", "side", "levels",
+               "entries")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,7 +150,7 @@ cdef class BookStore:
         cdef Py_ssize_t i
         cdef int32_t slot
         cdef pm_token_t* t
-        if n < 1 or n > PM_TOKEN_MAX:
+        if n < 1 or n > PM_TOKEN_ID_MAX:
             return -1
         i = <Py_ssize_t>(h & <uint64_t>self._mask)
         while True:
@@ -186,7 +195,7 @@ cdef class BookStore:
         cdef uint64_t h
         cdef int64_t* row
         if not (token_view(token_id, &p, &n) and valid_token(p, n)):
-            raise ValueError(f"invalid token id {token_id!r}: need 1..{PM_TOKEN_MAX} characters of [0-9A-Za-z_.:-]")
+            raise ValueError(f"invalid token id {token_id!r:.60}: {TOKEN_ID_EXPECTED}")
         h = pm_hash(p, n)
         slot = self.lookup(<const char*>p, n, h)
         if slot >= 0:
@@ -387,7 +396,7 @@ cdef class Dispatcher:
     """
 
     def __cinit__(self, BookStore store not None, *, on_event=None, bint emit_trades=False,
-                  Py_ssize_t max_frame_bytes=16 * 1024 * 1024):
+                  Py_ssize_t max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
         cdef Py_ssize_t cells = store._capacity
         self.store = store
         self._on_event = on_event
@@ -493,7 +502,7 @@ cdef class Dispatcher:
             if kind == EV_UNKNOWN:
                 self._stats[ST_REJ_UNKNOWN_EVENT] += 1
                 continue
-            if kind >= EV_NEW_MARKET:
+            if kind >= EV_FIRST_COLD:  # decoded whole from its bytes: no staged keys to check
                 applied += self._apply_cold(e, kind)
                 continue
             status = validate_event(st, &e.f, kind)
@@ -508,11 +517,13 @@ cdef class Dispatcher:
             elif kind == EV_BOOK:
                 applied += self._apply_book(e, recv_ts_ns)
             elif kind == EV_LAST_TRADE_PRICE:
-                applied += self._apply_last_trade(e, recv_ts_ns)
+                applied += self._apply_last_trade_price(e, recv_ts_ns)
             elif kind == EV_TICK_SIZE_CHANGE:
-                applied += self._apply_tick_size(e, recv_ts_ns)
-            else:
+                applied += self._apply_tick_size_change(e, recv_ts_ns)
+            elif kind == EV_BEST_BID_ASK:
                 applied += self._apply_best_bid_ask(e)
+            else:  # unreachable: a hot kind without a handler
+                self._stats[ST_REJ_BAD_EVENT] += 1
         return applied
 
     cdef int32_t _slot(self, const pm_fields_t* f) noexcept:
@@ -534,8 +545,8 @@ cdef class Dispatcher:
         if slot < 0:
             return 0
         book = &self.store._books[slot]
-        if (side_load(&book.bids, self._cur.lv + f.off[0], f.cnt[0], True) < 0
-                or side_load(&book.asks, self._cur.lv + f.off[1], f.cnt[1], False) < 0):
+        if (side_load(&book.bids, self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], True) < 0
+                or side_load(&book.asks, self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS], False) < 0):
             raise MemoryError()
         row = self.store._rows + slot * PM_N_FIELDS
         if f.has & (1 << K_TICK_SIZE):
@@ -558,7 +569,7 @@ cdef class Dispatcher:
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
         cdef BookStore store = self.store
         cdef pm_fields_t* f = &e.f
-        cdef Py_ssize_t i, t, nt = 0, first = f.off[2], end = f.off[2] + f.cnt[2]
+        cdef Py_ssize_t i, t, nt = 0, first = f.off[A_PRICE_CHANGES], end = first + f.cnt[A_PRICE_CHANGES]
         cdef pm_entry_t* en
         cdef int32_t slot
         cdef int64_t* row
@@ -615,7 +626,7 @@ cdef class Dispatcher:
                 self._queue_resync(slot)
         return 1
 
-    cdef int _apply_last_trade(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
+    cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef int64_t* row
@@ -637,7 +648,7 @@ cdef class Dispatcher:
             })
         return 1
 
-    cdef int _apply_tick_size(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
+    cdef int _apply_tick_size_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef int64_t* row
@@ -670,33 +681,42 @@ cdef class Dispatcher:
         return 1
 
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1:
-        # new_market / market_resolved: rare, so decoded with orjson from the event's own bytes
-        cdef str name
+        # Cold events are rare, so decoded with orjson from the event's own bytes
         try:
             payload = orjson.loads(PyBytes_FromStringAndSize(<const char*>e.span_start, e.span_end - e.span_start))
         except orjson.JSONDecodeError:  # only a number too large for orjson (e.g. 1e400), valid JSON to us
             self._stats[ST_REJ_BAD_EVENT] += 1
             return 0
         if kind == EV_NEW_MARKET:
-            name = "new_market"
-            key = None
-            for field in ("market", "condition_id", "id"):
-                if field in payload:
-                    key = payload[field]
-                    break
-            if isinstance(key, str) and len(key) <= SEEN_MARKET_ID_MAX:
-                if key in self._seen_markets:
-                    self._stats[ST_SKIP_DUPLICATE] += 1
-                    return 0
-                self._seen_markets[key] = None
-                if len(self._seen_markets) > SEEN_MARKETS_MAX:
-                    del self._seen_markets[next(iter(self._seen_markets))]
-            self._count(ST_EV_NEW_MARKET)
-        else:
-            name = "market_resolved"
-            self._count(ST_EV_MARKET_RESOLVED)
+            return self._apply_new_market(payload)
+        if kind == EV_MARKET_RESOLVED:
+            return self._apply_market_resolved(payload)
+        self._stats[ST_REJ_BAD_EVENT] += 1  # unreachable: a cold kind without a handler
+        return 0
+
+    cdef int _apply_new_market(self, object payload) except -1:
+        key = None
+        for field in NEW_MARKET_ID_KEYS:
+            if field in payload:
+                key = payload[field]
+                break
+        if isinstance(key, str) and len(key) <= SEEN_MARKET_ID_MAX:
+            if key in self._seen_markets:
+                self._stats[ST_SKIP_DUPLICATE] += 1
+                return 0
+            self._seen_markets[key] = None
+            if len(self._seen_markets) > SEEN_MARKETS_MAX:
+                del self._seen_markets[next(iter(self._seen_markets))]
+        return self._deliver(EV_NEW_MARKET, payload)
+
+    cdef int _apply_market_resolved(self, object payload) except -1:
+        return self._deliver(EV_MARKET_RESOLVED, payload)
+
+    cdef int _deliver(self, int kind, object payload) except -1:
+        # Count a cold event and hand it to on_event under its event_type name
+        self._count(ST_EV_BOOK + kind - EV_BOOK)  # the ST_EV_* counters follow pm_kind
         if self._on_event is not None:
-            self._on_event(name, payload)
+            self._on_event(EVENT_NAMES[kind], payload)
         return 1
 
     cdef int _queue_resync(self, int32_t slot) except -1:
@@ -728,7 +748,8 @@ cdef class Dispatcher:
         return {STAT_KEYS[i]: self._stats[i] for i in range(ST_COUNT)}
 
 
-# Layout as compiled from _core_c.pxd, for the test that keeps it equal to pm_ws.row
+# Layout and vocabulary as compiled from _core_c.pxd, for the tests that keep them equal to
+# pm_ws.row and pm_ws._events
 FIELD_INDEX = {
     "BID_PX": PM_BID_PX, "BID_SZ": PM_BID_SZ, "ASK_PX": PM_ASK_PX, "ASK_SZ": PM_ASK_SZ,
     "LAST_PX": PM_LAST_PX, "LAST_SZ": PM_LAST_SZ, "LAST_SIDE": PM_LAST_SIDE,
@@ -742,6 +763,45 @@ C_CONSTANTS = {
     "EMPTY": PM_EMPTY, "SUBSCRIBING": PM_SUBSCRIBING, "LIVE": PM_LIVE, "STALE": PM_STALE,
     "INVALID": PM_INVALID, "N_STATS": ST_COUNT,
 }
+C_LIMITS = {
+    "PRICE_DECIMALS": PM_PRICE_DECIMALS, "SIZE_DECIMALS": PM_SIZE_DECIMALS, "TOKEN_ID_MAX": PM_TOKEN_ID_MAX,
+    "MAX_JSON_DEPTH": PM_MAX_JSON_DEPTH, "MAX_TIMESTAMP_DIGITS": PM_MAX_TIMESTAMP_DIGITS,
+}
+
+
+cdef tuple key_names(uint32_t keys):
+    cdef int k
+    return tuple([KEY_NAMES[k] for k in range(K_COUNT) if (keys >> k) & 1])
+
+
+cdef tuple event_row(int kind):
+    # (name, the pm_kind kind_of() gives it, hot, required keys, optional keys)
+    cdef uint32_t required = 0, optional = 0
+    cdef bytes name = EVENT_NAMES[kind].encode()
+    cdef bint hot = required_keys(kind, &required, &optional)
+    if not hot:
+        required = optional = 0
+    return (EVENT_NAMES[kind], kind_of(name, len(name)), hot and kind < EV_FIRST_COLD,
+            key_names(required), key_names(optional))
+
+
+cdef tuple key_row(int k):
+    # (name, the pm_key key_of() and the raw_key() fast path give it, its value kind's name)
+    cdef bytes name = KEY_NAMES[k].encode()
+    cdef bytes padded = name + b'"' + b" " * RAW_KEY_SPAN  # raw_key reads ahead
+    cdef int fast = -1
+    if raw_key(<cptr>padded, &fast) == NULL:
+        fast = -1
+    return (KEY_NAMES[k], key_of(name, len(name)), fast, VALUE_NAMES[key_value(k)])
+
+
+EVENT_TABLE = tuple([event_row(kind) for kind in range(EV_BOOK, EV_COUNT)])  # in pm_kind order
+KEY_TABLE = tuple([key_row(k) for k in range(K_COUNT)])  # in pm_key order
+ELEMENT_KEYS = {
+    "level": key_names(LEVEL_KEYS),
+    "entry_required": key_names(ENTRY_REQUIRED),
+    "entry_optional": key_names(ENTRY_OPTIONAL),
+}
 
 if len(STAT_KEYS) != ST_COUNT:
-    raise ImportError("pm_ws._core_c: pm_stat in _core_c.pxd no longer matches pm_ws.row.STAT_KEYS")
+    raise ImportError("pm_ws._core_c: pm_stat in _core_c.pxd no longer matches pm_ws._events.STAT_KEYS")

@@ -90,9 +90,9 @@ cdef inline cptr quoted_digits(cptr p, cptr e, int64_t* out) noexcept:
     cdef int64_t v = 0
     cdef unsigned int d
     cdef cptr start = p
-    # at most TS_MAX_DIGITS digits are read (19 may overflow): a longer run stops at a digit,
+    # at most PM_MAX_TIMESTAMP_DIGITS digits are read (19 may overflow): a longer run stops at a digit,
     # not at the closing quote, and is refused below
-    cdef cptr stop = p + TS_MAX_DIGITS if e - p > TS_MAX_DIGITS else e
+    cdef cptr stop = p + PM_MAX_TIMESTAMP_DIGITS if e - p > PM_MAX_TIMESTAMP_DIGITS else e
     while p < stop:
         d = p[0] - 48
         if d > 9:
@@ -125,7 +125,7 @@ cdef inline cptr fast_price(cptr p, cptr e, int k, pm_fields_t* f) noexcept:
         q = quoted_fraction(p + 3, e, &f.val[k])
     if q == NULL:
         q = quoted_units(p + 1, e, PM_PRICE_DECIMALS, 1, PM_PRICE_SCALE, &f.val[k])
-    if q == NULL or (f.val[k] == 0 and (k == K_TICK_SIZE or k == K_NEW_TICK_SIZE)):
+    if q == NULL or (f.val[k] == 0 and key_value(k) == V_TICK):
         return slow_number(p + 1, e, k, f)  # also records a zero tick as bad_number
     set_fresh_ok(f, k)
     return q

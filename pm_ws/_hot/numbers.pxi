@@ -3,7 +3,6 @@
 
 cdef enum:
     SIZE_INT_MAX = 9223372036854  # INT64_MAX // PM_SIZE_SCALE
-    TS_MAX_DIGITS = 18
 
 cdef uint64_t POW10[7]
 POW10[:] = [1, 10, 100, 1000, 10000, 100000, 1000000]
@@ -58,7 +57,7 @@ cdef inline int64_t parse_ts_c(cptr s, Py_ssize_t n) noexcept:
     cdef int64_t v = 0
     cdef unsigned int d
     cdef Py_ssize_t i
-    if n < 1 or n > TS_MAX_DIGITS:
+    if n < 1 or n > PM_MAX_TIMESTAMP_DIGITS:
         return -1
     for i in range(n):
         d = s[i] - 48
@@ -107,9 +106,13 @@ cdef object text_bytes(object text, cptr* p, Py_ssize_t* n):
     return text
 
 
+cdef str shown_text(object text):
+    # The input as quoted in an error: bytes decoded as latin-1, one character per byte
+    return text if isinstance(text, str) else bytes(text).decode("latin-1")
+
+
 cdef object number_error(str field, object text, cptr s, Py_ssize_t n, int decimals, bint is_price):
-    shown = text if isinstance(text, str) else bytes(text).decode("latin-1")
-    return ParseError(f"invalid {field} {shown[:40]!r}: {number_reason(s, n, decimals, is_price)}")
+    return parse_error(field, shown_text(text), number_reason(s, n, decimals, is_price))
 
 
 def parse_price(text):
@@ -194,6 +197,5 @@ def price_to_cents(text):
     """
     cdef PxRaw v = parse_price(text)
     if v % 100:
-        shown = text if isinstance(text, str) else bytes(text).decode("latin-1")
-        raise ParseError(f"invalid price {shown[:40]!r}: not a whole cent")
+        raise parse_error("price", shown_text(text), "not a whole cent")
     return v // 100

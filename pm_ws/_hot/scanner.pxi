@@ -241,7 +241,7 @@ cdef cptr scan_object(pm_stage_t* s, cptr p, int depth) noexcept:
     # p just after '{' of an object nobody reads
     cdef cptr e = s.end
     cdef bint esc = False
-    if depth > PM_MAX_DEPTH:
+    if depth > PM_MAX_JSON_DEPTH:
         return NULL
     p = skip_ws(p, e)
     if p < e and p[0] == c'}':
@@ -271,7 +271,7 @@ cdef cptr scan_object(pm_stage_t* s, cptr p, int depth) noexcept:
 cdef cptr scan_array(pm_stage_t* s, cptr p, int depth) noexcept:
     # p just after '[' of an array nobody reads
     cdef cptr e = s.end
-    if depth > PM_MAX_DEPTH:
+    if depth > PM_MAX_JSON_DEPTH:
         return NULL
     p = skip_ws(p, e)
     if p < e and p[0] == c']':

@@ -190,21 +190,53 @@ cdef int ensure_arena(pm_stage_t* s) noexcept:
     return 0
 
 
+cdef inline int key_value(int k) noexcept:
+    # How recognised key k's value is read (pm_value), as pm_ws._events.KEYS says; V_NONE otherwise
+    if k == K_EVENT_TYPE:
+        return V_NAME
+    if k == K_ASSET_ID:
+        return V_ID
+    if k == K_TIMESTAMP:
+        return V_TIMESTAMP
+    if k == K_TICK_SIZE or k == K_NEW_TICK_SIZE:
+        return V_TICK
+    if k == K_LAST_TRADE_PRICE:
+        return V_PRICE_OR_EMPTY
+    if k == K_PRICE or k == K_BEST_BID or k == K_BEST_ASK:
+        return V_PRICE
+    if k == K_SIZE:
+        return V_SIZE
+    if k == K_SIDE:
+        return V_SIDE
+    if k == K_BIDS or k == K_ASKS:
+        return V_LEVELS
+    if k == K_PRICE_CHANGES:
+        return V_ENTRIES
+    return V_NONE
+
+
+cdef inline bint is_number_value(int value) noexcept:
+    # A string value that holds a number (plain digits and dots when valid)
+    return (value == V_TIMESTAMP or value == V_PRICE or value == V_PRICE_OR_EMPTY or value == V_TICK
+            or value == V_SIZE)
+
+
 cdef void store_field(pm_fields_t* f, int k, const char* v, Py_ssize_t n) noexcept:
-    # Parse string value v[:n] of recognised key k into f
+    # Parse string value v[:n] of recognised key k into f, as its value kind says
     cdef int64_t x
     cdef cptr u = <cptr>v
-    if k == K_ASSET_ID:
+    cdef int value = key_value(k)
+    if value == V_ID:
         f.asset = v
         f.asset_n = n
         f.asset_hash = pm_hash(u, n)
         set_status(f, k, S_OK)
         return
-    if k == K_EVENT_TYPE:
+    if value == V_NAME:
         f.val[k] = kind_of(v, n)
         set_status(f, k, S_OK)
         return
-    if k == K_SIDE:
+    if value == V_SIDE:
         if n == 3 and memcmp(v, b"BUY", 3) == 0:
             f.val[k] = PM_SIDE_BUY
         elif n == 4 and memcmp(v, b"SELL", 4) == 0:
@@ -214,18 +246,23 @@ cdef void store_field(pm_fields_t* f, int k, const char* v, Py_ssize_t n) noexce
             return
         set_status(f, k, S_OK)
         return
-    if k == K_TIMESTAMP:
-        x = parse_ts_c(u, n)
-    elif k == K_SIZE:
-        x = parse_size_c(u, n)
-    elif k == K_LAST_TRADE_PRICE and n == 0:
+    if value == V_PRICE_OR_EMPTY and n == 0:
         f.val[k] = -1  # "" = no trade yet
         set_status(f, k, S_OK)
         return
-    else:
+    if value == V_TIMESTAMP:
+        x = parse_ts_c(u, n)
+    elif value == V_SIZE:
+        x = parse_size_c(u, n)
+    elif value == V_PRICE or value == V_PRICE_OR_EMPTY:
         x = parse_price_c(u, n)
-        if x == 0 and (k == K_TICK_SIZE or k == K_NEW_TICK_SIZE):
+    elif value == V_TICK:
+        x = parse_price_c(u, n)
+        if x == 0:
             x = -1
+    else:  # unreachable: every string key has a kind above; should one not, its event is rej_bad_event
+        set_status(f, k, S_BAD_SHAPE)
+        return
     f.val[k] = x
     set_status(f, k, S_OK if x >= 0 else S_BAD_NUMBER)
 
@@ -243,7 +280,7 @@ cdef cptr scan_field_str(pm_stage_t* s, cptr p, int k, pm_fields_t* f) noexcept:
     cdef cptr start = p, q
     cdef Py_ssize_t n
     cdef char* out
-    if k >= K_TIMESTAMP and k != K_SIDE:  # a number: most are short runs of digits and dots
+    if is_number_value(key_value(k)):  # most numbers are short runs of digits and dots
         q = plain_number_end(p, s.end)
         if q < s.end and q[0] == c'"':
             store_field(f, k, <const char*>p, q - p)
@@ -314,7 +351,7 @@ cdef cptr scan_list(pm_stage_t* s, cptr p, int depth, int k, pm_fields_t* f) noe
     cdef Py_ssize_t first = s.pc_n if entries else s.lv_n
     cdef int status = S_OK, el
     cdef pm_fields_t lf
-    if depth > PM_MAX_DEPTH:
+    if depth > PM_MAX_JSON_DEPTH:
         return NULL
     p = skip_ws(p, e)
     if p < e and p[0] == c']':
@@ -324,7 +361,7 @@ cdef cptr scan_list(pm_stage_t* s, cptr p, int depth, int k, pm_fields_t* f) noe
             if p >= e:
                 return NULL
             if p[0] == c'{':
-                if depth + 1 > PM_MAX_DEPTH:
+                if depth + 1 > PM_MAX_JSON_DEPTH:
                     return NULL
                 q = fast_entry(p, e, &lf, s.guess) if entries else fast_level(p, e, &lf)
                 if q == NULL:
@@ -356,8 +393,8 @@ cdef cptr scan_list(pm_stage_t* s, cptr p, int depth, int k, pm_fields_t* f) noe
             if p[0] != c',':
                 return NULL
             p = skip_ws(p + 1, e)
-    f.off[k - K_BIDS] = first
-    f.cnt[k - K_BIDS] = (s.pc_n if entries else s.lv_n) - first
+    f.off[k - K_FIRST_ARRAY] = first
+    f.cnt[k - K_FIRST_ARRAY] = (s.pc_n if entries else s.lv_n) - first
     set_status(f, k, status)
     return p
 
@@ -398,7 +435,7 @@ cdef cptr scan_member(pm_stage_t* s, cptr p, int depth, uint32_t keys, pm_fields
         return NULL
     if k == K_OTHER:
         return scan_value(s, p, depth + 1)
-    if k >= K_BIDS:
+    if k >= K_FIRST_ARRAY:  # V_LEVELS or V_ENTRIES
         if p[0] == c'[':
             return scan_list(s, p + 1, depth + 1, k, f)
     elif p[0] == c'"':

@@ -1,4 +1,5 @@
-# Validation: an event's keys against its type, duplicate book prices, token ids.
+# Validation: an event's keys against its type (shape first, then numbers), duplicate book
+# prices, token ids.
 # Included by _core_c.pyx.
 
 cdef int has_duplicate_price(pm_stage_t* s, const pm_level_t* lv, Py_ssize_t n) noexcept:
@@ -28,7 +29,8 @@ cdef int has_duplicate_price(pm_stage_t* s, const pm_level_t* lv, Py_ssize_t n) 
     return 0
 
 
-cdef inline void required_keys(int kind, uint32_t* required, uint32_t* optional) noexcept:
+cdef inline bint required_keys(int kind, uint32_t* required, uint32_t* optional) noexcept:
+    # The keys a hot event type reads, as pm_ws._events.EVENTS lists them; False for any other kind
     optional[0] = 1 << K_TIMESTAMP
     if kind == EV_BOOK:
         required[0] = (1 << K_ASSET_ID) | (1 << K_BIDS) | (1 << K_ASKS)
@@ -40,8 +42,11 @@ cdef inline void required_keys(int kind, uint32_t* required, uint32_t* optional)
         optional[0] |= 1 << K_SIDE
     elif kind == EV_TICK_SIZE_CHANGE:
         required[0] = (1 << K_ASSET_ID) | (1 << K_NEW_TICK_SIZE)
-    else:  # EV_BEST_BID_ASK
+    elif kind == EV_BEST_BID_ASK:
         required[0] = (1 << K_ASSET_ID) | (1 << K_BEST_BID) | (1 << K_BEST_ASK)
+    else:
+        return False
+    return True
 
 
 cdef int validate_event(pm_stage_t* s, const pm_fields_t* f, int kind) noexcept:
@@ -49,12 +54,13 @@ cdef int validate_event(pm_stage_t* s, const pm_fields_t* f, int kind) noexcept:
     # Duplicate prices are only knowable once every price parsed, so a bad number wins
     cdef uint32_t required, optional
     cdef int status, dup
-    required_keys(kind, &required, &optional)
+    if not required_keys(kind, &required, &optional):
+        return S_BAD_SHAPE  # unreachable: only hot kinds are validated, and each has its keys
     status = classify(f, required, optional)
-    if kind == EV_BOOK and status == S_OK:
-        dup = has_duplicate_price(s, s.lv + f.off[0], f.cnt[0])
+    if kind == EV_BOOK and status == S_OK:  # the V_LEVELS keys, bids and asks
+        dup = has_duplicate_price(s, s.lv + f.off[A_BIDS], f.cnt[A_BIDS])
         if dup == 0:
-            dup = has_duplicate_price(s, s.lv + f.off[1], f.cnt[1])
+            dup = has_duplicate_price(s, s.lv + f.off[A_ASKS], f.cnt[A_ASKS])
         if dup < 0:
             return -1
         if dup:
@@ -79,7 +85,7 @@ cdef bint valid_token(cptr p, Py_ssize_t n) noexcept:
     # 1..100 bytes of [0-9A-Za-z_.:-]
     cdef Py_ssize_t i
     cdef unsigned char c
-    if n < 1 or n > PM_TOKEN_MAX:
+    if n < 1 or n > PM_TOKEN_ID_MAX:
         return False
     for i in range(n):
         c = p[i]
