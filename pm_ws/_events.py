@@ -9,38 +9,43 @@ a test keeps equal to ``EVENTS`` / ``KEYS`` here. A leaf module: it imports noth
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import NamedTuple
 
-# How a key's value is read. Every value is a JSON string except the two array kinds.
-NAME = "name"  # the event type's name
-ID = "id"  # a token id (asset_id), any string
-TIMESTAMP = "timestamp"  # 1 to MAX_TIMESTAMP_DIGITS ASCII digits, ms
-PRICE = "price"  # an exact decimal price (see parse_price)
-PRICE_OR_EMPTY = "price_or_empty"  # a price, or "" meaning none yet (a book's last_trade_price)
-TICK = "tick"  # a price above 0
-SIZE = "size"  # an exact decimal size (see parse_size)
-SIDE = "side"  # "BUY" or "SELL"; anything else is a malformed event, not a bad number
-LEVELS = "levels"  # array of {"price", "size"} objects (LEVEL_KEYS), no price twice
-ENTRIES = "entries"  # array of price_change entries (ENTRY_REQUIRED, ENTRY_OPTIONAL)
+
+class ValueKind(StrEnum):
+    """How a key's value is read. Every value is a JSON string except the two array kinds."""
+
+    NAME = "name"  # the event type's name
+    ID = "id"  # a token id (asset_id), any string
+    TIMESTAMP = "timestamp"  # 1 to MAX_TIMESTAMP_DIGITS ASCII digits, ms
+    PRICE = "price"  # an exact decimal price (see parse_price)
+    PRICE_OR_EMPTY = "price_or_empty"  # a price, or "" meaning none yet (a book's last_trade_price)
+    TICK = "tick"  # a price above 0
+    SIZE = "size"  # an exact decimal size (see parse_size)
+    SIDE = "side"  # "BUY" or "SELL"; anything else is a malformed event, not a bad number
+    LEVELS = "levels"  # array of {"price", "size"} objects (LEVEL_KEYS), no price twice
+    ENTRIES = "entries"  # array of price_change entries (ENTRY_REQUIRED, ENTRY_OPTIONAL)
+
 
 MAX_TIMESTAMP_DIGITS = 18  # 18 digits always fit int64 ms
 
 # Every key an event or element is read by, with its value kind, in the compiled pm_key order
-KEYS: dict[str, str] = {
-    "event_type": NAME,
-    "asset_id": ID,
-    "timestamp": TIMESTAMP,
-    "tick_size": TICK,
-    "new_tick_size": TICK,
-    "last_trade_price": PRICE_OR_EMPTY,
-    "price": PRICE,
-    "size": SIZE,
-    "side": SIDE,
-    "best_bid": PRICE,
-    "best_ask": PRICE,
-    "bids": LEVELS,  # the array keys stay last: the compiled core stages them by position
-    "asks": LEVELS,
-    "price_changes": ENTRIES,
+KEYS: dict[str, ValueKind] = {
+    "event_type": ValueKind.NAME,
+    "asset_id": ValueKind.ID,
+    "timestamp": ValueKind.TIMESTAMP,
+    "tick_size": ValueKind.TICK,
+    "new_tick_size": ValueKind.TICK,
+    "last_trade_price": ValueKind.PRICE_OR_EMPTY,
+    "price": ValueKind.PRICE,
+    "size": ValueKind.SIZE,
+    "side": ValueKind.SIDE,
+    "best_bid": ValueKind.PRICE,
+    "best_ask": ValueKind.PRICE,
+    "bids": ValueKind.LEVELS,  # the array keys stay last: the compiled core stages them by position
+    "asks": ValueKind.LEVELS,
+    "price_changes": ValueKind.ENTRIES,
 }
 
 # Keys of the objects inside the array kinds
