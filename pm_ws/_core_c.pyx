@@ -57,7 +57,7 @@ VALUE_NAMES = ("", "name", "id", "timestamp", "price", "price_or_empty", "tick",
 
 
 # ---------------------------------------------------------------------------------------------
-# Public classes
+# BookStore
 
 @cython.final
 @cython.auto_pickle(False)
@@ -368,6 +368,9 @@ cdef list side_list(const pm_side_t* side, Py_ssize_t limit):
         n = limit
     return [(side.lv[side.n - 1 - i].px, side.lv[side.n - 1 - i].sz) for i in range(n)]
 
+
+# ---------------------------------------------------------------------------------------------
+# Dispatcher
 
 @cython.final
 @cython.auto_pickle(False)

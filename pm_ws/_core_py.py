@@ -115,7 +115,7 @@ _MISSING = object()  # tells an absent key from a JSON null
 
 
 # ---------------------------------------------------------------------------------------------
-# Numbers
+# Exact numbers
 
 
 def _text_of(value: object, field: str) -> str:
@@ -225,7 +225,7 @@ def price_to_cents(value: str | bytes | bytearray) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# Books and the row store
+# Book sides: lists of (price, size), worst -> best (bids ascending, asks descending)
 
 
 _Level = tuple[int, int]  # (price units, size units)
@@ -270,6 +270,26 @@ def _wire_order(levels: list[_Level], key: Callable[[_Level], int]) -> list[_Lev
     if all(a < b for a, b in zip(keys, keys[1:])):
         return kept
     return sorted(kept, key=key)
+
+
+def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) -> None:
+    # The one row update per token per event: top of book from the book, times, SEQ
+    row[BID_PX], row[BID_SZ] = book.bids[-1] if book.bids else (0, 0)
+    row[ASK_PX], row[ASK_SZ] = book.asks[-1] if book.asks else (PRICE_SCALE, 0)
+    row[BID_LEVELS] = len(book.bids)
+    row[ASK_LEVELS] = len(book.asks)
+    if timestamp is not None:
+        row[EXCH_TS_MS] = timestamp
+    row[RECV_TS_NS] = recv_ts_ns
+    row[SEQ] += 1
+
+
+def _crossed(row: list[int]) -> bool:
+    return row[BID_LEVELS] > 0 and row[ASK_LEVELS] > 0 and row[BID_PX] >= row[ASK_PX]
+
+
+# ---------------------------------------------------------------------------------------------
+# BookStore
 
 
 def _token_key(token_id: object) -> str | None:
@@ -467,22 +487,6 @@ class BookStore:
         return tokens
 
 
-def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) -> None:
-    # The one row update per token per event: top of book from the book, times, SEQ
-    row[BID_PX], row[BID_SZ] = book.bids[-1] if book.bids else (0, 0)
-    row[ASK_PX], row[ASK_SZ] = book.asks[-1] if book.asks else (PRICE_SCALE, 0)
-    row[BID_LEVELS] = len(book.bids)
-    row[ASK_LEVELS] = len(book.asks)
-    if timestamp is not None:
-        row[EXCH_TS_MS] = timestamp
-    row[RECV_TS_NS] = recv_ts_ns
-    row[SEQ] += 1
-
-
-def _crossed(row: list[int]) -> bool:
-    return row[BID_LEVELS] > 0 and row[ASK_LEVELS] > 0 and row[BID_PX] >= row[ASK_PX]
-
-
 # ---------------------------------------------------------------------------------------------
 # Validation: shape first (rej_bad_event), then numbers (rej_bad_number)
 
@@ -607,7 +611,7 @@ def _decode(event: dict[str, Any], event_type: EventType) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Frames
+# Frames: JSON text and control words
 
 
 def _frame_bytes(frame: object) -> bytes:
@@ -648,6 +652,10 @@ def _market_key(payload: dict[str, Any]) -> str | None:
             value = payload[key]
             return value if isinstance(value, str) and len(value) <= SEEN_MARKET_ID_MAX else None
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatcher
 
 
 class Dispatcher:
