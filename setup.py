@@ -67,6 +67,13 @@ def _no_compiler_message(exc: BaseException) -> str:
     )
 
 
+def _core_c_sources() -> list[str]:
+    hot = os.path.join("pm_ws", "_hot")
+    return [os.path.join("pm_ws", "_core_c.pxd")] + sorted(
+        os.path.join(hot, name) for name in os.listdir(hot) if name.endswith((".pxi", ".h"))
+    )
+
+
 def _extensions() -> list:
     if NO_EXTENSIONS:
         print("*********************\n* Pure Python build *\n*********************", file=sys.stderr)
@@ -77,8 +84,11 @@ def _extensions() -> list:
     print("*********************\n* Accelerated build *" + (" (debug)" if DEBUG else "") + "\n*********************",
           file=sys.stderr)
     cflags = ["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O3"]
+    # One module: _core_c.pyx includes the section files in pm_ws/_hot/ and its C header; depends
+    # lists them so an edit to any of them rebuilds the module
     ext = Extension("pm_ws._core_c", ["pm_ws/_core_c.pyx"], extra_compile_args=cflags,
-                    define_macros=[("CYTHON_DEBUG", "1")] if DEBUG else [])
+                    define_macros=[("CYTHON_DEBUG", "1")] if DEBUG else [],
+                    include_dirs=["pm_ws/_hot"], depends=_core_c_sources())
     # force with ANNOTATE: cythonize skips an unchanged .pyx and would write no HTML
     return cythonize([ext], compiler_directives=DIRECTIVES, annotate=ANNOTATE, force=ANNOTATE,
                      build_dir="build/debug" if DEBUG else None)

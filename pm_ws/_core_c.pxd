@@ -8,13 +8,14 @@ ctypedef const unsigned char* cptr  # a position in a frame's bytes
 ctypedef int64_t PxRaw  # price * PRICE_SCALE
 ctypedef int64_t SzRaw  # size * SIZE_SCALE
 
-cdef enum:
+cdef enum:  # equal to pm_ws.row (and _events.MAX_TIMESTAMP_DIGITS); tests/test_events.py keeps them so
     PM_PRICE_SCALE = 10000  # price units per 1.0
     PM_SIZE_SCALE = 1000000  # size units per share
     PM_PRICE_DECIMALS = 4
     PM_SIZE_DECIMALS = 6
-    PM_TOKEN_MAX = 100  # longest accepted token id, bytes
-    PM_MAX_DEPTH = 32  # deepest JSON nesting accepted; the top-level container is depth 1
+    PM_TOKEN_ID_MAX = 100  # longest accepted token id, bytes
+    PM_MAX_JSON_DEPTH = 32  # deepest JSON nesting accepted; the top-level container is depth 1
+    PM_MAX_TIMESTAMP_DIGITS = 18  # a timestamp is 1..18 digits, so it always fits int64
 
 # Row field indices (one row = PM_N_FIELDS int64 values), equal to pm_ws.row
 cdef enum:  # pm_field
@@ -48,12 +49,15 @@ cdef enum:  # pm_side
     PM_SIDE_BUY = 1
     PM_SIDE_SELL = 2
 
-# Dispatcher counters, in the order of pm_ws.row.STAT_KEYS
+# pm_stat and pm_key stay anonymous blocks (named in a comment): Cython refuses a named enum's
+# member as an array index ("Invalid index type"), and these index _stats[] and pm_fields_t.val[]
+
+# pm_stat: Dispatcher counters, in the order of pm_ws._events.STAT_KEYS (checked at import)
 cdef enum:  # pm_stat
     ST_FRAMES
     ST_BYTES
     ST_EVENTS
-    ST_EV_BOOK
+    ST_EV_BOOK  # one ST_EV_* per pm_kind, in pm_kind order
     ST_EV_PRICE_CHANGE
     ST_EV_LAST_TRADE_PRICE
     ST_EV_TICK_SIZE_CHANGE
@@ -85,35 +89,60 @@ cdef enum:  # pm_guess: strings whose length the fast path expects to repeat
     GUESS_SHORT  # fee_rate_bps, spread: too short for the guess to matter
     GUESS_COUNT
 
-# Event types the scanner recognises in "event_type"
-cdef enum:  # pm_kind
-    EV_UNKNOWN
-    EV_BOOK
-    EV_PRICE_CHANGE
-    EV_LAST_TRADE_PRICE
-    EV_TICK_SIZE_CHANGE
-    EV_BEST_BID_ASK
-    EV_NEW_MARKET
-    EV_MARKET_RESOLVED
+# Event types the scanner recognises in "event_type", in pm_ws._events.EVENTS order (EVENT_TABLE
+# exports them for the test that keeps the two equal): the hot ones, applied from their staged
+# keys, then from EV_FIRST_COLD the cold ones, decoded whole from the event's bytes
+cdef enum pm_kind:
+    EV_UNKNOWN = 0  # not an event type pm_ws knows
+    EV_BOOK = 1
+    EV_PRICE_CHANGE = 2
+    EV_LAST_TRADE_PRICE = 3
+    EV_TICK_SIZE_CHANGE = 4
+    EV_BEST_BID_ASK = 5
+    EV_NEW_MARKET = 6
+    EV_MARKET_RESOLVED = 7
+    EV_COUNT = 8
+    EV_FIRST_COLD = EV_NEW_MARKET
 
-# Object keys the scanner recognises; a key's bit is (1 << key)
+# Object keys the scanner recognises, in pm_ws._events.KEYS order (exported as KEY_TABLE); a
+# key's bit in pm_fields_t is (1 << key)
 cdef enum:  # pm_key
-    K_EVENT_TYPE
-    K_ASSET_ID
-    K_TIMESTAMP  # from here to K_BEST_ASK every key but K_SIDE holds a number
-    K_TICK_SIZE
-    K_NEW_TICK_SIZE
-    K_LAST_TRADE_PRICE
-    K_PRICE
-    K_SIZE
-    K_SIDE
-    K_BEST_BID
-    K_BEST_ASK
-    K_BIDS  # the three array keys stay last and consecutive (see pm_fields_t.off)
-    K_ASKS
-    K_PRICE_CHANGES
-    K_COUNT
-    K_OTHER  # any key nobody reads
+    K_EVENT_TYPE = 0
+    K_ASSET_ID = 1
+    K_TIMESTAMP = 2
+    K_TICK_SIZE = 3
+    K_NEW_TICK_SIZE = 4
+    K_LAST_TRADE_PRICE = 5
+    K_PRICE = 6
+    K_SIZE = 7
+    K_SIDE = 8
+    K_BEST_BID = 9
+    K_BEST_ASK = 10
+    K_BIDS = 11  # the array keys stay last and consecutive: pm_fields_t.off is indexed from K_FIRST_ARRAY
+    K_ASKS = 12
+    K_PRICE_CHANGES = 13
+    K_COUNT = 14
+    K_OTHER = 15  # any key nobody reads
+    K_FIRST_ARRAY = K_BIDS
+
+cdef enum:  # index of an array key in pm_fields_t.off and .cnt
+    A_BIDS = K_BIDS - K_FIRST_ARRAY
+    A_ASKS = K_ASKS - K_FIRST_ARRAY
+    A_PRICE_CHANGES = K_PRICE_CHANGES - K_FIRST_ARRAY
+
+# How a key's value is read (key_value() in staging.pxi), as pm_ws._events names the kinds
+cdef enum pm_value:
+    V_NONE = 0  # no recognised key
+    V_NAME = 1  # the event type's name
+    V_ID = 2  # a token id
+    V_TIMESTAMP = 3  # 1..PM_MAX_TIMESTAMP_DIGITS digits
+    V_PRICE = 4
+    V_PRICE_OR_EMPTY = 5  # a price, or "" for none yet
+    V_TICK = 6  # a price above 0
+    V_SIZE = 7
+    V_SIDE = 8  # "BUY" or "SELL"
+    V_LEVELS = 9  # array of {price, size}
+    V_ENTRIES = 10  # array of price_change entries
 
 ctypedef struct pm_level_t:
     PxRaw px
@@ -133,14 +162,14 @@ ctypedef struct pm_book_t:
 ctypedef struct pm_token_t:  # the id bytes held by one slot
     uint64_t hash
     Py_ssize_t n
-    char id[PM_TOKEN_MAX]
+    char id[PM_TOKEN_ID_MAX]
 
 ctypedef struct pm_fields_t:  # recognised keys of one JSON object, last occurrence wins
     uint32_t has  # key present with the right JSON type
     uint32_t bad_shape  # key present with a wrong type or a value outside its set
     uint32_t bad_num  # key's string is not a valid number of its kind
     int64_t val[K_COUNT]  # parsed number, pm_kind for K_EVENT_TYPE, pm_side for K_SIDE
-    Py_ssize_t off[3]  # first staged level/entry of K_BIDS, K_ASKS, K_PRICE_CHANGES
+    Py_ssize_t off[3]  # first staged level/entry of each array key, indexed A_BIDS, A_ASKS, A_PRICE_CHANGES
     Py_ssize_t cnt[3]  # how many
     const char* asset  # asset_id bytes after unescaping (in the frame or the arena)
     Py_ssize_t asset_n
@@ -223,8 +252,11 @@ cdef class Dispatcher:
     cdef void _count(self, int stat) noexcept
     cdef int _apply_book(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_last_trade(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_tick_size(self, pm_event_t* e, int64_t recv_ts_ns) except -1
+    cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1
+    cdef int _apply_tick_size_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_best_bid_ask(self, pm_event_t* e) noexcept
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1
+    cdef int _apply_new_market(self, object payload) except -1
+    cdef int _apply_market_resolved(self, object payload) except -1
+    cdef int _deliver(self, int kind, object payload) except -1
     cdef int _queue_resync(self, int32_t slot) except -1

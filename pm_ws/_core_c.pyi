@@ -12,6 +12,17 @@ __all__ = ["parse_price", "parse_size", "price_to_cents", "BookStore", "Dispatch
 # The layout as compiled from _core_c.pxd (tests compare it with pm_ws.row)
 FIELD_INDEX: dict[str, int]
 C_CONSTANTS: dict[str, int]
+C_LIMITS: dict[str, int]
+
+# The event vocabulary as compiled (tests compare it with pm_ws._events), in enum order:
+# (name, pm_kind from kind_of, hot, required keys, optional keys) and
+# (name, pm_key from key_of, pm_key from the raw_key fast path or -1, value kind)
+EVENT_TABLE: tuple[tuple[str, int, bool, tuple[str, ...], tuple[str, ...]], ...]
+KEY_TABLE: tuple[tuple[str, int, int, str], ...]
+ELEMENT_KEYS: dict[str, tuple[str, ...]]
+EVENT_NAMES: tuple[str, ...]
+KEY_NAMES: tuple[str, ...]
+VALUE_NAMES: tuple[str, ...]
 
 def parse_price(text: str | bytes | bytearray) -> int: ...
 def parse_size(text: str | bytes | bytearray) -> int: ...

@@ -46,7 +46,20 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .errors import CapacityError, ParseError
+from ._events import (
+    CONTROL_WORDS,
+    ENTRY_OPTIONAL,
+    ENTRY_REQUIRED,
+    EVENTS,
+    KEYS,
+    LEVEL_KEYS,
+    MAX_TIMESTAMP_DIGITS,
+    NEW_MARKET_ID_KEYS,
+    STAT_KEYS,
+    EventType,
+    ValueKind,
+)
+from .errors import CapacityError, ParseError, parse_error
 from .row import (
     ASK_LEVELS,
     ASK_PX,
@@ -54,13 +67,16 @@ from .row import (
     BID_LEVELS,
     BID_PX,
     BID_SZ,
+    DEFAULT_MAX_FRAME_BYTES,
     EPOCH,
     EXCH_TS_MS,
     LAST_PX,
     LAST_SIDE,
     LAST_SZ,
+    MAX_JSON_DEPTH,
     MISMATCHES,
     N_FIELDS,
+    PRICE_DECIMALS,
     PRICE_SCALE,
     RECV_TS_NS,
     SEEN_MARKET_ID_MAX,
@@ -68,10 +84,11 @@ from .row import (
     SEQ,
     SIDE_BUY,
     SIDE_SELL,
-    STAT_KEYS,
+    SIZE_DECIMALS,
     STATE,
     TICK,
     TOKEN_ID,
+    TOKEN_ID_EXPECTED,
     State,
     Top,
 )
@@ -79,13 +96,7 @@ from .row import (
 __all__ = ["BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents"]
 
 INT64_MAX = 2**63 - 1
-PRICE_DIGITS = 4  # fractional digits of a price: PRICE_SCALE == 10**4
-SIZE_DIGITS = 6  # fractional digits of a size: SIZE_SCALE == 10**6
 MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
-MAX_ERROR_TEXT = 40  # characters of the offending input quoted in a ParseError
-MAX_JSON_DEPTH = 32  # the top-level object or array is depth 1
-MAX_TIMESTAMP_DIGITS = 18  # 18 digits always fit int64 ms
-DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
 _EMPTY_ROW = bytes(_ROW.size)
@@ -98,17 +109,13 @@ _JSON_OPENERS = b"{["
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _DEPTH_STEP = tuple(1 if b in b"[{" else -1 for b in range(256))  # indexed by a bracket byte
 
-_CONTROL_WORDS = {
-    b"PONG": "ctl_pong",
-    b"INVALID OPERATION": "ctl_invalid_operation",
-    b"NO NEW ASSETS": "ctl_no_new_assets",
-}
+_CONTROL_WORDS = {word.encode(): counter for word, counter in CONTROL_WORDS.items()}
 _SIDES = {"BUY": SIDE_BUY, "SELL": SIDE_SELL}
 _MISSING = object()  # tells an absent key from a JSON null
 
 
 # ---------------------------------------------------------------------------------------------
-# Numbers
+# Exact numbers
 
 
 def _text_of(value: object, field: str) -> str:
@@ -120,33 +127,29 @@ def _text_of(value: object, field: str) -> str:
     raise TypeError(f"{field} must be str, bytes or bytearray, was {type(value).__name__}")
 
 
-def _parse_error(field: str, text: str, reason: str) -> ParseError:
-    return ParseError(f"invalid {field} {text[:MAX_ERROR_TEXT]!r}: {reason}")
-
-
 def _parse_fixed(text: str, field: str, digits: int, max_units: int, too_large: str) -> int:
     # Reasons are checked in this order: grammar, fractional digits, range
     match = _DECIMAL.fullmatch(text)
     if match is None or not (match[1] or match[2]):
-        raise _parse_error(field, text, "not a decimal number")
+        raise parse_error(field, text, "not a decimal number")
     whole, fraction = match[1].lstrip("0"), match[2] or ""
     if len(fraction) > digits:
-        raise _parse_error(field, text, f"more than {digits} fractional digits")
+        raise parse_error(field, text, f"more than {digits} fractional digits")
     # A longer integer part is out of range anyway; skipping int() also avoids its digit cap
     if len(whole) > MAX_INT_DIGITS:
-        raise _parse_error(field, text, too_large)
+        raise parse_error(field, text, too_large)
     units = int(whole + fraction.ljust(digits, "0"))  # the digits with the point moved right
     if units > max_units:
-        raise _parse_error(field, text, too_large)
+        raise parse_error(field, text, too_large)
     return units
 
 
 def _price_units(text: str) -> int:
-    return _parse_fixed(text, "price", PRICE_DIGITS, PRICE_SCALE, "greater than 1")
+    return _parse_fixed(text, "price", PRICE_DECIMALS, PRICE_SCALE, "greater than 1")
 
 
 def _size_units(text: str) -> int:
-    return _parse_fixed(text, "size", SIZE_DIGITS, INT64_MAX, "does not fit in int64")
+    return _parse_fixed(text, "size", SIZE_DECIMALS, INT64_MAX, "does not fit in int64")
 
 
 def parse_price(value: str | bytes | bytearray) -> int:
@@ -217,12 +220,12 @@ def price_to_cents(value: str | bytes | bytearray) -> int:
     """
     units = parse_price(value)
     if units % 100:
-        raise _parse_error("price", _text_of(value, "price"), "not a whole cent")
+        raise parse_error("price", _text_of(value, "price"), "not a whole cent")
     return units // 100
 
 
 # ---------------------------------------------------------------------------------------------
-# Books and the row store
+# Book sides: lists of (price, size), worst -> best (bids ascending, asks descending)
 
 
 _Level = tuple[int, int]  # (price units, size units)
@@ -267,6 +270,26 @@ def _wire_order(levels: list[_Level], key: Callable[[_Level], int]) -> list[_Lev
     if all(a < b for a, b in zip(keys, keys[1:])):
         return kept
     return sorted(kept, key=key)
+
+
+def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) -> None:
+    # The one row update per token per event: top of book from the book, times, SEQ
+    row[BID_PX], row[BID_SZ] = book.bids[-1] if book.bids else (0, 0)
+    row[ASK_PX], row[ASK_SZ] = book.asks[-1] if book.asks else (PRICE_SCALE, 0)
+    row[BID_LEVELS] = len(book.bids)
+    row[ASK_LEVELS] = len(book.asks)
+    if timestamp is not None:
+        row[EXCH_TS_MS] = timestamp
+    row[RECV_TS_NS] = recv_ts_ns
+    row[SEQ] += 1
+
+
+def _crossed(row: list[int]) -> bool:
+    return row[BID_LEVELS] > 0 and row[ASK_LEVELS] > 0 and row[BID_PX] >= row[ASK_PX]
+
+
+# ---------------------------------------------------------------------------------------------
+# BookStore
 
 
 def _token_key(token_id: object) -> str | None:
@@ -340,7 +363,7 @@ class BookStore:
         """
         key = _token_key(token_id)
         if key is None:
-            raise ValueError(f"invalid token id {token_id!r:.60}: need 1-100 characters of [0-9A-Za-z_.:-]")
+            raise ValueError(f"invalid token id {token_id!r:.60}: {TOKEN_ID_EXPECTED}")
         slot = self._slots.get(key)
         if slot is not None:
             return slot
@@ -464,24 +487,8 @@ class BookStore:
         return tokens
 
 
-def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) -> None:
-    # The one row update per token per event: top of book from the book, times, SEQ
-    row[BID_PX], row[BID_SZ] = book.bids[-1] if book.bids else (0, 0)
-    row[ASK_PX], row[ASK_SZ] = book.asks[-1] if book.asks else (PRICE_SCALE, 0)
-    row[BID_LEVELS] = len(book.bids)
-    row[ASK_LEVELS] = len(book.asks)
-    if timestamp is not None:
-        row[EXCH_TS_MS] = timestamp
-    row[RECV_TS_NS] = recv_ts_ns
-    row[SEQ] += 1
-
-
-def _crossed(row: list[int]) -> bool:
-    return row[BID_LEVELS] > 0 and row[ASK_LEVELS] > 0 and row[BID_PX] >= row[ASK_PX]
-
-
 # ---------------------------------------------------------------------------------------------
-# Event decoding: shape first (rej_bad_event), then numbers (rej_bad_number)
+# Validation: shape first (rej_bad_event), then numbers (rej_bad_number)
 
 
 class _Rejected(Exception):
@@ -496,37 +503,39 @@ def _bad_event() -> _Rejected:
     return _Rejected("rej_bad_event")
 
 
-def _required_str(obj: dict[str, Any], key: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str):
-        raise _bad_event()
-    return value
-
-
-def _optional_str(obj: dict[str, Any], key: str) -> str | None:
-    value = obj.get(key, _MISSING)
-    if value is _MISSING:
-        return None
-    if not isinstance(value, str):
-        raise _bad_event()
-    return value
-
-
-def _required_objects(obj: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    value = obj.get(key)
+def _objects(value: object) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
         raise _bad_event()
     return value
 
 
-def _side(text: str | None) -> int:
-    # Absent side (allowed on trades only) is 0; anything but "BUY"/"SELL" is a bad event
-    if text is None:
-        return 0
-    side = _SIDES.get(text)
-    if side is None:
+def _shaped(obj: dict[str, Any], key: str) -> Any:
+    # key's value with its JSON shape checked, _MISSING when absent: a string (a side must be
+    # BUY or SELL), or for the array kinds a list of objects whose own keys are shaped
+    value = obj.get(key, _MISSING)
+    if value is _MISSING:
+        return value
+    kind = KEYS[key]
+    if kind == ValueKind.LEVELS:
+        return [_shaped_keys(level, LEVEL_KEYS, ()) for level in _objects(value)]
+    if kind == ValueKind.ENTRIES:
+        return [_shaped_keys(entry, ENTRY_REQUIRED, ENTRY_OPTIONAL) for entry in _objects(value)]
+    if not isinstance(value, str) or (kind == ValueKind.SIDE and value not in _SIDES):
         raise _bad_event()
-    return side
+    return value
+
+
+def _shaped_keys(obj: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
+    texts = {}
+    for key in required:
+        texts[key] = value = _shaped(obj, key)
+        if value is _MISSING:
+            raise _bad_event()
+    for key in optional:
+        value = _shaped(obj, key)
+        if value is not _MISSING:
+            texts[key] = value
+    return texts
 
 
 def _wire_price(text: str) -> int:
@@ -550,147 +559,59 @@ def _wire_tick(text: str) -> int:
     return tick
 
 
-def _wire_timestamp(text: str | None) -> int | None:
-    if text is None:
-        return None
+def _wire_timestamp(text: str) -> int:
     if not _TIMESTAMP.fullmatch(text):
         raise _Rejected("rej_bad_number")
     return int(text)
+
+
+def _wire_price_or_empty(text: str) -> int | None:
+    return _wire_price(text) if text else None  # "" means no trade yet
+
+
+def _wire_levels(levels: list[dict[str, str]]) -> list[_Level]:
+    return [(_wire_price(level["price"]), _wire_size(level["size"])) for level in levels]
+
+
+def _wire_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [_values(entry) for entry in entries]
+
+
+# How each value kind of pm_ws._events is read once its shape is right
+_READERS: dict[ValueKind, Callable[[Any], Any]] = {
+    ValueKind.NAME: str,
+    ValueKind.ID: str,
+    ValueKind.SIDE: _SIDES.__getitem__,
+    ValueKind.TIMESTAMP: _wire_timestamp,
+    ValueKind.PRICE: _wire_price,
+    ValueKind.PRICE_OR_EMPTY: _wire_price_or_empty,
+    ValueKind.TICK: _wire_tick,
+    ValueKind.SIZE: _wire_size,
+    ValueKind.LEVELS: _wire_levels,
+    ValueKind.ENTRIES: _wire_entries,
+}
+
+
+def _values(texts: dict[str, Any]) -> dict[str, Any]:
+    return {key: _READERS[KEYS[key]](text) for key, text in texts.items()}
 
 
 def _has_duplicate_price(levels: list[_Level]) -> bool:
     return len({price for price, _ in levels}) != len(levels)
 
 
-class _BookEvent(NamedTuple):
-    asset_id: str
-    bids: list[_Level]  # wire order, size-0 levels included
-    asks: list[_Level]
-    timestamp: int | None
-    tick: int | None
-    last_trade_price: int | None
-
-
-class _Change(NamedTuple):
-    asset_id: str
-    side: int
-    price: int
-    size: int
-    best_bid: int | None
-    best_ask: int | None
-
-
-class _PriceChangeEvent(NamedTuple):
-    changes: list[_Change]
-    timestamp: int | None
-
-
-class _TradeEvent(NamedTuple):
-    asset_id: str
-    price: int
-    size: int
-    side: int
-    timestamp: int | None
-
-
-class _TickEvent(NamedTuple):
-    asset_id: str
-    tick: int
-    timestamp: int | None
-
-
-class _BestBidAskEvent(NamedTuple):
-    asset_id: str
-    best_bid: int
-    best_ask: int
-    timestamp: int | None
-
-
-def _level_texts(event: dict[str, Any], key: str) -> list[tuple[str, str]]:
-    return [(_required_str(level, "price"), _required_str(level, "size")) for level in _required_objects(event, key)]
-
-
-def _decode_book(event: dict[str, Any]) -> _BookEvent:
-    asset_id = _required_str(event, "asset_id")
-    bid_texts = _level_texts(event, "bids")
-    ask_texts = _level_texts(event, "asks")
-    timestamp = _optional_str(event, "timestamp")
-    tick = _optional_str(event, "tick_size")
-    last = _optional_str(event, "last_trade_price")
-    bids = [(_wire_price(price), _wire_size(size)) for price, size in bid_texts]
-    asks = [(_wire_price(price), _wire_size(size)) for price, size in ask_texts]
-    decoded = _BookEvent(
-        asset_id,
-        bids,
-        asks,
-        _wire_timestamp(timestamp),
-        _wire_tick(tick) if tick is not None else None,
-        _wire_price(last) if last else None,  # "" means no trade yet
-    )
+def _decode(event: dict[str, Any], event_type: EventType) -> dict[str, Any]:
+    # The keys a hot event reads, parsed; absent optional keys are left out
+    fields = _values(_shaped_keys(event, event_type.required, event_type.optional))
     # Needs the parsed values ("0.5" == "0.50"), so it runs after the numbers: a bad number wins
     # over a duplicate price, and size-0 levels count as duplicates too (contract reading)
-    if _has_duplicate_price(bids) or _has_duplicate_price(asks):
+    if any(KEYS[key] == ValueKind.LEVELS and _has_duplicate_price(levels) for key, levels in fields.items()):
         raise _bad_event()
-    return decoded
-
-
-def _decode_price_change(event: dict[str, Any]) -> _PriceChangeEvent:
-    texts = [
-        (
-            _required_str(entry, "asset_id"),
-            _side(_required_str(entry, "side")),
-            _required_str(entry, "price"),
-            _required_str(entry, "size"),
-            _optional_str(entry, "best_bid"),
-            _optional_str(entry, "best_ask"),
-        )
-        for entry in _required_objects(event, "price_changes")
-    ]
-    timestamp = _optional_str(event, "timestamp")
-    changes = [
-        _Change(
-            asset_id,
-            side,
-            _wire_price(price),
-            _wire_size(size),
-            _wire_price(best_bid) if best_bid is not None else None,
-            _wire_price(best_ask) if best_ask is not None else None,
-        )
-        for asset_id, side, price, size, best_bid, best_ask in texts
-    ]
-    return _PriceChangeEvent(changes, _wire_timestamp(timestamp))
-
-
-def _decode_trade(event: dict[str, Any]) -> _TradeEvent:
-    asset_id = _required_str(event, "asset_id")
-    price = _required_str(event, "price")
-    size = _required_str(event, "size")
-    side = _side(_optional_str(event, "side"))
-    timestamp = _optional_str(event, "timestamp")
-    return _TradeEvent(asset_id, _wire_price(price), _wire_size(size), side, _wire_timestamp(timestamp))
-
-
-def _decode_tick(event: dict[str, Any]) -> _TickEvent:
-    asset_id = _required_str(event, "asset_id")
-    tick = _required_str(event, "new_tick_size")
-    timestamp = _optional_str(event, "timestamp")
-    return _TickEvent(asset_id, _wire_tick(tick), _wire_timestamp(timestamp))
-
-
-def _decode_best_bid_ask(event: dict[str, Any]) -> _BestBidAskEvent:
-    asset_id = _required_str(event, "asset_id")
-    best_bid = _required_str(event, "best_bid")
-    best_ask = _required_str(event, "best_ask")
-    timestamp = _optional_str(event, "timestamp")
-    return _BestBidAskEvent(asset_id, _wire_price(best_bid), _wire_price(best_ask), _wire_timestamp(timestamp))
-
-
-def _decode_cold(event: dict[str, Any]) -> dict[str, Any]:
-    return event  # cold events are handed over as decoded, without shape checks
+    return fields
 
 
 # ---------------------------------------------------------------------------------------------
-# Frames
+# Frames: JSON text and control words
 
 
 def _frame_bytes(frame: object) -> bytes:
@@ -726,11 +647,15 @@ def _decode_json(body: bytes) -> Any:
 def _market_key(payload: dict[str, Any]) -> str | None:
     # new_market identity: the value of the first present of these keys (the value alone, not
     # key-qualified); a non-string or overlong value disables dedup
-    for key in ("market", "condition_id", "id"):
+    for key in NEW_MARKET_ID_KEYS:
         if key in payload:
             value = payload[key]
             return value if isinstance(value, str) and len(value) <= SEEN_MARKET_ID_MAX else None
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatcher
 
 
 class Dispatcher:
@@ -775,14 +700,9 @@ class Dispatcher:
         self._max_frame_bytes = operator.index(max_frame_bytes)
         self._stats = dict.fromkeys(STAT_KEYS, 0)
         self._seen_markets: dict[str, None] = {}  # new_market dedup keys, oldest first
-        self._handlers: dict[str, tuple[Callable[[dict[str, Any]], Any], Callable[[Any, int], int]]] = {
-            "book": (_decode_book, self._apply_book),
-            "price_change": (_decode_price_change, self._apply_price_change),
-            "last_trade_price": (_decode_trade, self._apply_trade),
-            "tick_size_change": (_decode_tick, self._apply_tick),
-            "best_bid_ask": (_decode_best_bid_ask, self._apply_best_bid_ask),
-            "new_market": (_decode_cold, self._apply_new_market),
-            "market_resolved": (_decode_cold, self._apply_market_resolved),
+        # One handler per event type of pm_ws._events, named _apply_<event type>
+        self._handlers: dict[str, tuple[EventType, Callable[[dict[str, Any], int], int]]] = {
+            event_type.name: (event_type, getattr(self, f"_apply_{event_type.name}")) for event_type in EVENTS
         }
 
     @property
@@ -851,13 +771,15 @@ class Dispatcher:
         if handler is None:
             self._stats["rej_unknown_event"] += 1
             return 0
-        decode, apply = handler
+        event_type, apply = handler
+        if not event_type.hot:
+            return apply(event, recv_ts_ns)  # cold events are handed over as decoded, without shape checks
         try:
-            decoded = decode(event)
+            fields = _decode(event, event_type)
         except _Rejected as rejected:
             self._stats[rejected.counter] += 1
             return 0
-        return apply(decoded, recv_ts_ns)
+        return apply(fields, recv_ts_ns)
 
     def _count_event(self, counter: str) -> int:
         self._stats[counter] += 1
@@ -878,38 +800,42 @@ class Dispatcher:
         if self._store._queue_resync(token_id):
             self._stats["resync_queued"] += 1
 
-    def _apply_book(self, event: _BookEvent, recv_ts_ns: int) -> int:
+    def _apply_book(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
-        slot = store._slots.get(event.asset_id)
+        token_id = fields["asset_id"]
+        slot = store._slots.get(token_id)
         if slot is None:
             return self._skip_unsubscribed()
         book = store._books[slot]
         assert book is not None
-        book.bids = _wire_order(event.bids, _bid_key)
-        book.asks = _wire_order(event.asks, _ask_key)
+        book.bids = _wire_order(fields["bids"], _bid_key)
+        book.asks = _wire_order(fields["asks"], _ask_key)
         row = store._read_row(slot)
-        if event.tick is not None:
-            row[TICK] = event.tick
+        tick = fields.get("tick_size")
+        if tick is not None:
+            row[TICK] = tick
             book.books_name_tick = True
             book.tick_unconfirmed = False
-        if event.last_trade_price is not None:
-            row[LAST_PX] = event.last_trade_price
+        last_trade_price = fields.get("last_trade_price")
+        if last_trade_price is not None:
+            row[LAST_PX] = last_trade_price
         row[STATE] = State.STALE if book.tick_unconfirmed else State.LIVE
         row[EPOCH] += 1
-        _touch(row, book, event.timestamp, recv_ts_ns)
+        _touch(row, book, fields.get("timestamp"), recv_ts_ns)
         if _crossed(row):
-            self._invalidate(row, event.asset_id, "crossed_book")
+            self._invalidate(row, token_id, "crossed_book")
         store._write_row(slot, row)
         return self._count_event("ev_book")
 
-    def _apply_price_change(self, event: _PriceChangeEvent, recv_ts_ns: int) -> int:
+    def _apply_price_change(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
         slots = store._slots
-        subscribed = [(slot, change) for change in event.changes if (slot := slots.get(change.asset_id)) is not None]
+        changes = fields["price_changes"]
+        subscribed = [(slot, change) for change in changes if (slot := slots.get(change["asset_id"])) is not None]
         if not subscribed:
             return self._skip_unsubscribed()
         rows: dict[int, list[int]] = {}  # every subscribed slot named, in order of first appearance
-        last_change: dict[int, _Change] = {}  # LIVE slots only
+        last_change: dict[int, dict[str, Any]] = {}  # LIVE slots only
         for slot, change in subscribed:
             row = rows.get(slot)
             if row is None:
@@ -919,54 +845,57 @@ class Dispatcher:
                 continue
             book = store._books[slot]
             assert book is not None
-            if change.side == SIDE_BUY:
-                _set_level(book.bids, change.price, change.size, _bid_key)
+            if change["side"] == SIDE_BUY:
+                _set_level(book.bids, change["price"], change["size"], _bid_key)
             else:
-                _set_level(book.asks, change.price, change.size, _ask_key)
+                _set_level(book.asks, change["price"], change["size"], _ask_key)
             last_change[slot] = change
         for slot, change in last_change.items():
             row = rows[slot]
             book = store._books[slot]
             assert book is not None
-            _touch(row, book, event.timestamp, recv_ts_ns)
-            checked = change.best_bid is not None and change.best_ask is not None
-            if checked and (change.best_bid, change.best_ask) != (row[BID_PX], row[ASK_PX]):
-                self._invalidate(row, change.asset_id, "checksum_mismatch")
+            _touch(row, book, fields.get("timestamp"), recv_ts_ns)
+            best = (change.get("best_bid"), change.get("best_ask"))
+            if None not in best and best != (row[BID_PX], row[ASK_PX]):
+                self._invalidate(row, change["asset_id"], "checksum_mismatch")
             elif _crossed(row):
-                self._invalidate(row, change.asset_id, "crossed_book")
+                self._invalidate(row, change["asset_id"], "crossed_book")
             store._write_row(slot, row)
         return self._count_event("ev_price_change")
 
-    def _apply_trade(self, event: _TradeEvent, recv_ts_ns: int) -> int:
+    def _apply_last_trade_price(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
-        slot = store._slots.get(event.asset_id)
+        token_id = fields["asset_id"]
+        slot = store._slots.get(token_id)
         if slot is None:
             return self._skip_unsubscribed()
         book = store._books[slot]
         assert book is not None
         row = store._read_row(slot)
-        row[LAST_PX] = event.price
-        row[LAST_SZ] = event.size
-        row[LAST_SIDE] = event.side
-        _touch(row, book, event.timestamp, recv_ts_ns)
+        row[LAST_PX] = fields["price"]
+        row[LAST_SZ] = fields["size"]
+        row[LAST_SIDE] = fields.get("side", 0)
+        timestamp = fields.get("timestamp")
+        _touch(row, book, timestamp, recv_ts_ns)
         store._write_row(slot, row)
         applied = self._count_event("ev_last_trade_price")
         if self._emit_trades and self._on_event is not None:
             self._on_event(
                 "last_trade_price",
                 {
-                    "asset_id": event.asset_id,
-                    "price": event.price,
-                    "size": event.size,
-                    "side": event.side,
-                    "timestamp": event.timestamp or 0,
+                    "asset_id": token_id,
+                    "price": row[LAST_PX],
+                    "size": row[LAST_SZ],
+                    "side": row[LAST_SIDE],
+                    "timestamp": timestamp or 0,
                 },
             )
         return applied
 
-    def _apply_tick(self, event: _TickEvent, recv_ts_ns: int) -> int:
+    def _apply_tick_size_change(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
-        slot = store._slots.get(event.asset_id)
+        token_id = fields["asset_id"]
+        slot = store._slots.get(token_id)
         if slot is None:
             return self._skip_unsubscribed()
         applied = self._count_event("ev_tick_size_change")
@@ -974,26 +903,27 @@ class Dispatcher:
         book = store._books[slot]
         assert book is not None
         book.tick_unconfirmed = False
-        if row[TICK] == event.tick:
+        tick = fields["new_tick_size"]
+        if row[TICK] == tick:
             return applied  # a repeated tick size changes nothing in the row
-        row[TICK] = event.tick
+        row[TICK] = tick
         row[EPOCH] += 1
-        _touch(row, book, event.timestamp, recv_ts_ns)
+        _touch(row, book, fields.get("timestamp"), recv_ts_ns)
         # Levels on the old grid may be wrong: wait for a snapshot
         if row[STATE] in (State.LIVE, State.INVALID):
             row[STATE] = State.STALE
-            self._queue_resync(event.asset_id)
+            self._queue_resync(token_id)
         store._write_row(slot, row)
         return applied
 
-    def _apply_best_bid_ask(self, event: _BestBidAskEvent, recv_ts_ns: int) -> int:
+    def _apply_best_bid_ask(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
-        slot = store._slots.get(event.asset_id)
+        slot = store._slots.get(fields["asset_id"])
         if slot is None:
             return self._skip_unsubscribed()
         row = store._read_row(slot)
         # A cross-check only: best_bid_ask is intermittent and sometimes wrong
-        if row[STATE] == State.LIVE and (event.best_bid, event.best_ask) != (row[BID_PX], row[ASK_PX]):
+        if row[STATE] == State.LIVE and (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
             self._stats["bba_mismatch"] += 1
         return self._count_event("ev_best_bid_ask")
 
@@ -1006,13 +936,14 @@ class Dispatcher:
             self._seen_markets[key] = None
             if len(self._seen_markets) > SEEN_MARKETS_MAX:
                 del self._seen_markets[next(iter(self._seen_markets))]
-        return self._deliver("new_market", payload, "ev_new_market")
+        return self._deliver("new_market", payload)
 
     def _apply_market_resolved(self, payload: dict[str, Any], recv_ts_ns: int) -> int:
-        return self._deliver("market_resolved", payload, "ev_market_resolved")
+        return self._deliver("market_resolved", payload)
 
-    def _deliver(self, event_type: str, payload: dict[str, Any], counter: str) -> int:
-        applied = self._count_event(counter)
+    def _deliver(self, event_type: str, payload: dict[str, Any]) -> int:
+        # Count a cold event and hand it to on_event
+        applied = self._count_event(f"ev_{event_type}")
         if self._on_event is not None:
             self._on_event(event_type, payload)
         return applied

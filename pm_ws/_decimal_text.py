@@ -6,11 +6,9 @@ would print some values one unit off, and the whole point of pm_ws is that it ne
 
 from __future__ import annotations
 
-from .row import PRICE_SCALE, SIZE_SCALE
+from .row import PRICE_DECIMALS, SIZE_DECIMALS
 
-PRICE_DECIMALS = 4  # len(str(PRICE_SCALE)) - 1
-SIZE_DECIMALS = 6  # len(str(SIZE_SCALE)) - 1
-assert 10**PRICE_DECIMALS == PRICE_SCALE and 10**SIZE_DECIMALS == SIZE_SCALE
+__all__ = ["PRICE_DECIMALS", "SIZE_DECIMALS", "price_text", "size_text", "units_text"]
 
 
 def units_text(value: int, decimals: int, min_decimals: int = 0) -> str:

@@ -17,3 +17,11 @@ class ParseError(ProtocolError):
 
 class CapacityError(PmWsError):
     """A BookStore has no free slot for another token."""
+
+
+MAX_ERROR_TEXT = 40  # characters of the offending input quoted in a ParseError
+
+
+def parse_error(field: str, text: str, reason: str) -> ParseError:
+    """Build the ParseError both cores raise: ``invalid price '0.12345': more than 4 fractional digits``."""
+    return ParseError(f"invalid {field} {text[:MAX_ERROR_TEXT]!r}: {reason}")

@@ -1,4 +1,4 @@
-"""Layout of the top-of-book row: units, field indices, token states.
+"""Layout of the top-of-book row: units, field indices, token states, and the limits both cores share.
 
 One row of ``N_FIELDS`` int64 values per token slot, exported by ``BookStore.view``.
 The compiled module declares the same indices in ``_core_c.pxd``; a test keeps them equal.
@@ -10,8 +10,12 @@ import re
 from enum import IntEnum
 from typing import NamedTuple
 
+from ._events import STAT_KEYS as STAT_KEYS  # the counters are derived from the event vocabulary; kept importable here
+
 PRICE_SCALE = 10_000  # price units per 1.0: every Polymarket tick (0.1 ... 0.0001) is whole
 SIZE_SCALE = 1_000_000  # size units per share (trades carry 6 decimals)
+PRICE_DECIMALS = 4  # fractional digits of a price: PRICE_SCALE == 10**PRICE_DECIMALS
+SIZE_DECIMALS = 6  # fractional digits of a size: SIZE_SCALE == 10**SIZE_DECIMALS
 
 BID_PX = 0  # best bid price, 0 when the bid side is empty
 BID_SZ = 1  # size at the best bid
@@ -83,22 +87,14 @@ class Top(NamedTuple):
         return cls._make(values)
 
 
-# Counters returned by Dispatcher.stats(), in this order, in both implementations
-STAT_KEYS = (
-    "frames", "bytes", "events",
-    "ev_book", "ev_price_change", "ev_last_trade_price", "ev_tick_size_change",
-    "ev_best_bid_ask", "ev_new_market", "ev_market_resolved",
-    "ctl_pong", "ctl_invalid_operation", "ctl_no_new_assets",
-    "rej_oversized", "rej_unknown_text", "rej_invalid_json",
-    "rej_unknown_event", "rej_bad_event", "rej_bad_number",
-    "skip_unsubscribed", "skip_duplicate", "skip_not_live",
-    "checksum_mismatch", "crossed_book", "bba_mismatch", "resync_queued",
-)  # fmt: skip
-
 # new_market ids the Dispatcher remembers for its dedup (skip_duplicate): the newest SEEN_MARKETS_MAX
 # ids of at most SEEN_MARKET_ID_MAX characters (a condition id has 66), so memory stays bounded
 # whatever ids a server sends; a longer id is never remembered, so never deduplicated
 SEEN_MARKETS_MAX = 65_536
 SEEN_MARKET_ID_MAX = 128
 
+MAX_JSON_DEPTH = 32  # deepest JSON nesting a frame may have; the top-level object or array is depth 1
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024  # Dispatcher(max_frame_bytes=...): larger frames are skipped unread
+
 assert len(FIELD_NAMES) == N_FIELDS
+assert 10**PRICE_DECIMALS == PRICE_SCALE and 10**SIZE_DECIMALS == SIZE_SCALE

@@ -1,0 +1,104 @@
+/* Inline C for the compiled core pm_ws._core_c: byte scanning (SSE2 where the compiler has it),
+   token-id compare and hash. Included once, by _core_c.pyx (cdef extern from "pm_bytes.h"). */
+#ifndef PM_WS_BYTES_H
+#define PM_WS_BYTES_H
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+/* First byte at or after p that ends a plain run inside a JSON string: a quote, a
+   backslash, a control byte or a non-ASCII byte; e when there is none. */
+static inline const unsigned char* pm_skip_plain(const unsigned char* p, const unsigned char* e) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    while (e - p >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i*)p);
+        /* signed compare: bytes >= 0x80 are negative, so "< 0x20" also catches non-ASCII */
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                   _mm_cmplt_epi8(v, space));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) return p + __builtin_ctz((unsigned)mask);
+        p += 16;
+    }
+#endif
+    while (p < e && *p != '"' && *p != '\\' && *p >= 0x20 && *p < 0x80) p++;
+    return p;
+}
+
+/* Whether p[0..n) (n >= 16) holds no quote, backslash, control or non-ASCII byte. The loop
+   count depends only on n, so a string as long as the previous one costs no mispredict. */
+static inline int pm_plain_span(const unsigned char* p, Py_ssize_t n) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i bslash = _mm_set1_epi8('\\');
+    const __m128i space = _mm_set1_epi8(0x20);
+    __m128i acc = _mm_setzero_si128(), v;
+    Py_ssize_t i;
+    for (i = 0; i + 16 < n; i += 16) {
+        v = _mm_loadu_si128((const __m128i*)(p + i));
+        acc = _mm_or_si128(acc, _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                             _mm_cmplt_epi8(v, space)));
+    }
+    v = _mm_loadu_si128((const __m128i*)(p + n - 16));  /* the last 16 bytes, overlapping */
+    acc = _mm_or_si128(acc, _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, bslash)),
+                                         _mm_cmplt_epi8(v, space)));
+    return _mm_movemask_epi8(acc) == 0;
+#else
+    return pm_skip_plain(p, p + n) == p + n;
+#endif
+}
+
+static inline uint64_t pm_load64(const unsigned char* p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return w;
+}
+
+/* a[0..n) == b[0..n) for token ids: whole 16-byte blocks with a fixed trip count instead
+   of a library call (an id of 77 bytes is 5 loads per side), differences OR-ed together */
+static inline int pm_same_bytes(const unsigned char* a, const unsigned char* b, Py_ssize_t n) {
+    Py_ssize_t i;
+#if defined(__SSE2__)
+    __m128i diff = _mm_setzero_si128();
+    if (n < 16) return memcmp(a, b, (size_t)n) == 0;
+    for (i = 0; i + 16 < n; i += 16)
+        diff = _mm_or_si128(diff, _mm_xor_si128(_mm_loadu_si128((const __m128i*)(a + i)),
+                                                _mm_loadu_si128((const __m128i*)(b + i))));
+    /* the last block, overlapping */
+    diff = _mm_or_si128(diff, _mm_xor_si128(_mm_loadu_si128((const __m128i*)(a + n - 16)),
+                                            _mm_loadu_si128((const __m128i*)(b + n - 16))));
+    return _mm_movemask_epi8(_mm_cmpeq_epi8(diff, _mm_setzero_si128())) == 0xFFFF;
+#else
+    uint64_t diff = 0;
+    if (n < 8) return memcmp(a, b, (size_t)n) == 0;
+    for (i = 0; i + 8 < n; i += 8) diff |= pm_load64(a + i) ^ pm_load64(b + i);
+    diff |= pm_load64(a + n - 8) ^ pm_load64(b + n - 8);  /* the last word, overlapping */
+    return diff == 0;
+#endif
+}
+
+/* Token ids are ~77 random decimal digits: the head, middle and tail words separate them
+   well, and every hit is confirmed by a full compare anyway. */
+static inline uint64_t pm_hash(const unsigned char* p, Py_ssize_t n) {
+    uint64_t a = 0, b = 0, c = 0, h;
+    if (n >= 8) {
+        a = pm_load64(p);
+        b = pm_load64(p + (n >> 1) - 4);
+        c = pm_load64(p + n - 8);
+    } else if (n > 0) {
+        memcpy(&a, p, (size_t)n);
+    }
+    h = (a * 0x9E3779B97F4A7C15ull) ^ (b * 0xC2B2AE3D27D4EB4Full) ^ (c * 0x165667B19E3779F9ull) ^ (uint64_t)n;
+    h ^= h >> 32;
+    h *= 0xD6E8FEB86659FD93ull;
+    h ^= h >> 32;
+    return h;
+}
+
+#endif  /* PM_WS_BYTES_H */
