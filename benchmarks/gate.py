@@ -131,7 +131,7 @@ def evaluate(run: dict) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", metavar="FILE", help="gate this pytest-benchmark JSON instead of running the benchmarks")
+    parser.add_argument("--json", metavar="FILE", help="gate this pytest-benchmark JSON instead of running them")
     args = parser.parse_args(argv)
 
     failures = []
