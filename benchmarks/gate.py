@@ -30,7 +30,6 @@ from typing import NamedTuple
 
 from benchmarks.e2e import TARGET_SHARE
 from benchmarks.feeders import compiled_core_missing
-from benchmarks.timing import loop_overhead_ns, time_pass  # noqa: F401  (still imported from here by variants.py)
 
 # The design's targets, printed for information (absolute times never gate: the machines are shared)
 TARGET_US = {"mixed": 0.20, "price_change": 0.15, "book": 2.0}  # compiled, µs per frame
