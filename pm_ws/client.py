@@ -51,6 +51,7 @@ _INVALID = int(State.INVALID)
 _NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID)
 
 FrameCallback = Callable[[str | bytes, int], None]
+FeedFunction = Callable[[str | bytes, int], int]  # feed(frame, recv_ns) -> events applied
 
 
 class MarketClient:
@@ -168,7 +169,8 @@ class MarketClient:
         self.url = url
         self.store: BookStore = store if store is not None else BookStore(capacity)
         core = sys.modules[type(self.store).__module__]  # a compiled store needs the compiled dispatcher
-        self.dispatcher = core.Dispatcher(self.store, on_event=self._on_core_event, emit_trades=True)
+        self._events = _EventFanout(on_event)
+        self.dispatcher = core.Dispatcher(self.store, on_event=self._events.core_event, emit_trades=True)
         self.max_tokens_per_connection = max_tokens_per_connection
         self.ping_interval = float(ping_interval)
         self.inbound_timeout = float(inbound_timeout)
@@ -179,9 +181,7 @@ class MarketClient:
         self.connect_stagger = float(connect_stagger)
         self.max_frame_bytes = max_frame_bytes
         self._backoff_factory = backoff if backoff is not None else ExponentialBackoff
-        self._on_event = on_event
         self._on_frame = on_frame
-        self._streams: list[EventStream] = []
         self._shards: list[Shard] = []
         self._retiring: set[asyncio.Task[None]] = set()  # tasks of shards closing for lack of tokens
         self._owner: dict[str, Shard] = {}
@@ -194,7 +194,6 @@ class MarketClient:
         self._stop = asyncio.Event()
         self._run_task: asyncio.Task[None] | None = None
         self._done: asyncio.Event | None = None
-        self._callback_errors = 0
         # The watchdog's tick: fine enough for the shortest deadline, never a busy loop
         shortest = min(getattr(self, name) for name in DEADLINES)
         self._tick = min(max(shortest / 10, 0.005), WATCHDOG_TICK_MAX)
@@ -288,9 +287,7 @@ class MarketClient:
         Each iterator has its own bounded queue (``maxsize``); a slow consumer loses the oldest
         events (counted in ``EventStream.dropped``), never slows the reader.
         """
-        stream = EventStream(maxsize, self._forget_stream)
-        self._streams.append(stream)
-        return stream
+        return self._events.open_stream(maxsize)
 
     def stats(self) -> dict[str, Any]:
         """Return a snapshot of the client's health (cheap enough for a UI refresh, not per frame).
@@ -324,8 +321,8 @@ class MarketClient:
             "connections": connections,
             "tokens": tokens,
             "dispatcher": self.dispatcher.stats(),
-            "events_dropped": sum(stream.dropped for stream in self._streams),
-            "callback_errors": self._callback_errors,
+            "events_dropped": self._events.dropped(),
+            "callback_errors": self._events.callback_errors,
         }
 
     # ------------------------------------------------------------------ subscriptions
@@ -445,12 +442,10 @@ class MarketClient:
         for token in stale:
             self._emit("state", token, {"state": State.STALE, "reason": reason, "cause": cause})
 
-    def _frame_feed(self) -> Callable[[str | bytes, int], int]:
+    def _frame_feed(self) -> FeedFunction:
         # What a reader feeds each frame to; only a client with on_frame pays for the extra call
-        if self._on_frame is None:
-            feed: Callable[[str | bytes, int], int] = self.dispatcher.feed
-            return feed
-        return self._tapped_feed(self._on_frame)
+        feed: FeedFunction = self.dispatcher.feed
+        return feed if self._on_frame is None else self._events.tap(feed, self._on_frame)
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -469,9 +464,7 @@ class MarketClient:
         for shard in self._shards:
             shard.task = None
             shard.state = ShardState.CLOSED
-        for stream in self._streams:
-            stream.end()
-        self._streams.clear()  # ended streams take no more events
+        self._events.end_streams()
         self._stop = asyncio.Event()  # an Event binds to the loop that first waits on it: fresh per run
         self._running = False
         if self._done is not None:
@@ -480,54 +473,79 @@ class MarketClient:
 
     # ------------------------------------------------------------------ helpers
 
-    def _tapped_feed(self, on_frame: FrameCallback) -> Callable[[str | bytes, int], int]:
-        feed = self.dispatcher.feed
+    def _row(self, token: str, field: int) -> int:
+        return int(self.store.view[self.store.slot(token), field])
+
+    def _emit(self, kind: str, token_id: str | None, data: dict[str, Any]) -> None:
+        self._events.emit(kind, token_id, data)
+
+    def _nonzero_counters(self) -> dict[str, int]:
+        return {key: value for key, value in self.dispatcher.stats().items() if value}
+
+
+class _EventFanout:
+    """Give each cold event to ``on_event`` and to every open ``events()`` stream; count failing callbacks."""
+
+    def __init__(self, on_event: EventCallback | None) -> None:
+        self.on_event = on_event
+        self.streams: list[EventStream] = []
+        self.callback_errors = 0
+
+    def open_stream(self, maxsize: int) -> EventStream:
+        stream = EventStream(maxsize, self._forget_stream)
+        self.streams.append(stream)
+        return stream
+
+    def end_streams(self) -> None:
+        for stream in self.streams:
+            stream.end()
+        self.streams.clear()  # ended streams take no more events
+
+    def dropped(self) -> int:
+        return sum(stream.dropped for stream in self.streams)
+
+    def core_event(self, event_type: str, payload: dict[str, Any]) -> None:
+        # Called by the dispatcher inside feed(): trades and the custom-feature market events
+        if self.on_event is None and not self.streams:
+            return
+        if event_type == "last_trade_price":
+            self.emit("trade", payload.get("asset_id"), payload)
+        else:
+            self.emit(event_type, None, payload)
+
+    def emit(self, kind: str, token_id: str | None, data: dict[str, Any]) -> None:
+        if self.on_event is None and not self.streams:
+            return
+        event = ClientEvent(kind, token_id, data)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                self.callback_failed("on_event")
+        for stream in self.streams:
+            stream.put(event)
+
+    def tap(self, feed: FeedFunction, on_frame: FrameCallback) -> FeedFunction:
+        """``feed`` followed by ``on_frame`` (a failing ``on_frame`` is counted, the frame stays applied)."""
 
         def tapped(frame: str | bytes, recv_ns: int) -> int:
-            applied: int = feed(frame, recv_ns)
+            applied = feed(frame, recv_ns)
             try:
                 on_frame(frame, recv_ns)
             except Exception:
-                self._callback_failed("on_frame")
+                self.callback_failed("on_frame")
             return applied
 
         return tapped
 
-    def _callback_failed(self, name: str) -> None:
-        self._callback_errors += 1
-        if self._callback_errors == 1:
+    def callback_failed(self, name: str) -> None:
+        self.callback_errors += 1
+        if self.callback_errors == 1:
             logger.exception("%s callback failed (logged once; see stats()['callback_errors'])", name)
 
-    def _row(self, token: str, field: int) -> int:
-        return int(self.store.view[self.store.slot(token), field])
-
-    def _on_core_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        # Called by the dispatcher inside feed(): trades and the custom-feature market events
-        if self._on_event is None and not self._streams:
-            return
-        if event_type == "last_trade_price":
-            self._emit("trade", payload.get("asset_id"), payload)
-        else:
-            self._emit(event_type, None, payload)
-
-    def _emit(self, kind: str, token_id: str | None, data: dict[str, Any]) -> None:
-        if self._on_event is None and not self._streams:
-            return
-        event = ClientEvent(kind, token_id, data)
-        if self._on_event is not None:
-            try:
-                self._on_event(event)
-            except Exception:
-                self._callback_failed("on_event")
-        for stream in self._streams:
-            stream.put(event)
-
     def _forget_stream(self, stream: EventStream) -> None:
-        if stream in self._streams:
-            self._streams.remove(stream)
-
-    def _nonzero_counters(self) -> dict[str, int]:
-        return {key: value for key, value in self.dispatcher.stats().items() if value}
+        if stream in self.streams:
+            self.streams.remove(stream)
 
 
 class PolymarketMarketWsClient(MarketClient):
