@@ -152,7 +152,7 @@ class MarketClient:
         on_event: EventCallback | None = None,
         on_frame: FrameCallback | None = None,
     ) -> None:
-        given = locals()
+        given = locals()  # the parameters by name: the watchdogs name their deadlines
         for name in ("ping_interval", *DEADLINES):  # every watchdog's deadline
             if not given[name] > 0:
                 raise ValueError(f"{name} must be > 0, was {given[name]!r}")
