@@ -36,7 +36,7 @@ _SHOW_CURSOR = "\x1b[?25h"
 # a control string (OSC, DCS, SOS, PM, APC: up to its terminator, or to the end of the text), or any
 # other ESC sequence. Removed whole, so that no parameter bytes are left behind as visible text.
 _ESCAPE_SEQUENCE = re.compile(
-    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]"
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"
     r"|(?:\x1b[]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
     r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"
 )
