@@ -24,13 +24,15 @@ from .client import DEFAULT_URL
 from .gamma import DEFAULT_GAMMA_URL
 
 RECORDING_FORMAT_HELP = """\
-recording format (pm_ws.recording, version 1, little-endian):
-  file   = b"PMWSREC\\x01" block*
-  block  = raw_len:u32 packed_len:u32 crc32:u32 zlib(records)[packed_len]
+recording format (pm_ws.recording, version 2, little-endian):
+  file   = b"PMWSREC\\x02" block*
+  block  = raw_len:u32 packed_len:u32 crc32:u32 header_crc32:u32 zlib(records)[packed_len]
+           header_crc32 = crc32 of the 12 bytes before it; raw_len <= 64 MiB
   record = recv_ns:i64 kind:u8 length:u32 payload[length]
            kind 0 = text frame (UTF-8), 1 = binary frame, 2 = meta (JSON object)
-Blocks are written at least every second and on exit; a crash loses at most the
-last incomplete block, which readers skip.
+Blocks are written at least every second and on exit; a crash or a full disk loses
+at most the last block, which readers skip as torn. Damage anywhere else is exit 4,
+naming the block's byte offset. Version 1 files (no header_crc32) still replay.
 """
 
 
