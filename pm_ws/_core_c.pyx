@@ -35,6 +35,7 @@ cdef extern from "pm_bytes.h":  # _hot/pm_bytes.h: byte scanning, token-id compa
     bint pm_plain_span(const unsigned char* p, Py_ssize_t n) noexcept nogil
     uint64_t pm_hash(const unsigned char* p, Py_ssize_t n) noexcept nogil
     bint pm_same_bytes(const unsigned char* a, const unsigned char* b, Py_ssize_t n) noexcept nogil
+    int64_t pm_token_tag(const unsigned char* p, Py_ssize_t n) noexcept nogil
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
@@ -170,7 +171,10 @@ cdef class BookStore:
         return self.lookup(<const char*>p, n, pm_hash(p, n))
 
     def add(self, token_id):
-        """Hold a token: give it the lowest free slot and a fresh row (SUBSCRIBING).
+        """Hold a token: give it the lowest free slot and a fresh row (SUBSCRIBING, its TOKEN_TAG).
+
+        In a slot used before, SEQ and EPOCH continue from its previous token, each bumped: they
+        never go back, so a reader that cached the slot sees them move on (and TOKEN_TAG change).
 
         Parameters
         ----------
@@ -209,9 +213,13 @@ cdef class BookStore:
         self._ids[slot].n = n
         memcpy(self._ids[slot].id, p, n)
         row = self._rows + slot * PM_N_FIELDS
-        memset(row, 0, PM_N_FIELDS * sizeof(int64_t))
+        clear_row(row)
+        if row[PM_SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
+            row[PM_SEQ] += 1
+            row[PM_EPOCH] += 1
         row[PM_ASK_PX] = PM_PRICE_SCALE
         row[PM_STATE] = PM_SUBSCRIBING
+        row[PM_TOKEN_TAG] = pm_token_tag(p, n)
         self._books[slot].bids.n = 0
         self._books[slot].asks.n = 0
         self._books[slot].books_name_tick = False
@@ -250,12 +258,15 @@ cdef class BookStore:
         PyMem_Free(self._books[slot].bids.lv)
         PyMem_Free(self._books[slot].asks.lv)
         memset(&self._books[slot], 0, sizeof(pm_book_t))
-        memset(self._rows + slot * PM_N_FIELDS, 0, PM_N_FIELDS * sizeof(int64_t))
+        clear_row(self._rows + slot * PM_N_FIELDS)
+        self._rows[slot * PM_N_FIELDS + PM_SEQ] += 1
         self._ids[slot].n = 0
         self._count -= 1
 
     def remove(self, token_id):
-        """Stop holding a token: free its slot and book, zero its row. Unknown ids are ignored.
+        """Stop holding a token: free its slot and book, zero its row but SEQ (bumped) and EPOCH.
+
+        Unknown ids are ignored.
 
         Parameters
         ----------
@@ -360,6 +371,14 @@ cdef class BookStore:
                 self._books[slot].tick_unconfirmed = self._books[slot].books_name_tick
                 row[PM_EPOCH] += 1
                 row[PM_SEQ] += 1
+
+
+cdef inline void clear_row(int64_t* row) noexcept:
+    # Zero a row but SEQ and EPOCH: for a slot they never go back, across remove and add
+    cdef int64_t seq = row[PM_SEQ], epoch = row[PM_EPOCH]
+    memset(row, 0, PM_N_FIELDS * sizeof(int64_t))
+    row[PM_SEQ] = seq
+    row[PM_EPOCH] = epoch
 
 
 cdef list side_list(const pm_side_t* side, Py_ssize_t limit):
@@ -758,10 +777,11 @@ FIELD_INDEX = {
     "LAST_PX": PM_LAST_PX, "LAST_SZ": PM_LAST_SZ, "LAST_SIDE": PM_LAST_SIDE,
     "EXCH_TS_MS": PM_EXCH_TS_MS, "RECV_TS_NS": PM_RECV_TS_NS, "SEQ": PM_SEQ, "EPOCH": PM_EPOCH,
     "STATE": PM_STATE, "TICK": PM_TICK, "BID_LEVELS": PM_BID_LEVELS, "ASK_LEVELS": PM_ASK_LEVELS,
-    "MISMATCHES": PM_MISMATCHES,
+    "MISMATCHES": PM_MISMATCHES, "TOKEN_TAG": PM_TOKEN_TAG, "CONFIRM_TS_NS": PM_CONFIRM_TS_NS,
 }
 C_CONSTANTS = {
     "PRICE_SCALE": PM_PRICE_SCALE, "SIZE_SCALE": PM_SIZE_SCALE, "N_FIELDS": PM_N_FIELDS,
+    "FIRST_SPARE": PM_FIRST_SPARE,
     "SIDE_BUY": PM_SIDE_BUY, "SIDE_SELL": PM_SIDE_SELL,
     "EMPTY": PM_EMPTY, "SUBSCRIBING": PM_SUBSCRIBING, "LIVE": PM_LIVE, "STALE": PM_STALE,
     "INVALID": PM_INVALID, "N_STATS": ST_COUNT,
