@@ -257,7 +257,7 @@ cdef class Dispatcher:
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_tick_size_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_best_bid_ask(self, pm_event_t* e) noexcept
+    cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1
     cdef int _apply_new_market(self, object payload) except -1
     cdef int _apply_market_resolved(self, object payload) except -1

@@ -543,7 +543,7 @@ cdef class Dispatcher:
             elif kind == EV_TICK_SIZE_CHANGE:
                 applied += self._apply_tick_size_change(e, recv_ts_ns)
             elif kind == EV_BEST_BID_ASK:
-                applied += self._apply_best_bid_ask(e)
+                applied += self._apply_best_bid_ask(e, recv_ts_ns)
             else:  # unreachable: a hot kind without a handler
                 self._stats[ST_REJ_BAD_EVENT] += 1
         return applied
@@ -586,6 +586,8 @@ cdef class Dispatcher:
             row[PM_MISMATCHES] += 1
             self._stats[ST_CROSSED_BOOK] += 1
             self._queue_resync(slot)
+        else:
+            row[PM_CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
         return 1
 
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
@@ -646,6 +648,8 @@ cdef class Dispatcher:
                 row[PM_MISMATCHES] += 1
                 self._stats[ST_CROSSED_BOOK] += 1
                 self._queue_resync(slot)
+            elif en.best_bid >= 0 and en.best_ask >= 0:
+                row[PM_CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
         return 1
 
     cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
@@ -689,17 +693,25 @@ cdef class Dispatcher:
             self._queue_resync(slot)
         return 1
 
-    cdef int _apply_best_bid_ask(self, pm_event_t* e) noexcept:
+    cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept:
+        # A cross-check of a LIVE book: a match confirms the top of book, a mismatch is only counted
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef pm_book_t* book
+        cdef int64_t* row
         if slot < 0:
             return 0
         self._count(ST_EV_BEST_BID_ASK)
         book = &self.store._books[slot]
-        if self.store._rows[slot * PM_N_FIELDS + PM_STATE] == PM_LIVE and (
-                f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book)):
+        row = self.store._rows + slot * PM_N_FIELDS
+        if row[PM_STATE] != PM_LIVE:
+            return 1
+        if f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book):
             self._stats[ST_BBA_MISMATCH] += 1
+        else:
+            row[PM_CONFIRM_TS_NS] = recv_ts_ns
+            row[PM_RECV_TS_NS] = recv_ts_ns
+            row[PM_SEQ] += 1
         return 1
 
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1:

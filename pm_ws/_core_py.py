@@ -67,6 +67,7 @@ from .row import (
     BID_LEVELS,
     BID_PX,
     BID_SZ,
+    CONFIRM_TS_NS,
     DEFAULT_MAX_FRAME_BYTES,
     EPOCH,
     EXCH_TS_MS,
@@ -845,6 +846,8 @@ class Dispatcher:
         _touch(row, book, fields.get("timestamp"), recv_ts_ns)
         if _crossed(row):
             self._invalidate(row, token_id, "crossed_book")
+        else:
+            row[CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
         store._write_row(slot, row)
         return self._count_event("ev_book")
 
@@ -881,6 +884,8 @@ class Dispatcher:
                 self._invalidate(row, change["asset_id"], "checksum_mismatch")
             elif _crossed(row):
                 self._invalidate(row, change["asset_id"], "crossed_book")
+            elif None not in best:
+                row[CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
             store._write_row(slot, row)
         return self._count_event("ev_price_change")
 
@@ -942,11 +947,19 @@ class Dispatcher:
         slot = store._slots.get(fields["asset_id"])
         if slot is None:
             return self._skip_unsubscribed()
+        applied = self._count_event("ev_best_bid_ask")
         row = store._read_row(slot)
-        # A cross-check only: best_bid_ask is intermittent and sometimes wrong
-        if row[STATE] == State.LIVE and (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
+        # A cross-check of a LIVE book (best_bid_ask is intermittent and sometimes wrong): a match
+        # confirms the top of book, a mismatch is only counted
+        if row[STATE] != State.LIVE:
+            return applied
+        if (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
             self._stats["bba_mismatch"] += 1
-        return self._count_event("ev_best_bid_ask")
+        else:
+            row[CONFIRM_TS_NS] = row[RECV_TS_NS] = recv_ts_ns
+            row[SEQ] += 1
+            store._write_row(slot, row)
+        return applied
 
     def _apply_new_market(self, payload: dict[str, Any], recv_ts_ns: int) -> int:
         key = _market_key(payload)
