@@ -28,14 +28,17 @@ cdef enum:  # pm_field
     PM_LAST_SIDE = 6  # PM_SIDE_BUY, PM_SIDE_SELL or 0
     PM_EXCH_TS_MS = 7  # exchange timestamp of the last event applied, ms
     PM_RECV_TS_NS = 8  # receive time of the frame that last changed the row, ns
-    PM_SEQ = 9  # bumped on every change of the row
-    PM_EPOCH = 10  # bumped on every snapshot, mark_stale and tick-size change
+    PM_SEQ = 9  # bumped on every change of the row; never goes back for a slot
+    PM_EPOCH = 10  # bumped on every snapshot, mark_stale, tick-size change and add; never goes back
     PM_STATE = 11  # a pm_state value
     PM_TICK = 12  # tick size in price units, 0 until known
     PM_BID_LEVELS = 13  # bid levels in the book
     PM_ASK_LEVELS = 14  # ask levels in the book
-    PM_MISMATCHES = 15  # checksum mismatches and crossed books
-    PM_N_FIELDS = 16  # 128 bytes per row
+    PM_MISMATCHES = 15  # times the book was found untrustworthy (made INVALID)
+    PM_TOKEN_TAG = 16  # pm_token_tag() of the slot's token id, 0 when empty
+    PM_CONFIRM_TS_NS = 17  # receive time of the server's last confirmation of the top of book, ns
+    PM_FIRST_SPARE = 18  # PM_FIRST_SPARE .. PM_N_FIELDS - 1: spare, always 0
+    PM_N_FIELDS = 24  # 192 bytes per row, a multiple of 64
 
 cdef enum:  # pm_state
     PM_EMPTY = 0
@@ -254,7 +257,7 @@ cdef class Dispatcher:
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_tick_size_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_best_bid_ask(self, pm_event_t* e) noexcept
+    cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1
     cdef int _apply_new_market(self, object payload) except -1
     cdef int _apply_market_resolved(self, object payload) except -1

@@ -35,6 +35,7 @@ cdef extern from "pm_bytes.h":  # _hot/pm_bytes.h: byte scanning, token-id compa
     bint pm_plain_span(const unsigned char* p, Py_ssize_t n) noexcept nogil
     uint64_t pm_hash(const unsigned char* p, Py_ssize_t n) noexcept nogil
     bint pm_same_bytes(const unsigned char* a, const unsigned char* b, Py_ssize_t n) noexcept nogil
+    int64_t pm_token_tag(const unsigned char* p, Py_ssize_t n) noexcept nogil
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
@@ -170,7 +171,10 @@ cdef class BookStore:
         return self.lookup(<const char*>p, n, pm_hash(p, n))
 
     def add(self, token_id):
-        """Hold a token: give it the lowest free slot and a fresh row (SUBSCRIBING).
+        """Hold a token: give it the lowest free slot and a fresh row (SUBSCRIBING, its TOKEN_TAG).
+
+        In a slot used before, SEQ and EPOCH continue from its previous token, each bumped: they
+        never go back, so a reader that cached the slot sees them move on (and TOKEN_TAG change).
 
         Parameters
         ----------
@@ -209,9 +213,13 @@ cdef class BookStore:
         self._ids[slot].n = n
         memcpy(self._ids[slot].id, p, n)
         row = self._rows + slot * PM_N_FIELDS
-        memset(row, 0, PM_N_FIELDS * sizeof(int64_t))
+        clear_row(row)
+        if row[PM_SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
+            row[PM_SEQ] += 1
+            row[PM_EPOCH] += 1
         row[PM_ASK_PX] = PM_PRICE_SCALE
         row[PM_STATE] = PM_SUBSCRIBING
+        row[PM_TOKEN_TAG] = pm_token_tag(p, n)
         self._books[slot].bids.n = 0
         self._books[slot].asks.n = 0
         self._books[slot].books_name_tick = False
@@ -250,12 +258,15 @@ cdef class BookStore:
         PyMem_Free(self._books[slot].bids.lv)
         PyMem_Free(self._books[slot].asks.lv)
         memset(&self._books[slot], 0, sizeof(pm_book_t))
-        memset(self._rows + slot * PM_N_FIELDS, 0, PM_N_FIELDS * sizeof(int64_t))
+        clear_row(self._rows + slot * PM_N_FIELDS)
+        self._rows[slot * PM_N_FIELDS + PM_SEQ] += 1
         self._ids[slot].n = 0
         self._count -= 1
 
     def remove(self, token_id):
-        """Stop holding a token: free its slot and book, zero its row. Unknown ids are ignored.
+        """Stop holding a token: free its slot and book, zero its row but SEQ (bumped) and EPOCH.
+
+        Unknown ids are ignored.
 
         Parameters
         ----------
@@ -360,6 +371,14 @@ cdef class BookStore:
                 self._books[slot].tick_unconfirmed = self._books[slot].books_name_tick
                 row[PM_EPOCH] += 1
                 row[PM_SEQ] += 1
+
+
+cdef inline void clear_row(int64_t* row) noexcept:
+    # Zero a row but SEQ and EPOCH: for a slot they never go back, across remove and add
+    cdef int64_t seq = row[PM_SEQ], epoch = row[PM_EPOCH]
+    memset(row, 0, PM_N_FIELDS * sizeof(int64_t))
+    row[PM_SEQ] = seq
+    row[PM_EPOCH] = epoch
 
 
 cdef list side_list(const pm_side_t* side, Py_ssize_t limit):
@@ -524,7 +543,7 @@ cdef class Dispatcher:
             elif kind == EV_TICK_SIZE_CHANGE:
                 applied += self._apply_tick_size_change(e, recv_ts_ns)
             elif kind == EV_BEST_BID_ASK:
-                applied += self._apply_best_bid_ask(e)
+                applied += self._apply_best_bid_ask(e, recv_ts_ns)
             else:  # unreachable: a hot kind without a handler
                 self._stats[ST_REJ_BAD_EVENT] += 1
         return applied
@@ -567,6 +586,8 @@ cdef class Dispatcher:
             row[PM_MISMATCHES] += 1
             self._stats[ST_CROSSED_BOOK] += 1
             self._queue_resync(slot)
+        else:
+            row[PM_CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
         return 1
 
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
@@ -627,6 +648,8 @@ cdef class Dispatcher:
                 row[PM_MISMATCHES] += 1
                 self._stats[ST_CROSSED_BOOK] += 1
                 self._queue_resync(slot)
+            elif en.best_bid >= 0 and en.best_ask >= 0:
+                row[PM_CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
         return 1
 
     cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
@@ -670,17 +693,25 @@ cdef class Dispatcher:
             self._queue_resync(slot)
         return 1
 
-    cdef int _apply_best_bid_ask(self, pm_event_t* e) noexcept:
+    cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept:
+        # A cross-check of a LIVE book: a match confirms the top of book, a mismatch is only counted
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef pm_book_t* book
+        cdef int64_t* row
         if slot < 0:
             return 0
         self._count(ST_EV_BEST_BID_ASK)
         book = &self.store._books[slot]
-        if self.store._rows[slot * PM_N_FIELDS + PM_STATE] == PM_LIVE and (
-                f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book)):
+        row = self.store._rows + slot * PM_N_FIELDS
+        if row[PM_STATE] != PM_LIVE:
+            return 1
+        if f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book):
             self._stats[ST_BBA_MISMATCH] += 1
+        else:
+            row[PM_CONFIRM_TS_NS] = recv_ts_ns
+            row[PM_RECV_TS_NS] = recv_ts_ns
+            row[PM_SEQ] += 1
         return 1
 
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1:
@@ -758,10 +789,11 @@ FIELD_INDEX = {
     "LAST_PX": PM_LAST_PX, "LAST_SZ": PM_LAST_SZ, "LAST_SIDE": PM_LAST_SIDE,
     "EXCH_TS_MS": PM_EXCH_TS_MS, "RECV_TS_NS": PM_RECV_TS_NS, "SEQ": PM_SEQ, "EPOCH": PM_EPOCH,
     "STATE": PM_STATE, "TICK": PM_TICK, "BID_LEVELS": PM_BID_LEVELS, "ASK_LEVELS": PM_ASK_LEVELS,
-    "MISMATCHES": PM_MISMATCHES,
+    "MISMATCHES": PM_MISMATCHES, "TOKEN_TAG": PM_TOKEN_TAG, "CONFIRM_TS_NS": PM_CONFIRM_TS_NS,
 }
 C_CONSTANTS = {
     "PRICE_SCALE": PM_PRICE_SCALE, "SIZE_SCALE": PM_SIZE_SCALE, "N_FIELDS": PM_N_FIELDS,
+    "FIRST_SPARE": PM_FIRST_SPARE,
     "SIDE_BUY": PM_SIDE_BUY, "SIDE_SELL": PM_SIDE_SELL,
     "EMPTY": PM_EMPTY, "SUBSCRIBING": PM_SUBSCRIBING, "LIVE": PM_LIVE, "STALE": PM_STALE,
     "INVALID": PM_INVALID, "N_STATS": ST_COUNT,

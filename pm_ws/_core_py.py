@@ -67,6 +67,7 @@ from .row import (
     BID_LEVELS,
     BID_PX,
     BID_SZ,
+    CONFIRM_TS_NS,
     DEFAULT_MAX_FRAME_BYTES,
     EPOCH,
     EXCH_TS_MS,
@@ -88,9 +89,11 @@ from .row import (
     STATE,
     TICK,
     TOKEN_ID,
+    TOKEN_TAG,
     TOKEN_ID_EXPECTED,
     State,
     Top,
+    token_tag,
 )
 
 __all__ = ["BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents"]
@@ -99,7 +102,6 @@ INT64_MAX = 2**63 - 1
 MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
 
 _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
-_EMPTY_ROW = bytes(_ROW.size)
 
 _DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
 _TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
@@ -342,7 +344,10 @@ class BookStore:
         return memoryview(self._buffer).cast("q", (self._capacity, N_FIELDS)).toreadonly()
 
     def add(self, token_id: str | bytes) -> int:
-        """Hold a token: give it a slot with an empty book, state ``SUBSCRIBING``.
+        """Hold a token: give it the lowest free slot with an empty book, state ``SUBSCRIBING``, its ``TOKEN_TAG``.
+
+        In a slot used before, SEQ and EPOCH continue from its previous token, each bumped: they
+        never go back, so a reader that cached the slot sees them move on (and TOKEN_TAG change).
 
         Parameters
         ----------
@@ -373,21 +378,30 @@ class BookStore:
         self._slots[key] = slot
         self._ids[slot] = key
         self._books[slot] = _Book()
-        row = [0] * N_FIELDS
+        row = self._cleared_row(slot)
+        if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
+            row[SEQ] += 1
+            row[EPOCH] += 1
         row[ASK_PX] = PRICE_SCALE
         row[STATE] = State.SUBSCRIBING
+        row[TOKEN_TAG] = token_tag(key)
         self._write_row(slot, row)
         return slot
 
     def remove(self, token_id: str | bytes) -> None:
-        """Stop holding a token: free its slot and book and zero its row. Unknown ids are ignored."""
+        """Stop holding a token: free its slot and book, zero its row but SEQ (bumped) and EPOCH.
+
+        Unknown ids are ignored.
+        """
         key = _token_key(token_id)
         if key is None or key not in self._slots:
             return
         slot = self._slots.pop(key)
         self._ids[slot] = None
         self._books[slot] = None
-        self._buffer[slot * _ROW.size : (slot + 1) * _ROW.size] = _EMPTY_ROW
+        row = self._cleared_row(slot)
+        row[SEQ] += 1
+        self._write_row(slot, row)
         self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
         heapq.heappush(self._free, slot)
 
@@ -467,6 +481,14 @@ class BookStore:
         # An invalid id or a foreign type is simply not held; only add() raises ValueError
         key = _token_key(token_id)
         return None if key is None else self._slots.get(key)
+
+    def _cleared_row(self, slot: int) -> list[int]:
+        # An empty row keeping the slot's SEQ and EPOCH: for a slot they never go back
+        old = self._read_row(slot)
+        row = [0] * N_FIELDS
+        row[SEQ] = old[SEQ]
+        row[EPOCH] = old[EPOCH]
+        return row
 
     def _read_row(self, slot: int) -> list[int]:
         return list(_ROW.unpack_from(self._buffer, slot * _ROW.size))
@@ -824,6 +846,8 @@ class Dispatcher:
         _touch(row, book, fields.get("timestamp"), recv_ts_ns)
         if _crossed(row):
             self._invalidate(row, token_id, "crossed_book")
+        else:
+            row[CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
         store._write_row(slot, row)
         return self._count_event("ev_book")
 
@@ -860,6 +884,8 @@ class Dispatcher:
                 self._invalidate(row, change["asset_id"], "checksum_mismatch")
             elif _crossed(row):
                 self._invalidate(row, change["asset_id"], "crossed_book")
+            elif None not in best:
+                row[CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
             store._write_row(slot, row)
         return self._count_event("ev_price_change")
 
@@ -921,11 +947,19 @@ class Dispatcher:
         slot = store._slots.get(fields["asset_id"])
         if slot is None:
             return self._skip_unsubscribed()
+        applied = self._count_event("ev_best_bid_ask")
         row = store._read_row(slot)
-        # A cross-check only: best_bid_ask is intermittent and sometimes wrong
-        if row[STATE] == State.LIVE and (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
+        # A cross-check of a LIVE book (best_bid_ask is intermittent and sometimes wrong): a match
+        # confirms the top of book, a mismatch is only counted
+        if row[STATE] != State.LIVE:
+            return applied
+        if (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
             self._stats["bba_mismatch"] += 1
-        return self._count_event("ev_best_bid_ask")
+        else:
+            row[CONFIRM_TS_NS] = row[RECV_TS_NS] = recv_ts_ns
+            row[SEQ] += 1
+            store._write_row(slot, row)
+        return applied
 
     def _apply_new_market(self, payload: dict[str, Any], recv_ts_ns: int) -> int:
         key = _market_key(payload)
