@@ -68,8 +68,12 @@ class MarketClient:
     Faults handled:
 
     - no inbound frame (``PONG`` included) for ``inbound_timeout``: socket aborted, reconnect;
-    - a token without its ``book`` ``snapshot_timeout`` after asking, or a connection with tokens
-      and no data for ``silence_timeout`` while ``PONG`` still flows: those tokens are re-driven
+    - a LIVE row the server has not confirmed (``CONFIRM_TS_NS``: a ``book``, or best prices that
+      matched) for ``confirm_interval``: probed, i.e. re-driven on its socket while it stays LIVE;
+      if the probe brings no confirmation within ``snapshot_timeout`` it turns STALE and is re-driven
+      as below. So a LIVE row is never older than ``confirm_interval + snapshot_timeout`` since its
+      last confirmation, and a quiet healthy market never leaves LIVE;
+    - a token without its ``book`` ``snapshot_timeout`` after asking: re-driven
       (unsubscribe + subscribe on the same socket); if the re-drive brings no book within
       ``snapshot_timeout`` the connection is rebuilt (once per token; after that the token is
       just re-driven every ``snapshot_timeout`` so it cannot keep disturbing its neighbours);
@@ -98,9 +102,11 @@ class MarketClient:
         ``ping_interval``. Also the handshake timeout.
     snapshot_timeout : float
         Seconds a token may wait for its ``book`` before it is re-driven.
-    silence_timeout : float
-        Seconds a connection with tokens may go without data (PONG does not count) before all its
-        tokens are marked STALE and re-driven.
+    confirm_interval : float
+        Seconds a LIVE row may go without a confirmation from the server before it is probed (30 s:
+        a per-asset stall is caught within ``confirm_interval + snapshot_timeout``, one minute by
+        default, for one ``book`` per quiet token per interval). Replaces ``silence_timeout``, whose
+        rule (a connection without data marks all its tokens STALE) made quiet markets flap.
     backoff : callable, optional
         Zero-argument factory of :class:`~pm_ws.ExponentialBackoff` (one per connection);
         ``ExponentialBackoff()`` (0.25 s doubling to 30 s, full jitter) by default.
@@ -143,7 +149,7 @@ class MarketClient:
         ping_interval: float = 10.0,
         inbound_timeout: float = 30.0,
         snapshot_timeout: float = 30.0,
-        silence_timeout: float = 120.0,
+        confirm_interval: float = 30.0,
         backoff: Callable[[], ExponentialBackoff] | None = None,
         custom_features: bool = True,
         compression: bool = False,
@@ -175,7 +181,7 @@ class MarketClient:
         self.ping_interval = float(ping_interval)
         self.inbound_timeout = float(inbound_timeout)
         self.snapshot_timeout = float(snapshot_timeout)
-        self.silence_timeout = float(silence_timeout)
+        self.confirm_interval = float(confirm_interval)
         self.custom_features = custom_features
         self.compression = compression
         self.connect_stagger = float(connect_stagger)

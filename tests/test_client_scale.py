@@ -97,7 +97,7 @@ async def test_client_two_thousand_tokens_all_live_on_ten_connections() -> None:
     async with serving(markets=1000, rate_hz=200, levels=5) as server:
         tokens = server.token_ids
         client = MarketClient(server.url, **(FAST | {"connect_stagger": 0.02, "snapshot_timeout": 3.0,
-                                                      "inbound_timeout": 3.0, "silence_timeout": 10.0}))
+                                                      "inbound_timeout": 3.0, "confirm_interval": 10.0}))
         await client.subscribe(tokens)
         async with client:
             took = await wait_until(all_in(client, tokens, State.LIVE), timeout=8.0, what="2000 live")
