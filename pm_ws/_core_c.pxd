@@ -79,6 +79,7 @@ cdef enum:  # pm_stat
     ST_SKIP_UNSUBSCRIBED
     ST_SKIP_DUPLICATE
     ST_SKIP_NOT_LIVE
+    ST_SKIP_FOREIGN  # an event for a token another connection owns (feed's owner)
     ST_CHECKSUM_MISMATCH
     ST_CROSSED_BOOK
     ST_BBA_MISMATCH
@@ -225,6 +226,7 @@ cdef class BookStore:
     cdef pm_book_t* _books  # one per slot
     cdef pm_token_t* _ids  # one per slot
     cdef int32_t* _table  # open addressing over token hashes: slot or -1
+    cdef int32_t* _owners  # per slot: the owner given to add/set_owner, 0 for none
     cdef Py_ssize_t _mask  # table size - 1 (a power of two)
     cdef list _names  # str id per slot, None when free
     cdef dict _resync  # token ids awaiting a fresh snapshot, first-queued first (values unused)
@@ -241,6 +243,7 @@ cdef class Dispatcher:
     cdef bint _emit_trades
     cdef Py_ssize_t _max_frame_bytes
     cdef int64_t _stats[ST_COUNT]
+    cdef int32_t _owner  # owner of the frame being applied (feed's owner); 0 applies to every token
     cdef pm_stage_t _st  # staging of a frame fed from outside
     cdef pm_stage_t* _cur  # staging whose events are being applied; NULL between frames
     cdef int32_t* _mark  # per slot: index in _touched during one price_change, else -1
@@ -248,10 +251,11 @@ cdef class Dispatcher:
     cdef Py_ssize_t* _last_entry  # per touched slot: its last entry in the event
     cdef dict _seen_markets  # new_market dedup keys, oldest first (at most SEEN_MARKETS_MAX)
 
-    cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns) except -1
-    cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns) except -1
+    cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns, int32_t owner) except -1
+    cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns, int32_t owner) except -1
     cdef Py_ssize_t _apply_all(self, int64_t recv_ts_ns) except -1
     cdef int32_t _slot(self, const pm_fields_t* f) noexcept
+    cdef bint _foreign(self, int32_t slot) noexcept
     cdef void _count(self, int stat) noexcept
     cdef int _apply_book(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1

@@ -26,7 +26,8 @@ import orjson
 
 from pm_ws._events import NEW_MARKET_ID_KEYS, STAT_KEYS
 from pm_ws.errors import CapacityError, parse_error
-from pm_ws.row import DEFAULT_MAX_FRAME_BYTES, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top
+from pm_ws.row import (DEFAULT_MAX_FRAME_BYTES, OWNER_MAX, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top,
+                       check_owner)
 
 __all__ = ["parse_price", "parse_size", "price_to_cents", "BookStore", "Dispatcher"]
 
@@ -84,10 +85,11 @@ cdef class BookStore:
         self._rows = <int64_t*>PyMem_Calloc(capacity * PM_N_FIELDS, sizeof(int64_t))
         self._books = <pm_book_t*>PyMem_Calloc(capacity, sizeof(pm_book_t))
         self._ids = <pm_token_t*>PyMem_Calloc(capacity, sizeof(pm_token_t))
+        self._owners = <int32_t*>PyMem_Calloc(capacity, sizeof(int32_t))
         while size < 2 * capacity:
             size <<= 1
         self._table = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
-        if not (self._rows and self._books and self._ids and self._table):
+        if not (self._rows and self._books and self._ids and self._owners and self._table):
             raise MemoryError()
         memset(self._table, 0xFF, size * sizeof(int32_t))  # every cell -1
         self._mask = size - 1
@@ -107,6 +109,7 @@ cdef class BookStore:
         PyMem_Free(self._books)
         PyMem_Free(self._rows)
         PyMem_Free(self._ids)
+        PyMem_Free(self._owners)
         PyMem_Free(self._table)
 
     def __getbuffer__(self, Py_buffer* buf, int flags):
@@ -170,7 +173,7 @@ cdef class BookStore:
             return -1
         return self.lookup(<const char*>p, n, pm_hash(p, n))
 
-    def add(self, token_id):
+    def add(self, token_id, owner=0):
         """Hold a token: give it the lowest free slot and a fresh row (SUBSCRIBING, its TOKEN_TAG).
 
         In a slot used before, SEQ and EPOCH continue from its previous token, each bumped: they
@@ -180,6 +183,10 @@ cdef class BookStore:
         ----------
         token_id : str or bytes
             1..100 ASCII characters of ``[0-9A-Za-z_.:-]``.
+        owner : int
+            The new token's owner (0 .. ``OWNER_MAX``; 0 = none): ``Dispatcher.feed(..., owner=n)``
+            with n != 0 changes only tokens owned by n. A token already held keeps its owner
+            (``set_owner`` moves it).
 
         Returns
         -------
@@ -198,6 +205,7 @@ cdef class BookStore:
         cdef int32_t slot
         cdef uint64_t h
         cdef int64_t* row
+        cdef int32_t new_owner = check_owner(owner)
         if not (token_view(token_id, &p, &n) and valid_token(p, n)):
             raise ValueError(f"invalid token id {token_id!r:.60}: {TOKEN_ID_EXPECTED}")
         h = pm_hash(p, n)
@@ -220,6 +228,7 @@ cdef class BookStore:
         row[PM_ASK_PX] = PM_PRICE_SCALE
         row[PM_STATE] = PM_SUBSCRIBING
         row[PM_TOKEN_TAG] = pm_token_tag(p, n)
+        self._owners[slot] = new_owner
         self._books[slot].bids.n = 0
         self._books[slot].asks.n = 0
         self._books[slot].books_name_tick = False
@@ -260,6 +269,7 @@ cdef class BookStore:
         memset(&self._books[slot], 0, sizeof(pm_book_t))
         clear_row(self._rows + slot * PM_N_FIELDS)
         self._rows[slot * PM_N_FIELDS + PM_SEQ] += 1
+        self._owners[slot] = 0
         self._ids[slot].n = 0
         self._count -= 1
 
@@ -278,6 +288,27 @@ cdef class BookStore:
             self._free_slot(slot)
             self._resync.pop(self._names[slot], None)  # a removed token leaves the resync queue
             self._names[slot] = None
+
+    def set_owner(self, token_id, owner):
+        """Give a held token to another owner (0 .. ``OWNER_MAX``; 0 = none); its row is unchanged.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        """
+        cdef int32_t new_owner = check_owner(owner)
+        cdef int32_t slot = self._slot_of(token_id)
+        if slot < 0:
+            raise KeyError(token_id)
+        self._owners[slot] = new_owner
+
+    def owner(self, token_id):
+        """Return a held token's owner (0 = none); KeyError if the token is not held."""
+        cdef int32_t slot = self._slot_of(token_id)
+        if slot < 0:
+            raise KeyError(token_id)
+        return self._owners[slot]
 
     def slot(self, token_id):
         """Return the slot (row index in ``view``) of a held token.
@@ -440,7 +471,7 @@ cdef class Dispatcher:
 
     @cython.binding(False)  # a method descriptor: ~5 ns less per call than a cyfunction
     @cython.embedsignature.format("clinic")  # keeps inspect.signature() working
-    def feed(self, frame, int64_t recv_ts_ns=0):
+    def feed(self, frame, int64_t recv_ts_ns=0, int64_t owner=0):
         """Apply one WebSocket text frame.
 
         Parameters
@@ -449,6 +480,9 @@ cdef class Dispatcher:
             The frame as received; an ASCII ``str`` is read in place.
         recv_ts_ns : int
             Receive time (``time.time_ns()``) stamped into every row the frame changes.
+        owner : int
+            The connection the frame arrived on: with owner != 0, events for tokens another owner
+            holds change nothing (``skip_foreign``); 0 applies the frame to every token.
 
         Returns
         -------
@@ -459,9 +493,14 @@ cdef class Dispatcher:
         ------
         TypeError
             ``frame`` has another type.
+        ValueError
+            ``owner`` is outside 0 .. ``OWNER_MAX``.
         """
+        if owner < 0 or owner > OWNER_MAX:
+            raise ValueError(f"owner must be 0 .. {OWNER_MAX}, was {owner}")
         if PyUnicode_CheckExact(frame) and PyUnicode_IS_COMPACT_ASCII(frame):
-            return self._feed_c(<cptr>PyUnicode_1BYTE_DATA(frame), PyUnicode_GET_LENGTH(frame), recv_ts_ns)
+            return self._feed_c(<cptr>PyUnicode_1BYTE_DATA(frame), PyUnicode_GET_LENGTH(frame), recv_ts_ns,
+                                <int32_t>owner)
         if not PyBytes_CheckExact(frame):
             if isinstance(frame, str):
                 frame = (<str>frame).encode("utf-8", "surrogatepass")  # lone surrogates fail validation
@@ -470,9 +509,9 @@ cdef class Dispatcher:
                 frame = bytes(frame)
             else:
                 raise TypeError(f"a frame must be str, bytes, bytearray or memoryview, was {type(frame).__name__}")
-        return self._feed_c(<cptr>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), recv_ts_ns)
+        return self._feed_c(<cptr>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), recv_ts_ns, <int32_t>owner)
 
-    cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns) except -1:
+    cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns, int32_t owner) except -1:
         cdef cptr b = data, e = data + n
         cdef pm_stage_t nested
         self._stats[ST_FRAMES] += 1
@@ -485,30 +524,33 @@ cdef class Dispatcher:
             e -= 1
         if b < e and (b[0] == c'{' or b[0] == c'['):
             if self._cur == NULL:
-                return self._scan_apply(&self._st, b, e, recv_ts_ns)
+                return self._scan_apply(&self._st, b, e, recv_ts_ns, owner)
             # on_event fed a frame while another is being applied: stage it apart, the outer
             # frame's staged events are not applied yet
             memset(&nested, 0, sizeof(pm_stage_t))
             try:
-                return self._scan_apply(&nested, b, e, recv_ts_ns)
+                return self._scan_apply(&nested, b, e, recv_ts_ns, owner)
             finally:
                 free_stage(&nested)
         self._stats[control_word(b, e - b)] += 1
         return 0
 
-    cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns) except -1:
+    cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns, int32_t owner) except -1:
         cdef int r = scan_frame(st, b, e)
         cdef pm_stage_t* outer = self._cur
+        cdef int32_t outer_owner = self._owner
         if r < 0:
             raise MemoryError()
         if r == 0:
             self._stats[ST_REJ_INVALID_JSON] += 1
             return 0
         self._cur = st
+        self._owner = owner
         try:
             return self._apply_all(recv_ts_ns)
         finally:
             self._cur = outer
+            self._owner = outer_owner
 
     cdef Py_ssize_t _apply_all(self, int64_t recv_ts_ns) except -1:
         cdef Py_ssize_t i, applied = 0
@@ -549,11 +591,21 @@ cdef class Dispatcher:
         return applied
 
     cdef int32_t _slot(self, const pm_fields_t* f) noexcept:
-        # Slot of the event's asset_id; counts skip_unsubscribed when nobody holds it
+        # Slot of the event's asset_id, or -1 counted as skip_unsubscribed (nobody holds it) or
+        # skip_foreign (another owner does)
         cdef int32_t slot = self.store.lookup(f.asset, f.asset_n, f.asset_hash)
         if slot < 0:
             self._stats[ST_SKIP_UNSUBSCRIBED] += 1
+        elif self._foreign(slot):
+            return -1
         return slot
+
+    cdef bint _foreign(self, int32_t slot) noexcept:
+        # The frame's owner is set and the token belongs to another: counted skip_foreign
+        if self._owner and self.store._owners[slot] != self._owner:
+            self._stats[ST_SKIP_FOREIGN] += 1
+            return True
+        return False
 
     cdef void _count(self, int stat) noexcept:
         self._stats[stat] += 1
@@ -606,6 +658,8 @@ cdef class Dispatcher:
             if slot < 0:
                 continue
             any_held = True
+            if self._foreign(slot):
+                continue
             if store._rows[slot * PM_N_FIELDS + PM_STATE] != PM_LIVE:
                 self._stats[ST_SKIP_NOT_LIVE] += 1
                 continue

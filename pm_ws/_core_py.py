@@ -77,6 +77,7 @@ from .row import (
     MAX_JSON_DEPTH,
     MISMATCHES,
     N_FIELDS,
+    OWNER_MAX,
     PRICE_DECIMALS,
     PRICE_SCALE,
     RECV_TS_NS,
@@ -93,6 +94,7 @@ from .row import (
     TOKEN_ID_EXPECTED,
     State,
     Top,
+    check_owner,
     token_tag,
 )
 
@@ -326,6 +328,7 @@ class BookStore:
         self._slots: dict[str, int] = {}
         self._ids: list[str | None] = [None] * capacity
         self._books: list[_Book | None] = [None] * capacity
+        self._owners = [0] * capacity  # per slot: the owner given to add/set_owner, 0 for none
         self._free = list(range(capacity))  # a min-heap, so the lowest free slot is reused first
         self._resync: dict[str, None] = {}  # insertion-ordered set of tokens awaiting a snapshot
 
@@ -343,7 +346,7 @@ class BookStore:
         """
         return memoryview(self._buffer).cast("q", (self._capacity, N_FIELDS)).toreadonly()
 
-    def add(self, token_id: str | bytes) -> int:
+    def add(self, token_id: str | bytes, owner: int = 0) -> int:
         """Hold a token: give it the lowest free slot with an empty book, state ``SUBSCRIBING``, its ``TOKEN_TAG``.
 
         In a slot used before, SEQ and EPOCH continue from its previous token, each bumped: they
@@ -353,6 +356,10 @@ class BookStore:
         ----------
         token_id : str or bytes
             1 to 100 ASCII characters from ``[0-9A-Za-z_.:-]``.
+        owner : int
+            The new token's owner (0 .. ``OWNER_MAX``; 0 = none): ``Dispatcher.feed(..., owner=n)``
+            with n != 0 changes only tokens owned by n. A token already held keeps its owner
+            (``set_owner`` moves it).
 
         Returns
         -------
@@ -366,6 +373,7 @@ class BookStore:
         CapacityError
             Every slot is taken.
         """
+        owner = check_owner(owner)
         key = _token_key(token_id)
         if key is None:
             raise ValueError(f"invalid token id {token_id!r:.60}: {TOKEN_ID_EXPECTED}")
@@ -385,6 +393,7 @@ class BookStore:
         row[ASK_PX] = PRICE_SCALE
         row[STATE] = State.SUBSCRIBING
         row[TOKEN_TAG] = token_tag(key)
+        self._owners[slot] = owner
         self._write_row(slot, row)
         return slot
 
@@ -399,11 +408,27 @@ class BookStore:
         slot = self._slots.pop(key)
         self._ids[slot] = None
         self._books[slot] = None
+        self._owners[slot] = 0
         row = self._cleared_row(slot)
         row[SEQ] += 1
         self._write_row(slot, row)
         self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
         heapq.heappush(self._free, slot)
+
+    def set_owner(self, token_id: str | bytes, owner: int) -> None:
+        """Give a held token to another owner (0 .. ``OWNER_MAX``; 0 = none); its row is unchanged.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        """
+        owner = check_owner(owner)
+        self._owners[self.slot(token_id)] = owner
+
+    def owner(self, token_id: str | bytes) -> int:
+        """Return a held token's owner (0 = none); KeyError if the token is not held."""
+        return self._owners[self.slot(token_id)]
 
     def slot(self, token_id: str | bytes) -> int:
         """Return the token's slot (its row index in ``view``); KeyError if the token is not held."""
@@ -666,6 +691,13 @@ def _decode_json(body: bytes) -> Any:
     return document if _depth_within_limit(body) else None
 
 
+def _int64(value: int, name: str) -> int:
+    value = operator.index(value)
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise OverflowError(f"{name} must fit int64, was {value}")
+    return value
+
+
 def _market_key(payload: dict[str, Any]) -> str | None:
     # new_market identity: the value of the first present of these keys (the value alone, not
     # key-qualified); a non-string or overlong value disables dedup
@@ -721,6 +753,7 @@ class Dispatcher:
         self._emit_trades = bool(emit_trades)
         self._max_frame_bytes = operator.index(max_frame_bytes)
         self._stats = dict.fromkeys(STAT_KEYS, 0)
+        self._owner = 0  # owner of the frame being applied (feed's owner); 0 applies to every token
         self._seen_markets: dict[str, None] = {}  # new_market dedup keys, oldest first
         # One handler per event type of pm_ws._events, named _apply_<event type>
         self._handlers: dict[str, tuple[EventType, Callable[[dict[str, Any], int], int]]] = {
@@ -732,7 +765,7 @@ class Dispatcher:
         """The BookStore this dispatcher updates."""
         return self._store
 
-    def feed(self, frame: str | bytes | bytearray | memoryview, recv_ts_ns: int = 0) -> int:
+    def feed(self, frame: str | bytes | bytearray | memoryview, recv_ts_ns: int = 0, owner: int = 0) -> int:
         """Apply one WebSocket text frame.
 
         Parameters
@@ -741,6 +774,9 @@ class Dispatcher:
             The frame as received: a control word, a JSON event object or an array of them.
         recv_ts_ns : int
             Receive time (``time.time_ns()`` clock) stored in every row the frame changes.
+        owner : int
+            The connection the frame arrived on: with owner != 0, events for tokens another owner
+            holds change nothing (``skip_foreign``); 0 applies the frame to every token.
 
         Returns
         -------
@@ -752,12 +788,22 @@ class Dispatcher:
         TypeError
             ``frame`` or ``recv_ts_ns`` has the wrong type.
         OverflowError
-            ``recv_ts_ns`` does not fit int64.
+            ``recv_ts_ns`` or ``owner`` does not fit int64.
+        ValueError
+            ``owner`` is outside 0 .. ``OWNER_MAX``.
         """
+        recv_ts_ns = _int64(recv_ts_ns, "recv_ts_ns")
+        owner = _int64(owner, "owner")
+        if not 0 <= owner <= OWNER_MAX:
+            raise ValueError(f"owner must be 0 .. {OWNER_MAX}, was {owner}")
         data = _frame_bytes(frame)
-        recv_ts_ns = operator.index(recv_ts_ns)
-        if not -INT64_MAX - 1 <= recv_ts_ns <= INT64_MAX:
-            raise OverflowError(f"recv_ts_ns must fit int64, was {recv_ts_ns}")
+        outer_owner, self._owner = self._owner, owner  # a frame fed from on_event has its own owner
+        try:
+            return self._apply_frame(data, recv_ts_ns)
+        finally:
+            self._owner = outer_owner
+
+    def _apply_frame(self, data: bytes, recv_ts_ns: int) -> int:
         stats = self._stats
         stats["frames"] += 1
         stats["bytes"] += len(data)
@@ -812,6 +858,22 @@ class Dispatcher:
         self._stats["skip_unsubscribed"] += 1
         return 0
 
+    def _slot(self, token_id: str) -> int | None:
+        # The token's slot, or None counted as skip_unsubscribed (nobody holds it) or skip_foreign
+        slot = self._store._slots.get(token_id)
+        if slot is None:
+            self._skip_unsubscribed()
+        elif self._foreign(slot):
+            return None
+        return slot
+
+    def _foreign(self, slot: int) -> bool:
+        # The frame's owner is set and the token belongs to another: counted skip_foreign
+        if self._owner and self._store._owners[slot] != self._owner:
+            self._stats["skip_foreign"] += 1
+            return True
+        return False
+
     def _invalidate(self, row: list[int], token_id: str, counter: str) -> None:
         row[STATE] = State.INVALID
         row[MISMATCHES] += 1
@@ -825,9 +887,9 @@ class Dispatcher:
     def _apply_book(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
         token_id = fields["asset_id"]
-        slot = store._slots.get(token_id)
+        slot = self._slot(token_id)
         if slot is None:
-            return self._skip_unsubscribed()
+            return 0
         book = store._books[slot]
         assert book is not None
         book.bids = _wire_order(fields["bids"], _bid_key)
@@ -864,6 +926,8 @@ class Dispatcher:
             row = rows.get(slot)
             if row is None:
                 row = rows[slot] = store._read_row(slot)
+            if self._foreign(slot):
+                continue
             if row[STATE] != State.LIVE:
                 self._stats["skip_not_live"] += 1
                 continue
@@ -892,9 +956,9 @@ class Dispatcher:
     def _apply_last_trade_price(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
         token_id = fields["asset_id"]
-        slot = store._slots.get(token_id)
+        slot = self._slot(token_id)
         if slot is None:
-            return self._skip_unsubscribed()
+            return 0
         book = store._books[slot]
         assert book is not None
         row = store._read_row(slot)
@@ -921,9 +985,9 @@ class Dispatcher:
     def _apply_tick_size_change(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
         token_id = fields["asset_id"]
-        slot = store._slots.get(token_id)
+        slot = self._slot(token_id)
         if slot is None:
-            return self._skip_unsubscribed()
+            return 0
         applied = self._count_event("ev_tick_size_change")
         row = store._read_row(slot)
         book = store._books[slot]
@@ -944,9 +1008,9 @@ class Dispatcher:
 
     def _apply_best_bid_ask(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
-        slot = store._slots.get(fields["asset_id"])
+        slot = self._slot(fields["asset_id"])
         if slot is None:
-            return self._skip_unsubscribed()
+            return 0
         applied = self._count_event("ev_best_bid_ask")
         row = store._read_row(slot)
         # A cross-check of a LIVE book (best_bid_ask is intermittent and sometimes wrong): a match

@@ -6,6 +6,7 @@ The compiled module declares the same indices in ``_core_c.pxd``; a test keeps t
 
 from __future__ import annotations
 
+import operator
 import re
 from enum import IntEnum
 from typing import NamedTuple
@@ -109,6 +110,19 @@ class Top(NamedTuple):
         values = list(row)[:FIRST_SPARE]  # the spare fields are not part of a Top
         values[STATE] = State(values[STATE])
         return cls._make(values)
+
+
+# A token's owner (BookStore.add/set_owner, Dispatcher.feed): 0 = no owner, else the number of the
+# connection the token belongs to; with feed(owner=n) only tokens owned by n change
+OWNER_MAX = 2**31 - 1
+
+
+def check_owner(owner: int) -> int:
+    """``owner`` as an int in ``0 .. OWNER_MAX``; TypeError for a non-integer, ValueError outside the range."""
+    owner = operator.index(owner)
+    if not 0 <= owner <= OWNER_MAX:
+        raise ValueError(f"owner must be 0 .. {OWNER_MAX}, was {owner}")
+    return owner
 
 
 # new_market ids the Dispatcher remembers for its dedup (skip_duplicate): the newest SEEN_MARKETS_MAX
