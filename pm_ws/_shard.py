@@ -80,7 +80,7 @@ class ShardOwner(Protocol):
 
     def _route_resyncs(self, tokens: list[str], now: int) -> None: ...
 
-    def _frame_feed(self) -> Callable[[str | bytes, int], int]: ...
+    def _frame_feed(self) -> Callable[[str | bytes, int, int], int]: ...
 
     async def _connect_slot(self) -> None: ...
 
@@ -91,6 +91,7 @@ class Shard:
     def __init__(self, ident: int, owner: ShardOwner, backoff: ExponentialBackoff) -> None:
         self.id = ident
         self.owner = owner
+        self.number = ident + 1  # its tokens' owner in the store: only this socket's frames change their rows
         self.backoff = backoff
         self.tokens: dict[str, None] = {}  # wanted on this shard, in subscription order
         self.server_tokens: set[str] = set()  # what the current socket's server was told
@@ -300,6 +301,7 @@ class Shard:
             for helper in helpers:
                 helper.add_done_callback(lambda task: self._helper_done(socket, task))
             feed = owner._frame_feed()
+            number = self.number
             # Deadlines run on the monotonic clock (a wall-clock step must not fire or freeze them);
             # the rows get the wall clock, comparable with the exchange's timestamps
             monotonic, wall = time.monotonic_ns, time.time_ns
@@ -311,7 +313,7 @@ class Shard:
                 self.frames += 1
                 self.bytes += len(frame)
                 self.last_frame_ns = now
-                feed(frame, wall())
+                feed(frame, wall(), number)
         except (SocketClosed, asyncio.TimeoutError):
             pass
         except Exception:
