@@ -36,8 +36,8 @@ is enough: if any non-decreasing assignment of versions explains the samples, th
 does. Two faults lose frames on an open socket by design (half-open: the server drops what it would
 send; data stall: it sends no data); they last longer than the client's detection deadline
 (``inbound_timeout`` / ``confirm_interval + snapshot_timeout``) plus a margin, so the client must have
-marked its rows STALE before the server resumes (a shorter stall would be undetectable by any client: the protocol's checksum
-covers prices, not sizes).
+marked its rows STALE before the server resumes (a shorter stall would be undetectable by any client:
+the protocol's checksum covers prices, not sizes).
 
 Checkpoints: the rate driver and the director pause, the soak waits until every token is LIVE and
 quiescent (every open socket: frames the server wrote == frames the client read), then requires
@@ -519,7 +519,8 @@ class Soak:
 
         async def data_stall() -> Callable[[], bool] | None:
             server.set_data_stalled(True)
-            await asyncio.sleep(config.fault_hold or config.confirm_interval + config.snapshot_timeout + DETECTION_MARGIN)
+            promise = config.confirm_interval + config.snapshot_timeout  # no row stays LIVE unconfirmed longer
+            await asyncio.sleep(config.fault_hold or promise + DETECTION_MARGIN)
             server.set_data_stalled(False)
             return left_live
 

@@ -7,8 +7,8 @@ client only decides which tokens go on which connection, when a token is STALE, 
 Per frame the reader does two clock reads (monotonic for the deadlines, wall for the row's
 ``RECV_TS_NS``), one integer compare, ``feed(frame, wall(), number)`` and three attribute stores (plus
 the ``on_frame`` call when one was given). The connection's number makes the dispatcher change only the
-rows of tokens that connection owns (the rest is counted ``skip_foreign``). Everything else (resync queue, pending snapshots, timeouts)
-runs at most every ``HOUSEKEEPING_NS`` from the reader or on the watchdog's tick, never per frame.
+rows of tokens that connection owns (the rest is counted ``skip_foreign``). Everything else (resync
+queue, pending snapshots, timeouts) runs at most every ``HOUSEKEEPING_NS`` from the reader or on the watchdog's tick, never per frame.
 Nothing logs per frame.
 """
 

@@ -61,7 +61,7 @@ async def test_client_confirmation_quiet_healthy_market_never_leaves_live() -> N
         frame for frame in server.connections[0].received[1:] if frame != "PING" and "unsubscribe" in frame
     ]
     figures.info(
-        "quiet market: %d probes of %d tokens in %.1fs at confirm_interval=%g (%d probe frames), oldest LIVE row %.0f ms",
+        "quiet market: %d probes of %d tokens in %.1fs at confirm_interval=%g (%d probe frames), oldest LIVE %.0f ms",
         stats["probes"],
         len(tokens),
         12 * CONFIRM,

@@ -13,7 +13,7 @@ async def test_client_ownership_book_on_another_socket_leaves_a_stale_row_stale(
     async with serving(markets=2, rate_hz=0) as server:
         theirs = server.token_ids[2:]
         async with started(server, max_tokens_per_connection=2) as (client, guard):
-            conn_a, conn_b = (next(c for c in server.connections if token in c.subscribed) for token in server.token_ids[::2])
+            conn_a, conn_b = (next(c for c in server.connections if t in c.subscribed) for t in server.token_ids[::2])
             assert conn_a is not conn_b
             server.reject_connections(True)
             conn_b.websocket.transport.abort()
