@@ -82,6 +82,8 @@ cdef enum:  # pm_stat
     ST_SKIP_FOREIGN  # an event for a token another connection owns (feed's owner)
     ST_CHECKSUM_MISMATCH
     ST_CROSSED_BOOK
+    ST_OFF_GRID  # a level price not a multiple of the token's known tick
+    ST_IMPOSSIBLE_BOOK  # a bid at 1 or an ask at 0 with size
     ST_BBA_MISMATCH
     ST_RESYNC_QUEUED
     ST_COUNT
@@ -249,6 +251,7 @@ cdef class Dispatcher:
     cdef int32_t* _mark  # per slot: index in _touched during one price_change, else -1
     cdef int32_t* _touched  # slots touched by the current price_change, first-seen order
     cdef Py_ssize_t* _last_entry  # per touched slot: its last entry in the event
+    cdef int* _flaw  # per touched slot: ST_OFF_GRID or ST_IMPOSSIBLE_BOOK of its first flawed entry, else 0
     cdef dict _seen_markets  # new_market dedup keys, oldest first (at most SEEN_MARKETS_MAX)
 
     cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns, int32_t owner) except -1
@@ -266,4 +269,5 @@ cdef class Dispatcher:
     cdef int _apply_new_market(self, object payload) except -1
     cdef int _apply_market_resolved(self, object payload) except -1
     cdef int _deliver(self, int kind, object payload) except -1
+    cdef int _invalidate(self, int64_t* row, int32_t slot, int stat) except -1
     cdef int _queue_resync(self, int32_t slot) except -1

@@ -27,10 +27,17 @@ Frames
     books carried ``tick_size``, only a ``book`` with it does, or any book after a ``tick_size_change``,
     even a repeated one); ``price_change`` sets absolute
     level sizes (``"0"`` deletes) on LIVE tokens only and checks the server's ``best_bid`` /
-    ``best_ask``; a mismatch or a crossed book makes the token INVALID and queues a resync;
+    ``best_ask``; a mismatch or a crossed book makes the token INVALID and queues a resync, and
+    so does a level price off the token's known tick grid (``off_grid``, any size) or a book that
+    cannot exist (``impossible_book``: a bid at 1 or an ask at 0 with size); such a book or
+    change is applied first, the row says it cannot be trusted.
     ``tick_size_change`` to a new value makes a LIVE/INVALID token STALE and queues a resync;
-    ``best_bid_ask`` is only a cross-check; ``new_market`` (deduplicated) and ``market_resolved``
-    go to ``on_event``. Every outcome is counted in ``stats()``.
+    ``best_bid_ask`` is only a cross-check of a LIVE book; ``new_market`` (deduplicated) and
+    ``market_resolved`` go to ``on_event``. ``CONFIRM_TS_NS`` takes the frame's receive time when
+    the server confirms the top of book: a ``book`` that is not INVALID, or server best prices
+    (a ``price_change`` entry's, a ``best_bid_ask``) that match the book. With ``feed(owner=n)``,
+    n != 0, events for tokens whose owner is not n change nothing (``skip_foreign``). Every
+    outcome is counted in ``stats()``.
 """
 
 from __future__ import annotations
@@ -286,6 +293,23 @@ def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) 
         row[EXCH_TS_MS] = timestamp
     row[RECV_TS_NS] = recv_ts_ns
     row[SEQ] += 1
+
+
+def _level_flaw(price: int, size: int, tick: int, bid: bool) -> str | None:
+    # "off_grid" for a price off the known tick grid (tick > 0, any size), "impossible_book" for a
+    # bid at 1 or an ask at 0 with size, else None
+    if tick > 0 and price % tick:
+        return "off_grid"
+    if size and (price >= PRICE_SCALE if bid else price == 0):
+        return "impossible_book"
+    return None
+
+
+def _book_flaw(bids: list[_Level], asks: list[_Level], tick: int) -> str | None:
+    # The flaw of a snapshot's levels (see _level_flaw): an off-grid level anywhere first
+    flaws = {_level_flaw(price, size, tick, True) for price, size in bids}
+    flaws.update(_level_flaw(price, size, tick, False) for price, size in asks)
+    return "off_grid" if "off_grid" in flaws else "impossible_book" if "impossible_book" in flaws else None
 
 
 def _crossed(row: list[int]) -> bool:
@@ -906,7 +930,10 @@ class Dispatcher:
         row[STATE] = State.STALE if book.tick_unconfirmed else State.LIVE
         row[EPOCH] += 1
         _touch(row, book, fields.get("timestamp"), recv_ts_ns)
-        if _crossed(row):
+        flaw = _book_flaw(fields["bids"], fields["asks"], row[TICK])
+        if flaw is not None:
+            self._invalidate(row, token_id, flaw)
+        elif _crossed(row):
             self._invalidate(row, token_id, "crossed_book")
         else:
             row[CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
@@ -922,6 +949,7 @@ class Dispatcher:
             return self._skip_unsubscribed()
         rows: dict[int, list[int]] = {}  # every subscribed slot named, in order of first appearance
         last_change: dict[int, dict[str, Any]] = {}  # LIVE slots only
+        flaws: dict[int, str] = {}  # the flaw of each LIVE slot's first flawed entry
         for slot, change in subscribed:
             row = rows.get(slot)
             if row is None:
@@ -933,18 +961,23 @@ class Dispatcher:
                 continue
             book = store._books[slot]
             assert book is not None
-            if change["side"] == SIDE_BUY:
+            bid = change["side"] == SIDE_BUY
+            if bid:
                 _set_level(book.bids, change["price"], change["size"], _bid_key)
             else:
                 _set_level(book.asks, change["price"], change["size"], _ask_key)
             last_change[slot] = change
+            if slot not in flaws and (flaw := _level_flaw(change["price"], change["size"], row[TICK], bid)):
+                flaws[slot] = flaw
         for slot, change in last_change.items():
             row = rows[slot]
             book = store._books[slot]
             assert book is not None
             _touch(row, book, fields.get("timestamp"), recv_ts_ns)
             best = (change.get("best_bid"), change.get("best_ask"))
-            if None not in best and best != (row[BID_PX], row[ASK_PX]):
+            if slot in flaws:
+                self._invalidate(row, change["asset_id"], flaws[slot])
+            elif None not in best and best != (row[BID_PX], row[ASK_PX]):
                 self._invalidate(row, change["asset_id"], "checksum_mismatch")
             elif _crossed(row):
                 self._invalidate(row, change["asset_id"], "crossed_book")

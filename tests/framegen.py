@@ -83,7 +83,8 @@ BAD_NUMBERS = ("", ".", " 1", "1 ", "+1", "-0.5", "1e2", "0x1", "1,5", "\u00bd",
 
 
 def random_price(rng: Rng, tick: int) -> int:
-    return tick * rng.randint(1, 10_000 // tick - 1)
+    price = tick * rng.randint(1, 10_000 // tick - 1)
+    return price + 1 if tick > 1 and rng.random() < 0.01 else price  # sometimes off the tick grid
 
 
 def random_size(rng: Rng) -> int:
