@@ -50,6 +50,10 @@ _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
 _NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID)
 
+# A synchronous callback cannot be cancelled from outside (cancellation lands on an await), so any
+# CancelledError it raises is its own and is contained like any error; only these still stop the process
+_PROCESS_EXIT = (KeyboardInterrupt, SystemExit)
+
 FrameCallback = Callable[[str | bytes, int], None]
 FeedFunction = Callable[[str | bytes, int], int]  # feed(frame, recv_ns) -> events applied
 
@@ -118,7 +122,9 @@ class MarketClient:
         its own limit (16 MiB), so one huge frame below this costs no reconnect.
     on_event : callable, optional
         ``on_event(ClientEvent)`` for cold events, called synchronously from the reader: keep it
-        short and never block. Exceptions are counted in ``stats()`` and logged once.
+        short and never block. Whatever it raises (``CancelledError`` too; only ``KeyboardInterrupt``
+        and ``SystemExit`` pass) is counted in ``stats()["callback_errors"]``, logged once, and the
+        connection goes on.
     on_frame : callable, optional
         ``on_frame(frame, recv_ns)`` for every inbound frame of every socket, exactly as fed to the
         dispatcher (``str`` or ``bytes``) with the receive time it was fed with, called right after
@@ -232,7 +238,8 @@ class MarketClient:
         On return all sockets are closed, every token of this client is STALE and the
         :meth:`events` iterators end.
         """
-        if self._running:
+        entered = self._run_task  # started by ``async with``: only that task may run
+        if self._running or (entered is not None and entered is not asyncio.current_task()):
             raise RuntimeError("this MarketClient is already running")
         self._running = True
         self._stopping = False
@@ -269,6 +276,8 @@ class MarketClient:
             await asyncio.wait([task])
 
     async def __aenter__(self) -> MarketClient:
+        if self._running or self._run_task is not None:  # refused before the body runs; the running one goes on
+            raise RuntimeError("this MarketClient is already running")
         self._run_task = asyncio.create_task(self.run(), name="pm_ws.MarketClient.run")
         return self
 
@@ -520,7 +529,9 @@ class _EventFanout:
         if self.on_event is not None:
             try:
                 self.on_event(event)
-            except Exception:
+            except _PROCESS_EXIT:
+                raise
+            except BaseException:  # a CancelledError raised BY the callback must not end the connection task
                 self.callback_failed("on_event")
         for stream in self.streams:
             stream.put(event)
@@ -532,7 +543,9 @@ class _EventFanout:
             applied = feed(frame, recv_ns)
             try:
                 on_frame(frame, recv_ns)
-            except Exception:
+            except _PROCESS_EXIT:
+                raise
+            except BaseException:  # as in emit(): contained, counted, the reader goes on
                 self.callback_failed("on_frame")
             return applied
 
