@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -105,6 +106,10 @@ class MarketClient:
     silence_timeout : float
         Seconds a connection with tokens may go without data (PONG does not count) before all its
         tokens are marked STALE and re-driven.
+    write_timeout : float or None
+        Seconds a send may take: a peer that stops reading blocks sends once the socket buffers are
+        full, and past this deadline the socket is aborted (tokens STALE, reconnect with backoff).
+        :meth:`subscribe` and :meth:`unsubscribe` never wait longer. None or ``inf``: no deadline.
     backoff : callable, optional
         Zero-argument factory of :class:`~pm_ws.ExponentialBackoff` (one per connection);
         ``ExponentialBackoff()`` (0.25 s doubling to 30 s, full jitter) by default.
@@ -150,6 +155,7 @@ class MarketClient:
         inbound_timeout: float = 30.0,
         snapshot_timeout: float = 30.0,
         silence_timeout: float = 120.0,
+        write_timeout: float | None = 5.0,
         backoff: Callable[[], ExponentialBackoff] | None = None,
         custom_features: bool = True,
         compression: bool = False,
@@ -182,6 +188,7 @@ class MarketClient:
         self.inbound_timeout = float(inbound_timeout)
         self.snapshot_timeout = float(snapshot_timeout)
         self.silence_timeout = float(silence_timeout)
+        self.write_timeout = math.inf if write_timeout is None else float(write_timeout)
         self.custom_features = custom_features
         self.compression = compression
         self.connect_stagger = float(connect_stagger)
@@ -212,8 +219,8 @@ class MarketClient:
         New tokens join the first connection with room (an ``operation: subscribe`` frame on
         its open socket; no other token is disturbed) or a new connection. Each token's row
         is ``SUBSCRIBING`` until its ``book`` arrives. Returns once the frames carrying them were
-        sent on the connected sockets concerned (or such a socket died: its next one carries
-        them); tokens of a connection without a socket (connecting, or waiting to reconnect) go
+        sent on the connected sockets concerned (or such a socket died or was aborted because the
+        frames could not be sent within ``write_timeout``: its next one carries them); tokens of a connection without a socket (connecting, or waiting to reconnect) go
         in the subscription frame of its next socket.
 
         Raises
@@ -228,7 +235,8 @@ class MarketClient:
     async def unsubscribe(self, token_ids: Iterable[str]) -> None:
         """Unsubscribe from ``token_ids`` (unknown ones are ignored) and free their rows.
 
-        A connection left without tokens is closed. Returns once the frames were sent.
+        A connection left without tokens is closed. Returns once the frames were sent (or their
+        socket died; at most ``write_timeout``).
         """
         await self._flushed(self._remove_tokens(token_ids))
 

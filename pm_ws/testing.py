@@ -13,7 +13,7 @@ returns the server's book in the shape of ``BookStore.book(token, depth=None)``,
 that a client reproduced it exactly.
 
 Faults are switched on demand: clean close, abrupt TCP abort, a half-open server that reads and
-writes nothing, a data stall that still answers ``PING``, withheld snapshots, raw and malformed
+writes nothing, a server that sends but stops reading, a data stall that still answers ``PING``, withheld snapshots, raw and malformed
 frames, tick-size changes, bursts, and connections rejected right after the handshake.
 
 Example
@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -76,6 +77,7 @@ NO_NEW_ASSETS_EVERY = 100  # book changes between `NO NEW ASSETS` frames to cust
 SUBSCRIPTION_POLL_SECONDS = 0.002
 FLUSH_TIMEOUT_SECONDS = 5.0  # longest an async method waits for its frames to reach the sockets
 BURST_CHUNK = 1000  # frames generated between two chances for the writers to run
+NOT_READING_RCVBUF = 4096  # receive buffer of a connection that stopped reading: its client blocks soon
 HUGE_FRAME_BYTES = 17 * 2**20  # above the Dispatcher's default 16 MiB, below the client's 32 MiB
 
 # Names of the frames send_malformed() cycles through, in order
@@ -200,6 +202,16 @@ class FakeConnection:
         self._idle.clear()
         self._wake.set()
 
+    def _read(self, on: bool) -> None:
+        transport = self.websocket.transport
+        if on:
+            transport.resume_reading()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # the kernel buffers a few KiB more, then the client's sends block
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NOT_READING_RCVBUF)
+        transport.pause_reading()
+
     def _freeze(self, on: bool) -> None:
         self.frozen = on
         transport = self.websocket.transport
@@ -311,6 +323,7 @@ class FakeMarketServer:
         self._withheld: set[str] = set()
         self._stalled = False
         self._unresponsive = False
+        self._not_reading = False
         self._rejecting = False
         self._server: Server | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -339,7 +352,7 @@ class FakeMarketServer:
                 await self._driver
             self._driver = None
         for conn in self._live.values():
-            if conn.frozen:  # it would never answer the close handshake
+            if conn.frozen or self._not_reading:  # it would never answer the close handshake
                 conn.websocket.transport.abort()
         if self._server is not None:
             self._server.close()
@@ -523,6 +536,18 @@ class FakeMarketServer:
         for conn in self._live.values():
             conn._freeze(on)
 
+    def stop_reading(self, on: bool = True) -> None:
+        """Keep sending market data but read nothing more from the client, so its sends block once
+        the socket buffers are full (no ``PONG`` either: only the data keeps the client's inbound clock going).
+
+        Applies to the open connections and to every connection accepted while it is on, right after
+        its subscription frame. Switching it off resumes reading.
+        """
+        self._not_reading = on
+        for conn in self._live.values():
+            if conn._subscription_seen and not conn.frozen:
+                conn._read(not on)
+
     def set_data_stalled(self, on: bool = True) -> None:
         """Keep answering ``PING`` (and bad frames) but send no market data at all, to every connection.
 
@@ -625,6 +650,8 @@ class FakeMarketServer:
                 elif not self._subscribe_first(conn, text):
                     await websocket.close(*INVALID_SUBSCRIPTION)
                     break
+                elif self._not_reading:
+                    conn._read(False)
         except ConnectionClosed:
             pass
         finally:

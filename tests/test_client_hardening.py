@@ -4,6 +4,7 @@ parameters it cannot run, a peer that stops reading, and the smaller promises of
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from typing import Any
 
@@ -85,3 +86,40 @@ async def test_client_async_with_while_run_runs_elsewhere_is_refused_and_leaves_
         assert not runner.done() and states(client, server.token_ids) == [State.LIVE] * 2
         await client.close()
         assert runner.done() and runner.exception() is None
+
+
+# ------------------------------------------------------------------ a peer that stops reading
+
+
+async def test_client_peer_that_stops_reading_costs_the_socket_after_write_timeout_and_subscribe_never_hangs() -> None:
+    write_timeout = 0.5
+    ids = iter(range(10**6))
+    async with serving(markets=1, rate_hz=50) as server:  # data keeps flowing: only the write side is stuck
+        client = MarketClient(
+            server.url, capacity=200_000, max_tokens_per_connection=200_000, **(FAST | {"snapshot_timeout": 30.0, "inbound_timeout": 5.0}),
+            write_timeout=write_timeout,
+        )  # fmt: skip
+        reasons: list[str] = []
+        client._events.on_event = lambda event: event.kind == "disconnected" and reasons.append(event.data["reason"])
+        await client.subscribe(server.token_ids)
+        async with client:
+            await wait_until(all_in(client, server.token_ids, State.LIVE))
+            # Small buffers on the client's end too: the fault shows after ~100 KiB instead of ~4 MiB
+            sock = client._shards[0].socket.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            server.stop_reading()
+            start = time.perf_counter()
+            longest = 0.0
+            while client.stats()["connections"][0]["aborts"] == 0:
+                assert time.perf_counter() - start < 8, "no abort after 8 s of a peer that stopped reading"
+                batch = [f"{next(ids):0100d}" for _ in range(500)]  # ~50 KB subscribe frames
+                began = time.perf_counter()
+                await client.subscribe(batch)
+                longest = max(longest, time.perf_counter() - began)
+            aborted = time.perf_counter() - start
+            assert longest <= write_timeout + 0.2
+            assert reasons and "write_timeout" in reasons[0]
+            server.stop_reading(False)
+            await wait_until(all_in(client, server.token_ids, State.LIVE), what="the reconnect")
+            assert client.stats()["connections"][0]["reconnects"] >= 1
+        figures.info("peer stopped reading: socket aborted %.2fs later; longest subscribe() %.3fs", aborted, longest)
