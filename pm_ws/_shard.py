@@ -15,7 +15,8 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from ssl import SSLContext
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -59,6 +60,9 @@ class ShardOwner(Protocol):
     """What a shard uses of the client that owns it (the :class:`~pm_ws.MarketClient`)."""
 
     url: str
+    ssl: SSLContext | None
+    proxy: str | Literal[True] | None
+    _log_url: str  # the url without credentials
     ping_interval: float
     inbound_timeout: float
     snapshot_timeout: float
@@ -227,12 +231,14 @@ class Shard:
                     try:
                         socket = await open_socket(
                             owner.url,
+                            ssl=owner.ssl,
+                            proxy=owner.proxy,
                             compression=owner.compression,
                             max_frame_bytes=owner.max_frame_bytes,
                             open_timeout=owner.inbound_timeout,
                         )
                     except CONNECT_ERRORS as exc:
-                        logger.warning("connection %d: connect to %s failed: %r", self.id, owner.url, exc)
+                        logger.warning("connection %d: connect to %s failed: %r", self.id, owner._log_url, exc)
                     else:
                         await self._serve(socket)
                     if owner._stopping or self.retired:

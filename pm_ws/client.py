@@ -20,8 +20,10 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from ssl import SSLContext
+from typing import Any, Literal
 
+from . import _client_options as options
 from ._core import IMPLEMENTATION, BookStore
 from ._shard import Shard, ShardState, Watchdog
 from ._watchdogs import DEADLINES, HOUSEKEEPING, WATCHDOGS
@@ -87,7 +89,7 @@ class MarketClient:
     Parameters
     ----------
     url : str
-        Market channel endpoint.
+        Market channel endpoint: ``ws://`` or ``wss://`` with a host (credentials in it are never logged).
     store : BookStore, optional
         Store to fill; a new one of ``capacity`` slots by default. The dispatcher comes from the
         same core implementation as the store. The client owns the rows of its tokens: remove
@@ -97,22 +99,23 @@ class MarketClient:
     max_tokens_per_connection : int
         Shard size; the real server silently drops snapshots beyond ~500 per connection.
     ping_interval : float
-        Seconds between text ``PING`` frames (sent only after the subscription).
+        Seconds between text ``PING`` frames (sent only after the subscription); at least 0.05.
     inbound_timeout : float
         Seconds without any inbound frame before the socket is aborted; keep it above
         ``ping_interval``. Also the handshake timeout.
     snapshot_timeout : float
         Seconds a token may wait for its ``book`` before it is re-driven.
-    silence_timeout : float
+    silence_timeout : float or None
         Seconds a connection with tokens may go without data (PONG does not count) before all its
-        tokens are marked STALE and re-driven.
+        tokens are marked STALE and re-driven. None or ``inf``: that watchdog is off.
     write_timeout : float or None
         Seconds a send may take: a peer that stops reading blocks sends once the socket buffers are
         full, and past this deadline the socket is aborted (tokens STALE, reconnect with backoff).
         :meth:`subscribe` and :meth:`unsubscribe` never wait longer. None or ``inf``: no deadline.
-    backoff : callable, optional
-        Zero-argument factory of :class:`~pm_ws.ExponentialBackoff` (one per connection);
-        ``ExponentialBackoff()`` (0.25 s doubling to 30 s, full jitter) by default.
+    backoff : ExponentialBackoff or callable, optional
+        Zero-argument factory of :class:`~pm_ws.ExponentialBackoff` (one per connection), or one
+        instance (each connection gets a copy); ``ExponentialBackoff()`` (0.25 s doubling to 30 s,
+        full jitter) by default.
     custom_features : bool
         Ask for ``best_bid_ask``, ``new_market`` and ``market_resolved``.
     compression : bool
@@ -135,11 +138,22 @@ class MarketClient:
         dispatcher (``str`` or ``bytes``) with the receive time it was fed with, called right after
         ``feed`` returned (the row already shows it) and before the next frame is read; e.g. to
         record the stream. Same rules as ``on_event``; when None the reader pays nothing for it.
+    ssl : ssl.SSLContext, optional
+        TLS settings of a ``wss://`` connection (the default context verifies the server).
+    proxy : str or True or None
+        None (default): connect directly, whatever ``HTTP(S)_PROXY`` say, so market data never takes
+        a route nobody chose. A proxy URL (``http://``, ``https://``, ``socks5://`` ...): through it.
+        True: the proxy the environment names, as ``websockets`` does.
+
+    Every duration is in seconds, finite and > 0 (``connect_stagger`` may be 0); only
+    ``silence_timeout`` and ``write_timeout`` may be switched off, with None or ``inf``.
 
     Raises
     ------
+    TypeError
+        If a parameter has the wrong type (e.g. ``backoff`` neither an ExponentialBackoff nor callable).
     ValueError
-        If a parameter is out of range.
+        If a parameter is out of range or the url is not a ws:// or wss:// url with a host and a valid port.
     """
 
     RESYNC_GAP = 1.0  # seconds between resyncs of one token: a crossed server book cannot loop hot
@@ -154,51 +168,57 @@ class MarketClient:
         ping_interval: float = 10.0,
         inbound_timeout: float = 30.0,
         snapshot_timeout: float = 30.0,
-        silence_timeout: float = 120.0,
+        silence_timeout: float | None = 120.0,
         write_timeout: float | None = 5.0,
-        backoff: Callable[[], ExponentialBackoff] | None = None,
+        backoff: Callable[[], ExponentialBackoff] | ExponentialBackoff | None = None,
         custom_features: bool = True,
         compression: bool = False,
         connect_stagger: float = 0.1,
         max_frame_bytes: int = 32 * 2**20,
         on_event: EventCallback | None = None,
         on_frame: FrameCallback | None = None,
+        ssl: SSLContext | None = None,
+        proxy: str | Literal[True] | None = None,
     ) -> None:
         given = locals()  # the parameters by name: the watchdogs name their deadlines
-        for name in ("ping_interval", *DEADLINES):  # every watchdog's deadline
-            if not given[name] > 0:
-                raise ValueError(f"{name} must be > 0, was {given[name]!r}")
-        if max_tokens_per_connection < 1:
-            raise ValueError(f"max_tokens_per_connection must be >= 1, was {max_tokens_per_connection!r}")
-        if connect_stagger < 0:
-            raise ValueError(f"connect_stagger must be >= 0, was {connect_stagger!r}")
-        if ping_interval >= inbound_timeout:
+        deadlines = {name: options.seconds(name, given[name]) for name in (*DEADLINES, "write_timeout")}
+        ping_interval = options.seconds("ping_interval", ping_interval, minimum=options.MIN_PING_INTERVAL)
+        url_parts = options.market_url(url)
+        self._log_url = options.loggable(url_parts)  # credentials in the URL never reach a log line
+        if ssl is not None and url_parts.scheme != "wss":
+            raise ValueError(f"ssl= needs a wss:// url, was {self._log_url!r}")
+        if ping_interval >= deadlines["inbound_timeout"]:
             logger.warning(
                 "ping_interval %.3gs >= inbound_timeout %.3gs: a quiet healthy connection will be aborted",
                 ping_interval,
-                inbound_timeout,
+                deadlines["inbound_timeout"],
             )
         self.url = url
+        self.ssl = ssl
+        self.proxy = proxy
         self.store: BookStore = store if store is not None else BookStore(capacity)
         core = sys.modules[type(self.store).__module__]  # a compiled store needs the compiled dispatcher
         self._events = _EventFanout(on_event)
         self.dispatcher = core.Dispatcher(self.store, on_event=self._events.core_event, emit_trades=True)
-        self.max_tokens_per_connection = max_tokens_per_connection
-        self.ping_interval = float(ping_interval)
-        self.inbound_timeout = float(inbound_timeout)
-        self.snapshot_timeout = float(snapshot_timeout)
-        self.silence_timeout = float(silence_timeout)
-        self.write_timeout = math.inf if write_timeout is None else float(write_timeout)
+        self.max_tokens_per_connection = options.count("max_tokens_per_connection", max_tokens_per_connection, 1)
+        self.ping_interval = ping_interval
+        self.inbound_timeout = deadlines["inbound_timeout"]
+        self.snapshot_timeout = deadlines["snapshot_timeout"]
+        self.silence_timeout = deadlines["silence_timeout"]
+        self.write_timeout = deadlines["write_timeout"]
         self.custom_features = custom_features
         self.compression = compression
-        self.connect_stagger = float(connect_stagger)
-        self.max_frame_bytes = max_frame_bytes
-        self._backoff_factory = backoff if backoff is not None else ExponentialBackoff
+        self.connect_stagger = options.seconds("connect_stagger", connect_stagger, zero=True)
+        self.max_frame_bytes = options.count("max_frame_bytes", max_frame_bytes, 1)
+        self._backoff_factory = options.backoff_factory(backoff) or ExponentialBackoff
         self._on_frame = on_frame
         self._shards: list[Shard] = []
         self._retiring: set[asyncio.Task[None]] = set()  # tasks of shards closing for lack of tokens
         self._owner: dict[str, Shard] = {}
-        self._watchdogs: tuple[Watchdog, ...] = WATCHDOGS
+        # A watchdog whose deadline is switched off (inf) does not run at all
+        self._watchdogs: tuple[Watchdog, ...] = tuple(
+            watchdog for watchdog in WATCHDOGS if watchdog.deadline is None or deadlines[watchdog.deadline] != math.inf
+        )
         self._housekeeping: tuple[Watchdog, ...] = HOUSEKEEPING
         self._next_id = 0
         self._next_connect_at = 0.0
@@ -208,7 +228,7 @@ class MarketClient:
         self._run_task: asyncio.Task[None] | None = None
         self._done: asyncio.Event | None = None
         # The watchdog's tick: fine enough for the shortest deadline, never a busy loop
-        shortest = min(getattr(self, name) for name in DEADLINES)
+        shortest = min(deadlines[name] for name in DEADLINES)
         self._tick = min(max(shortest / 10, 0.005), WATCHDOG_TICK_MAX)
 
     # ------------------------------------------------------------------ public API
@@ -257,7 +277,7 @@ class MarketClient:
             IMPLEMENTATION,
             len(self._owner),
             len(self._shards),
-            self.url,
+            self._log_url,
         )
         for shard in self._shards:
             shard.start()

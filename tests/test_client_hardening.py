@@ -4,13 +4,16 @@ parameters it cannot run, a peer that stops reading, and the smaller promises of
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
+import ssl
 import time
 from typing import Any
 
 import pytest
 
 from client_helpers import FAST, all_in, books_match, figures, serving, started, states, wait_until
+from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import ClientEvent, MarketClient
 from pm_ws.row import State
 
@@ -123,3 +126,57 @@ async def test_client_peer_that_stops_reading_costs_the_socket_after_write_timeo
             await wait_until(all_in(client, server.token_ids, State.LIVE), what="the reconnect")
             assert client.stats()["connections"][0]["reconnects"] >= 1
         figures.info("peer stopped reading: socket aborted %.2fs later; longest subscribe() %.3fs", aborted, longest)
+
+
+# ------------------------------------------------------------------ parameters the client cannot run
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"inbound_timeout": math.inf}, ValueError),
+        ({"snapshot_timeout": math.nan}, ValueError),
+        ({"snapshot_timeout": None}, TypeError),
+        ({"write_timeout": 0}, ValueError),
+        ({"ping_interval": 1e-9}, ValueError),
+        ({"ping_interval": math.inf}, ValueError),
+        ({"max_frame_bytes": 0}, ValueError),
+        ({"max_frame_bytes": -1}, ValueError),
+        ({"max_frame_bytes": 1.5}, TypeError),
+        ({"max_tokens_per_connection": 0}, ValueError),
+        ({"connect_stagger": -1}, ValueError),
+        ({"connect_stagger": math.inf}, ValueError),
+        ({"backoff": 3}, TypeError),
+        ({"url": ""}, ValueError),
+        ({"url": "http://127.0.0.1:1"}, ValueError),
+        ({"url": "ws://127.0.0.1:99999"}, ValueError),
+        ({"url": "ws:///market"}, ValueError),
+        ({"url": b"ws://127.0.0.1:1"}, TypeError),
+        ({"url": "ws://127.0.0.1:1", "ssl": ssl.create_default_context()}, ValueError),
+    ],
+)
+def test_client_refuses_at_construction_what_it_cannot_run(options: dict[str, Any], error: type[Exception]) -> None:
+    settings = {"url": "ws://127.0.0.1:1"} | options
+    with pytest.raises(error):
+        MarketClient(**settings)
+
+
+async def test_client_inf_or_none_switches_a_watchdog_off() -> None:
+    async with serving(markets=1, rate_hz=0) as server:
+        for off in (None, math.inf):
+            async with started(server, silence_timeout=off, write_timeout=off) as (client, _):
+                await asyncio.sleep(1.0)  # FAST's silence_timeout is 0.6 s: the quiet market would be re-driven
+                stats = client.stats()["connections"][0]
+                assert stats["redrives"] == 0 and stats["aborts"] == 0 and stats["reconnects"] == 0
+
+
+async def test_client_takes_one_backoff_instance_and_copies_it_per_connection() -> None:
+    shared = ExponentialBackoff(0.02, 0.2)
+    async with serving(markets=2, rate_hz=0) as server:
+        options = FAST | {"backoff": shared, "max_tokens_per_connection": 2}
+        async with started(server, **options) as (client, _):
+            backoffs = [shard.backoff for shard in client._shards]
+            assert len(backoffs) == 2 and shared not in backoffs and backoffs[0] is not backoffs[1]
+            assert all(b.min_seconds == 0.02 and b.max_seconds == 0.2 for b in backoffs)
+            server.abort_all()
+            await wait_until(all_in(client, server.token_ids, State.LIVE), what="the reconnect")
