@@ -271,6 +271,7 @@ class MarketClient:
             raise RuntimeError("this MarketClient is already running")
         self._running = True
         self._stopping = False
+        self._events.ended = False
         self._done = asyncio.Event()
         logger.info(
             "pm_ws client starting (core=%s): %d tokens on %d connections to %s",
@@ -322,7 +323,9 @@ class MarketClient:
         """Return a new async iterator over cold events, registered from this call on.
 
         Each iterator has its own bounded queue (``maxsize``); a slow consumer loses the oldest
-        events (counted in ``EventStream.dropped``), never slows the reader.
+        events (counted in ``EventStream.dropped`` and, for good, in ``stats()["events_dropped"]``),
+        never slows the reader. An iterator opened before a ``run()`` ends when that run returns;
+        one opened after a run returned and before the next one ends at once.
         """
         return self._events.open_stream(maxsize)
 
@@ -526,20 +529,27 @@ class _EventFanout:
     def __init__(self, on_event: EventCallback | None) -> None:
         self.on_event = on_event
         self.streams: list[EventStream] = []
+        self.ended = False  # a run() returned and no other started: a new stream would wait for nothing
+        self.dropped_before = 0  # events dropped by streams no longer open, so stats() never goes back
         self.callback_errors = 0
 
     def open_stream(self, maxsize: int) -> EventStream:
         stream = EventStream(maxsize, self._forget_stream)
-        self.streams.append(stream)
+        if self.ended:
+            stream.end()
+        else:
+            self.streams.append(stream)
         return stream
 
     def end_streams(self) -> None:
+        self.ended = True
         for stream in self.streams:
             stream.end()
+            self.dropped_before += stream.dropped
         self.streams.clear()  # ended streams take no more events
 
     def dropped(self) -> int:
-        return sum(stream.dropped for stream in self.streams)
+        return self.dropped_before + sum(stream.dropped for stream in self.streams)
 
     def core_event(self, event_type: str, payload: dict[str, Any]) -> None:
         # Called by the dispatcher inside feed(): trades and the custom-feature market events
@@ -587,6 +597,7 @@ class _EventFanout:
     def _forget_stream(self, stream: EventStream) -> None:
         if stream in self.streams:
             self.streams.remove(stream)
+            self.dropped_before += stream.dropped
 
 
 class PolymarketMarketWsClient(MarketClient):
@@ -621,5 +632,9 @@ class PolymarketMarketWsClient(MarketClient):
 def _as_ids(token_ids: Iterable[str]) -> list[str]:
     if isinstance(token_ids, (str, bytes)):
         raise TypeError("token_ids must be an iterable of ids, not a single id")
-    return [token.decode("ascii") if isinstance(token, bytes) else str(token) for token in token_ids]
+    ids = list(token_ids)
+    for token in ids:
+        if not isinstance(token, (str, bytes)):  # str() would turn None into the id "None"
+            raise TypeError(f"a token id must be a str, was {token!r:.60}")
+    return [token.decode("ascii") if isinstance(token, bytes) else token for token in ids]
 

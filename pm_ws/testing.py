@@ -105,6 +105,13 @@ def _json_object(text: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _keep(log: list[Any], item: Any, newest: int) -> None:
+    # Append, dropping the oldest half once the log holds twice ``newest``: amortised O(1) per frame
+    log.append(item)
+    if len(log) >= 2 * newest:
+        del log[:-newest]
+
+
 def _is_id_list(value: object) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
@@ -162,7 +169,8 @@ class FakeConnection:
     subscribed : set[str]
         Asset ids the client is subscribed to (unknown ids included, as the real server accepts them).
     received : list[str]
-        Every frame the client sent, in order (binary frames decoded as UTF-8 with replacement).
+        The frames the client sent, in order (binary frames decoded as UTF-8 with replacement): the
+        last ``keep_received`` of the server at least (older ones are dropped in batches).
     closed : bool
         Whether the connection has ended.
     sent_frames : int
@@ -266,6 +274,9 @@ class FakeMarketServer:
         task; 0 disables trades.
     token_ids : sequence of str, optional
         Use these token ids (YES, NO, YES, NO, ...) instead of generated ones.
+    keep_received : int
+        Frames from clients kept per connection and in :attr:`received`: the newest ones, between
+        ``keep_received`` and twice that (a long churn test must not grow without bound).
 
     Raises
     ------
@@ -286,6 +297,7 @@ class FakeMarketServer:
         levels: int = 10,
         trade_every: int = 20,
         token_ids: Sequence[str] | None = None,
+        keep_received: int = 10_000,
     ) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"FakeMarketServer listens on loopback only, host was {host!r}")
@@ -295,6 +307,9 @@ class FakeMarketServer:
                 raise ValueError(f"unknown tick size {text!r}, expected one of {sorted(TICK_SIZES)}")
         if levels < 1:
             raise ValueError(f"levels must be positive, was {levels}")
+        if keep_received < 1:
+            raise ValueError(f"keep_received must be positive, was {keep_received}")
+        self._keep_received = keep_received
         self._host = host
         self._port = port
         self._rate_hz = rate_hz
@@ -393,7 +408,7 @@ class FakeMarketServer:
 
     @property
     def received(self) -> list[tuple[int, str]]:
-        """Every frame any client sent, in arrival order, as ``(connection id, text)``."""
+        """The frames clients sent, in arrival order, as ``(connection id, text)`` (the newest ``keep_received`` at least)."""
         return self._received
 
     async def wait_subscribed(self, token_ids: Iterable[str] | None = None, timeout: float = 2.0) -> FakeConnection:
@@ -643,8 +658,8 @@ class FakeMarketServer:
                 if conn.frozen:  # was buffered before the freeze; a dead peer never reads it
                     continue
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-                conn.received.append(text)
-                self._received.append((conn.id, text))
+                _keep(conn.received, text, self._keep_received)
+                _keep(self._received, (conn.id, text), self._keep_received)
                 if conn._subscription_seen:
                     self._answer(conn, text)
                 elif not self._subscribe_first(conn, text):

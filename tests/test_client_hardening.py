@@ -180,3 +180,60 @@ async def test_client_takes_one_backoff_instance_and_copies_it_per_connection() 
             assert all(b.min_seconds == 0.02 and b.max_seconds == 0.2 for b in backoffs)
             server.abort_all()
             await wait_until(all_in(client, server.token_ids, State.LIVE), what="the reconnect")
+
+
+# ------------------------------------------------------------------ smaller promises
+
+
+@pytest.mark.parametrize("bad", [[None], [123], ["1", 2.0], "12", b"12"])
+async def test_client_subscribe_and_unsubscribe_take_only_collections_of_string_ids(bad: Any) -> None:
+    client = MarketClient("ws://127.0.0.1:1", **FAST)
+    for call in (client.subscribe, client.unsubscribe):
+        with pytest.raises(TypeError):
+            await call(bad)
+    assert len(client.store) == 0
+
+
+async def test_client_events_opened_after_run_returned_end_at_once_and_dropped_events_stay_counted() -> None:
+    async with serving(markets=1, rate_hz=0) as server:
+        client = MarketClient(server.url, **FAST)
+        lagging = client.events(maxsize=1)
+        await client.subscribe(server.token_ids)
+        async with client:
+            await wait_until(all_in(client, server.token_ids, State.LIVE))
+            await wait_until(lambda: lagging.dropped > 0)
+            dropped = client.stats()["events_dropped"]
+        assert client.stats()["events_dropped"] >= dropped > 0
+        late = client.events()
+        async with asyncio.timeout(1):
+            assert [event async for event in late] == []
+
+
+async def test_client_never_logs_the_credentials_of_its_url(caplog: pytest.LogCaptureFixture) -> None:
+    async with serving(markets=1, rate_hz=0) as server:
+        address = server.url.removeprefix("ws://")
+        url = f"ws://trader:s3cret@{address}"
+        client = MarketClient(url, **FAST)
+        await client.subscribe(server.token_ids)
+        with caplog.at_level("DEBUG", logger="pm_ws"):
+            async with client:
+                await wait_until(all_in(client, server.token_ids, State.LIVE))
+                await server.stop()  # connect attempts now fail and are logged with the url
+                await wait_until(lambda: "failed" in caplog.text, what="a failed connect")
+        assert address in caplog.text
+        assert "s3cret" not in caplog.text and "trader" not in caplog.text
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])  # the one websockets reads for ws://
+async def test_client_ignores_proxy_variables_unless_asked(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with serving(markets=1, rate_hz=0) as server:
+        async with started(server):
+            pass  # connected directly
+        client = MarketClient(server.url, proxy=True, **FAST)
+        await client.subscribe(server.token_ids)
+        async with client:
+            await asyncio.sleep(0.3)
+            assert client.stats()["connections"][0]["state"] != "open" and not server.connections[1:]
