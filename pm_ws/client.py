@@ -240,11 +240,14 @@ class MarketClient:
         its open socket; no other token is disturbed) or a new connection. Each token's row
         is ``SUBSCRIBING`` until its ``book`` arrives. Returns once the frames carrying them were
         sent on the connected sockets concerned (or such a socket died or was aborted because the
-        frames could not be sent within ``write_timeout``: its next one carries them); tokens of a connection without a socket (connecting, or waiting to reconnect) go
-        in the subscription frame of its next socket.
+        frames could not be sent within ``write_timeout``: its next one carries them); tokens of a
+        connection without a socket (connecting, or waiting to reconnect) go in the subscription
+        frame of its next socket.
 
         Raises
         ------
+        TypeError
+            If ``token_ids`` is a single id, or holds something that is not a ``str`` (or ``bytes``).
         ValueError
             If a token id is invalid (nothing of this call is subscribed then).
         CapacityError

@@ -12,9 +12,9 @@ trade prints (``last_trade_price``, then a ``book`` refresh per token). :meth:`F
 returns the server's book in the shape of ``BookStore.book(token, depth=None)``, so a test can check
 that a client reproduced it exactly.
 
-Faults are switched on demand: clean close, abrupt TCP abort, a half-open server that reads and
-writes nothing, a server that sends but stops reading, a data stall that still answers ``PING``, withheld snapshots, raw and malformed
-frames, tick-size changes, bursts, and connections rejected right after the handshake.
+Faults are switched on demand: clean close, abrupt TCP abort, a half-open server that reads and writes
+nothing, a server that sends but stops reading, a data stall that still answers ``PING``, withheld snapshots,
+raw and malformed frames, tick-size changes, bursts, and connections rejected right after the handshake.
 
 Example
 -------
@@ -408,7 +408,8 @@ class FakeMarketServer:
 
     @property
     def received(self) -> list[tuple[int, str]]:
-        """The frames clients sent, in arrival order, as ``(connection id, text)`` (the newest ``keep_received`` at least)."""
+        """The frames clients sent, in arrival order, as ``(connection id, text)`` (the newest ``keep_received``
+        at least)."""
         return self._received
 
     async def wait_subscribed(self, token_ids: Iterable[str] | None = None, timeout: float = 2.0) -> FakeConnection:

@@ -99,9 +99,11 @@ async def test_client_peer_that_stops_reading_costs_the_socket_after_write_timeo
     ids = iter(range(10**6))
     async with serving(markets=1, rate_hz=50) as server:  # data keeps flowing: only the write side is stuck
         client = MarketClient(
-            server.url, capacity=200_000, max_tokens_per_connection=200_000, **(FAST | {"snapshot_timeout": 30.0, "inbound_timeout": 5.0}),
-            write_timeout=write_timeout,
-        )  # fmt: skip
+            server.url,
+            capacity=200_000,
+            max_tokens_per_connection=200_000,
+            **(FAST | {"snapshot_timeout": 30.0, "inbound_timeout": 5.0, "write_timeout": write_timeout}),
+        )
         reasons: list[str] = []
         client._events.on_event = lambda event: event.kind == "disconnected" and reasons.append(event.data["reason"])
         await client.subscribe(server.token_ids)
