@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, cast
+from ssl import SSLContext
+from typing import Any, Literal, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -48,10 +49,22 @@ class Socket(Protocol):
         """Drop the connection now, without a close handshake (no-op once closed)."""
 
 
-async def open_socket(url: str, *, compression: bool, max_frame_bytes: int, open_timeout: float) -> Socket:
-    """Connect to ``url``; raises one of :data:`CONNECT_ERRORS` when the attempt fails."""
+async def open_socket(
+    url: str,
+    *,
+    ssl: SSLContext | None,
+    proxy: str | Literal[True] | None,
+    compression: bool,
+    max_frame_bytes: int,
+    open_timeout: float,
+) -> Socket:
+    """Connect to ``url`` (through ``proxy`` unless None; True: the environment's); raises one of
+    :data:`CONNECT_ERRORS` when the attempt fails."""
+    tls: dict[str, Any] = {} if ssl is None else {"ssl": ssl}  # websockets: ssl=None means "no TLS" on wss://
     socket = await connect(
         url,
+        proxy=proxy,
+        **tls,
         ping_interval=None,  # the server wants text PING; the shard's writer sends them
         ping_timeout=None,
         compression="deflate" if compression else None,
