@@ -17,7 +17,7 @@ Receivers, each on a fresh connection, in interleaved rounds:
 Measured between the first and the last poll (every 0.5 ms) that saw the stream moving, so
 connection setup is excluded: wall-clock frames/s, and CPU time of the client process per frame
 (the fair comparison on a shared machine, where other load steals wall time at random).
-Target (DESIGN.md §9): client >= 80% of bare.
+Target: client >= 80% of bare (README, Performance).
 """
 
 from __future__ import annotations

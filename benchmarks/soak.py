@@ -384,7 +384,7 @@ class Soak:
         self.result.client_events[kind] += 1
         if kind == "connected":
             ident = event.data["connection"]
-            self.socket_start[ident] = next(c.frames for c in self.client._connections if c.id == ident)
+            self.socket_start[ident] = next(shard.frames for shard in self.client._shards if shard.id == ident)
 
     # ------------------------------------------------------------------ tasks
 
@@ -422,7 +422,7 @@ class Soak:
                 if row[-1] != live:
                     continue
                 result.live_rows_checked += 1
-                if owner[token].lost:
+                if not owner[token].up:
                     result.violation(f"LIVE row of {token[:12]}... while its connection is not open")
                 top = tuple(row[:-1])
                 if not history.match(token, top):
@@ -565,10 +565,10 @@ class Soak:
     def _open_sockets(self) -> tuple[dict[Any, int], dict[Any, int]]:
         # {socket address: frames} as the client read them and as the server wrote them
         read = {}
-        for conn in self.client._connections:
-            ws = conn.ws
-            if ws is not None and not conn.lost and conn.id in self.socket_start:
-                read[ws.local_address] = conn.frames - self.socket_start[conn.id]
+        for shard in self.client._shards:
+            socket = shard.socket
+            if socket is not None and shard.up and shard.id in self.socket_start:
+                read[socket.local_address] = shard.frames - self.socket_start[shard.id]
         written = {
             conn.websocket.remote_address: conn.sent_frames for conn in self.server.connections if not conn.closed
         }
@@ -585,7 +585,7 @@ class Soak:
             await asyncio.sleep(0.02)
             read, written = self._open_sockets()
             settled = read and read == written and await self._all_live(0)
-            awaiting = any(conn.awaiting for conn in self.client._connections)
+            awaiting = any(shard.awaiting for shard in self.client._shards)
             calm = calm + 1 if settled and not awaiting else 0
         return True
 

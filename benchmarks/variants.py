@@ -18,7 +18,7 @@ import orjson
 
 from benchmarks.feeders import make_feeder
 from benchmarks.frames import N_FRAMES, N_MARKETS, SEED, Corpus, corpora, make_corpus
-from benchmarks.gate import loop_overhead_ns, time_pass
+from benchmarks.timing import loop_overhead_ns, time_pass
 
 REPEATS = 25
 

@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     BAD_FILE = 4, "bad recording (missing, unreadable or damaged) or record's OUT exists"
     UNREACHABLE = 5, "WebSocket or Gamma URL unreachable, or answering nonsense"
     DIVERGENCE = 6, "replay --check: the compiled core and the pure twin disagree"
+    DISK_FULL = 7, "record: the disk is full; what was written before is readable"
     INTERRUPTED = 130, "replay interrupted with Ctrl-C"
 
 

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from contextlib import suppress
+from typing import Any, Protocol
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidHandshake, InvalidURI
@@ -166,13 +170,103 @@ async def record(args: argparse.Namespace) -> int:
         raise CliError(f"{args.out} already exists (use --overwrite to replace it)", ExitCode.BAD_FILE) from None
     except OSError as exc:
         raise CliError(f"cannot create {args.out}: {exc.strerror or exc}", ExitCode.BAD_FILE) from None
-    with writer:
-        client = await recording_client(args.url, tokens, writer)
+    recorder = DiskFullGuard(writer)
+    try:
+        client = await recording_client(args.url, tokens, recorder)
         async with client:
-            return await _show_progress(client, writer, args)
+            code = await _show_progress(client, recorder, args)
+    finally:
+        recorder.close()
+    if recorder.disk_full is not None:
+        message = (
+            f"disk full while recording {args.out} ({recorder.disk_full.strerror}): it keeps {recorder.kept_frames:,} "
+            f"frames in its first {recorder.kept_bytes:,} bytes, readable; the frames after them are lost"
+        )
+        raise CliError(message, ExitCode.DISK_FULL)
+    return code
 
 
-async def recording_client(url: str, tokens: list[str], writer: RecordingWriter) -> MarketClient:
+class FrameSink(Protocol):
+    """Where ``recording_client`` writes: a RecordingWriter or a DiskFullGuard around one."""
+
+    def write_frame(self, frame: str | bytes, recv_ns: int) -> None: ...
+    def write_meta(self, meta: dict[str, Any], recv_ns: int | None = None) -> None: ...
+
+
+class DiskFullGuard:
+    """A RecordingWriter that stops writing at the first full-disk error and keeps it for the report.
+
+    The writes run in the client's callbacks, which contain every error: without the guard a full disk
+    would be counted there and the recording would go on, losing frames. After the error nothing more
+    is written (a block after a short one would damage the file in the middle), so every complete
+    block before it stays readable; ``kept_frames`` and ``kept_bytes`` say how much that is.
+    """
+
+    def __init__(self, writer: RecordingWriter) -> None:
+        self.writer = writer
+        self.disk_full: OSError | None = None
+        # (file bytes, frames) after each of the last two blocks: the last one may have been written
+        # short just before the disk filled up, and is then not kept
+        self._blocks: deque[tuple[int, int]] = deque([(writer.file_bytes, 0)], maxlen=2)
+
+    @property
+    def kept_frames(self) -> int:
+        """Frames in the complete blocks on disk."""
+        return self._kept()[1]
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of the file up to the end of its last complete block."""
+        return self._kept()[0]
+
+    def write_frame(self, frame: str | bytes, recv_ns: int) -> None:
+        """``RecordingWriter.write_frame``, unless the disk is full."""
+        self._write(self.writer.write_frame, frame, recv_ns)
+
+    def write_meta(self, meta: dict[str, Any], recv_ns: int | None = None) -> None:
+        """``RecordingWriter.write_meta``, unless the disk is full."""
+        self._write(self.writer.write_meta, meta, recv_ns)
+
+    def flush_if_due(self) -> None:
+        """``RecordingWriter.flush_if_due``, unless the disk is full."""
+        self._write(self.writer.flush_if_due)
+
+    def flush(self) -> None:
+        """``RecordingWriter.flush``, unless the disk is full."""
+        self._write(self.writer.flush)
+
+    def close(self) -> None:
+        """Close the file, writing what is pending (after a full disk the writer tries that once more)."""
+        try:
+            self.writer.close()
+        except OSError as exc:
+            if not _is_disk_full(exc):
+                raise
+            self.disk_full = self.disk_full or exc
+
+    def _write(self, operation: Callable[..., None], *args: Any) -> None:
+        if self.disk_full is not None:
+            return
+        try:
+            operation(*args)
+        except OSError as exc:
+            if not _is_disk_full(exc):
+                raise
+            self.disk_full = exc
+            return
+        if self.writer.file_bytes != self._blocks[-1][0]:  # a block was written, with every frame so far
+            self._blocks.append((self.writer.file_bytes, self.writer.frames))
+
+    def _kept(self) -> tuple[int, int]:
+        size = self.writer.path.stat().st_size
+        return next(block for block in reversed(self._blocks) if block[0] <= size)
+
+
+def _is_disk_full(exc: OSError) -> bool:
+    return exc.errno == errno.ENOSPC
+
+
+async def recording_client(url: str, tokens: list[str], writer: FrameSink) -> MarketClient:
     """Make a client subscribed to ``tokens`` whose every frame and own row change goes to ``writer``.
 
     Replaying the file (frames plus the subscribe and stale meta records) rebuilds the client's
@@ -189,7 +283,7 @@ class _StaleNotes:
     # The client's own store changes (mark_stale on subscribe, disconnect, silence) are not frames:
     # write them as meta records so a replay applies them at the same point. Not the marks of the
     # client stopping: they come after the last frame and would leave a replay with every row STALE
-    def __init__(self, writer: RecordingWriter) -> None:
+    def __init__(self, writer: FrameSink) -> None:
         self.writer = writer
 
     def __call__(self, event: ClientEvent) -> None:
@@ -197,7 +291,8 @@ class _StaleNotes:
             self.writer.write_meta({"type": "stale", "tokens": [event.token_id], "reason": event.data["reason"]})
 
 
-async def _show_progress(client: MarketClient, writer: RecordingWriter, args: argparse.Namespace) -> int:
+async def _show_progress(client: MarketClient, recorder: DiskFullGuard, args: argparse.Namespace) -> int:
+    writer = recorder.writer
     terminal = sys.stderr.isatty()
     period = PROGRESS_PERIOD_TERMINAL if terminal else PROGRESS_PERIOD_LOG
     started = time.monotonic()
@@ -211,9 +306,9 @@ async def _show_progress(client: MarketClient, writer: RecordingWriter, args: ar
         )
 
     try:
-        while True:
+        while recorder.disk_full is None:
             await asyncio.sleep(0.1)
-            writer.flush_if_due()
+            recorder.flush_if_due()
             now = time.monotonic()
             if args.duration is not None and now - started >= args.duration:
                 return ExitCode.OK
@@ -223,9 +318,10 @@ async def _show_progress(client: MarketClient, writer: RecordingWriter, args: ar
                 end = "" if terminal else "\n"
                 print(f"\r{text}\x1b[K" if terminal else text, end=end, file=sys.stderr, flush=True)
             fail_without_books(client, args.book_timeout, now - started)
+        return ExitCode.DISK_FULL
     finally:
-        writer.flush()
+        recorder.flush()
         now = time.monotonic()
         average = writer.frames / max(now - started, 1e-9)
-        text = line(now, average) + " (done)"
+        text = line(now, average) + (" (done)" if recorder.disk_full is None else " (stopped: disk full)")
         print(f"\r{text}\x1b[K" if terminal else text, file=sys.stderr, flush=True)

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from ._exit import CliError, ExitCode
-from ._watch_view import TopTable, can_encode, screen_for, state_counts
+from ._watch_view import TopTable, can_encode, screen_for, state_counts, terminal_text
 from .recording import KIND_META, RecordingError, RecordingReader
 from .row import FIELD_NAMES, N_FIELDS
 
@@ -213,7 +213,7 @@ def _check(recording: LoadedRecording, path: str) -> tuple[Replayer, ExitCode]:
             if applied[0] != applied[1] or difference:
                 what = difference or f"feed() returned {applied[0]} (compiled) vs {applied[1]} (pure)"
                 print(f"DIVERGENCE at frame {index} (recv_ns {recv_ns}): {what}")
-                print(f"frame: {str(frame)[:300]!s}")
+                print(f"frame: {terminal_text(str(frame)[:300])}")
                 return compiled, ExitCode.DIVERGENCE
             index += 1
     for name, get in (

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 
 from ._exit import CliError, ExitCode
+from ._watch_view import terminal_text
 from .gamma import GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
 from .row import TOKEN_ID, TOKEN_ID_EXPECTED
 
@@ -34,6 +35,6 @@ async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, 
                     message = f"the Gamma API at {args.gamma_url} answered an invalid token id {token!r}"
                     raise CliError(f"{message} ({TOKEN_ID_EXPECTED})", ExitCode.UNREACHABLE)
                 outcome = market.outcomes[index] if index < len(market.outcomes) else f"#{index}"
-                labels[token] = f"{outcome} {market.question}".strip()
+                labels[token] = terminal_text(f"{outcome} {market.question}").strip()  # from the network
                 tokens.append(token)
     return list(dict.fromkeys(tokens)), labels

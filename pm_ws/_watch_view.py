@@ -2,11 +2,14 @@
 
 On a terminal the table is redrawn in place with plain ANSI sequences (cursor home, clear to end of
 line); anywhere else (a pipe, a CI log, a test) it prints one dated table per refresh and event notes
-as plain lines, so a ``--duration`` run leaves a readable log.
+as plain lines, so a ``--duration`` run leaves a readable log. Text from the network (market questions,
+server messages) can carry control characters and escape sequences: ``terminal_text`` removes them,
+and every line the Screen writes passes through it.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections import deque
@@ -27,6 +30,30 @@ _CLEAR_LINE_END = "\x1b[K"
 _CLEAR_BELOW = "\x1b[J"
 _HIDE_CURSOR = "\x1b[?25l"
 _SHOW_CURSOR = "\x1b[?25h"
+
+
+# ECMA-48 escape sequences, in their 7-bit (ESC ...) and 8-bit (C1) forms: a control sequence (CSI),
+# a control string (OSC, DCS, SOS, PM, APC: up to its terminator, or to the end of the text), or any
+# other ESC sequence. Removed whole, so that no parameter bytes are left behind as visible text.
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"
+    r"|(?:\x1b[]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: Unicode category Cc
+
+
+def terminal_text(text: str) -> str:
+    """``text`` made safe to print on one line of a terminal.
+
+    Escape sequences are removed, a whitespace control (tab, newline, ...) becomes a space, and any
+    other control character (C0, DEL, C1) is removed: a market question from the Gamma API or a
+    server's message cannot move the cursor, recolour, retitle or clear the terminal.
+    """
+    if text.isprintable():  # the common case, and no regex work
+        return text
+    text = _ESCAPE_SEQUENCE.sub("", text)
+    return _CONTROL.sub(lambda match: " " if match.group().isspace() else "", text)
 
 
 class TopSource(Protocol):
@@ -183,6 +210,7 @@ class Screen:
 
     def show(self, lines: Iterable[str]) -> None:
         """Draw the block (and, on a terminal, the latest notes under it)."""
+        lines = [terminal_text(line) for line in lines]
         if not self.interactive:
             self.stream.write(time.strftime("-- %H:%M:%S --\n") + "".join(f"{line}\n" for line in lines) + "\n")
             self.stream.flush()
@@ -198,7 +226,7 @@ class Screen:
 
     def note(self, line: str) -> None:
         """Add an event note: printed at once when not interactive, kept under the table otherwise."""
-        stamped = time.strftime("%H:%M:%S ") + line
+        stamped = time.strftime("%H:%M:%S ") + terminal_text(line)
         if self.interactive:
             self._notes.append(stamped)
         else:

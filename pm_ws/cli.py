@@ -19,17 +19,20 @@ from typing import Any
 
 from . import __version__
 from ._exit import CliError, ExitCode, exit_codes_help
+from ._watch_view import terminal_text
 from .client import DEFAULT_URL
 from .gamma import DEFAULT_GAMMA_URL
 
 RECORDING_FORMAT_HELP = """\
-recording format (pm_ws.recording, version 1, little-endian):
-  file   = b"PMWSREC\\x01" block*
-  block  = raw_len:u32 packed_len:u32 crc32:u32 zlib(records)[packed_len]
+recording format (pm_ws.recording, version 2, little-endian):
+  file   = b"PMWSREC\\x02" block*
+  block  = raw_len:u32 packed_len:u32 crc32:u32 header_crc32:u32 zlib(records)[packed_len]
+           header_crc32 = crc32 of the 12 bytes before it; raw_len <= 64 MiB
   record = recv_ns:i64 kind:u8 length:u32 payload[length]
            kind 0 = text frame (UTF-8), 1 = binary frame, 2 = meta (JSON object)
-Blocks are written at least every second and on exit; a crash loses at most the
-last incomplete block, which readers skip.
+Blocks are written at least every second and on exit; a crash or a full disk loses
+at most the last block, which readers skip as torn. Damage anywhere else is exit 4,
+naming the block's byte offset. Version 1 files (no header_crc32) still replay.
 """
 
 
@@ -55,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _library_logs(verbose=args.verbose):
             return int(args.run(args))
     except CliError as exc:
-        print(f"pm-ws: error: {exc}", file=sys.stderr)
+        print(f"pm-ws: error: {terminal_text(str(exc))}", file=sys.stderr)  # it may quote a server's answer
         return exc.exit_code
     except KeyboardInterrupt:
         print("pm-ws: interrupted", file=sys.stderr)
@@ -73,7 +76,7 @@ def _library_logs(*, verbose: bool) -> Iterator[None]:
     handler: logging.Handler = logging.NullHandler()
     if verbose:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(_TerminalFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logger.handlers = [handler]
     logger.propagate = False
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
@@ -83,6 +86,17 @@ def _library_logs(*, verbose: bool) -> Iterator[None]:
         logger.setLevel(saved[0])
         logger.propagate = saved[1]
         logger.handlers = saved[2]
+
+
+class _TerminalFormatter(logging.Formatter):
+    """Log lines for a terminal: what a server sent (quoted in messages and exceptions) cannot control it."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        return terminal_text(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+        # a traceback keeps its lines; each one is cleaned on its own
+        return "\n".join(terminal_text(line) for line in super().formatException(ei).splitlines())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pm-ws {__version__}")
     _add_verbose(parser, default=False)
-    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True, parser_class=_CommandParser)
 
     watch = _command(commands, "watch", "live top-of-book table of tokens", _run_watch)
     _add_token_selection(watch)
@@ -147,8 +161,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser: options and positionals in any order (``record --url U OUT TOKEN...``).
+
+    argparse alone gives every positional its strings in one go, so ``nargs="*"`` TOKEN_IDs after an
+    option would be "unrecognized": parse intermixed instead (options first, then the positionals).
+    """
+
+    _intermixing = False  # parse_known_intermixed_args calls parse_known_args itself (Python < 3.13)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def _command(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, run: Any
+    commands: argparse._SubParsersAction[_CommandParser], name: str, summary: str, run: Any
 ) -> argparse.ArgumentParser:
     command = commands.add_parser(
         name, help=summary, description=summary[0].upper() + summary[1:] + ".",
@@ -168,7 +201,9 @@ def _add_verbose(parser: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _add_token_selection(command: argparse.ArgumentParser) -> None:
-    command.add_argument("tokens", metavar="TOKEN_ID", nargs="*", help="CLOB token ids (asset ids) to subscribe")
+    command.add_argument(
+        "tokens", metavar="TOKEN_ID", nargs="*", default=[], help="CLOB token ids (asset ids) to subscribe"
+    )
     command.add_argument(
         "--market", action="append", default=[], metavar="CONDITION_ID",
         help="add every token of this market (condition id, resolved through the Gamma API); repeatable",

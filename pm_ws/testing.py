@@ -1,7 +1,7 @@
 """A fake Polymarket market-channel server on 127.0.0.1, for tests, benchmarks and the demo.
 
 :class:`FakeMarketServer` is a real ``websockets`` server that speaks the CLOB market channel the
-way the real one does (PROTOCOL.md §1-§3): the first frame must be a subscription, ``PING`` gets
+way the real one does: the first frame must be a subscription, ``PING`` gets
 ``PONG``, ``operation`` frames (un)subscribe on the same socket, the initial books arrive as ONE
 array frame with levels worst-to-best (best LAST), every number is a normalised decimal string.
 Behind it run binary markets whose YES/NO books are exact integers (prices in 1e-4, sizes in 1e-6)
@@ -64,7 +64,7 @@ from .row import PRICE_SCALE, SIZE_SCALE
 
 __all__ = ["FakeConnection", "FakeMarket", "FakeMarketServer", "MALFORMED_KINDS", "TICK_SIZES"]
 
-# Every tick size Polymarket uses, in price units (PROTOCOL.md §5)
+# Every tick size Polymarket uses, in price units (1e-4)
 TICK_SIZES = {"0.1": 1000, "0.01": 100, "0.005": 50, "0.0025": 25, "0.001": 10, "0.0001": 1}
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1")  # not "localhost": it may bind two sockets on two ports

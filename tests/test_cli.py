@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import http.server
 import io
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,8 +33,9 @@ from pm_ws import _core_py  # only to build a deliberately broken core for the -
 from pm_ws._decimal_text import price_text, size_text
 from pm_ws._exit import ExitCode
 from pm_ws._live import recording_client
-from pm_ws._watch_view import RateMeter, Screen, TopTable, screen_for, short_token
+from pm_ws._watch_view import RateMeter, Screen, TopTable, screen_for, short_token, terminal_text
 from pm_ws.cli import build_parser, main
+from pm_ws import cli
 from pm_ws.gamma import GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
 from pm_ws.row import State
 from pm_ws.recording import KIND_META, RecordingReader, RecordingWriter
@@ -131,6 +135,14 @@ def run_module(*args: str, timeout: float = SUBPROCESS_TIMEOUT) -> subprocess.Co
     )
 
 
+# A child started from a process that ignores SIGINT (a background job of a non-interactive shell)
+# inherits SIG_IGN, and Python then installs no KeyboardInterrupt handler: put Python's back first
+_PM_WS_WITH_CTRL_C = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'pm_ws'; runpy.run_module('pm_ws', run_name='__main__', alter_sys=True)"
+)
+
+
 def _child_env() -> dict[str, str]:
     return {**os.environ, "PYTHONIOENCODING": "utf-8"}
 
@@ -196,6 +208,35 @@ def test_cli_bad_arguments_exit_2_with_one_line(
 )  # fmt: skip
 def test_cli_parser_verbose_before_or_after_the_command_is_parsed(argv: list[str], verbose: bool) -> None:
     assert build_parser().parse_args(argv).verbose is verbose
+
+
+@pytest.mark.parametrize(
+    ("argv", "positionals"),
+    [(["record", "out.pmws", "--url", "ws://h", "1", "2"], {"out": "out.pmws", "tokens": ["1", "2"]}),
+     (["record", "--url", "ws://h", "out.pmws", "1", "--overwrite", "2"], {"out": "out.pmws", "tokens": ["1", "2"]}),
+     (["record", "--slug", "s", "out.pmws"], {"out": "out.pmws", "tokens": []}),
+     (["watch", "--url", "ws://h", "1", "--duration", "3", "2", "-v", "3"], {"tokens": ["1", "2", "3"]}),
+     (["watch", "1", "--market", "0x1", "2"], {"tokens": ["1", "2"]}),
+     (["replay", "--check", "r.pmws"], {"file": "r.pmws"})],
+)  # fmt: skip
+def test_cli_parser_options_and_positionals_mix_in_any_order(argv: list[str], positionals: dict[str, Any]) -> None:
+    args = vars(build_parser().parse_args(argv))
+
+    assert {name: args[name] for name in positionals} == positionals
+
+
+def test_cli_record_out_then_options_then_tokens_records_them(
+    quiet_server: ServerThread, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = quiet_server.server
+    out = tmp_path / "mixed.pmws"
+
+    code = main(["record", str(out), "--url", server.url, "--duration", "0.5", *server.token_ids])
+
+    assert code == ExitCode.OK, capsys.readouterr().err
+    with RecordingReader(out) as reader:
+        metas = [r.meta for r in reader if r.kind == KIND_META]
+    assert metas[1] == {"type": "subscribe", "tokens": server.token_ids}
 
 
 def test_cli_verbose_after_the_command_is_not_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -344,6 +385,75 @@ def test_cli_watch_slug_resolved_through_gamma_fake(
     assert short_token(server.token_ids[2]) not in out
 
 
+# what a hostile or broken Gamma answer could put in front of a terminal: a title change (OSC), colours
+# and a screen clear (CSI, in 7-bit and 8-bit form), a carriage return, NUL, DEL and a C1 control
+HOSTILE = "\x1b]0;pwned\x07Will \x1b[31mit\x1b[0m rain?\x9b2J\r\x00\x7f\x85"
+
+
+def _control_characters(text: str) -> list[str]:
+    return re.findall(r"[\x00-\x09\x0b-\x1f\x7f-\x9f]", text)  # every Cc but the newline
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [(HOSTILE, "Will it rain?"), ("Yes\tor\nno", "Yes or no"), ("a\x1bPsixel\x1b\\b", "ab"),
+     ("cut short \x1b[3", "cut short "), ("plain “text” ×…", "plain “text” ×…")],
+)  # fmt: skip
+def test_terminal_text_removes_control_characters_and_escape_sequences(text: str, shown: str) -> None:
+    assert terminal_text(text).strip() == shown.strip()
+
+
+def test_cli_watch_gamma_text_with_control_characters_is_shown_clean(
+    quiet_server: ServerThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = quiet_server.server
+    routes = {"/markets?slug=hostile": [
+        {"conditionId": CONDITION, "question": HOSTILE, "clobTokenIds": server.token_ids[:2],
+         "outcomes": ["Y\x1b[2Jes", "N\x1b]2;x\x1b\\o"]}
+    ]}  # fmt: skip
+    with gamma_fake(routes) as gamma_url:
+        argv = ["watch", "--slug", "hostile", "--gamma-url", gamma_url, "--url", server.url, "--duration", "1"]
+        code = main(argv)
+
+    captured = capsys.readouterr()
+    assert code == ExitCode.OK, captured.err
+    assert _control_characters(captured.out) == []
+    assert f"{short_token(server.token_ids[0])} Yes Will it rain?" in captured.out
+    assert f"{short_token(server.token_ids[1])} No Will it rain?" in captured.out
+
+
+def test_cli_error_line_and_verbose_log_lines_quoting_a_server_are_clean(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def run(args: argparse.Namespace) -> int:
+        logger = logging.getLogger("pm_ws.client")
+        logger.warning("server said %s", HOSTILE)
+        try:
+            raise ValueError(HOSTILE)
+        except ValueError:
+            logger.exception("connection 0: unexpected error")
+        raise cli.CliError(f"cannot reach ws://h: {HOSTILE}", ExitCode.UNREACHABLE)
+
+    monkeypatch.setattr(cli, "_run_watch", run)
+
+    assert main(["-v", "watch", "1"]) == ExitCode.UNREACHABLE
+    err = capsys.readouterr().err
+    assert _control_characters(err) == []
+    assert "server said Will it rain?" in err and "ValueError: Will it rain?" in err
+    assert err.splitlines()[-1].rstrip() == "pm-ws: error: cannot reach ws://h: Will it rain?"
+
+
+def test_screen_notes_and_lines_from_the_network_are_clean() -> None:
+    stream = io.StringIO()
+    screen = Screen(stream, interactive=False)
+
+    screen.show([f"row {HOSTILE}"])
+    screen.note(f"connection 0 lost: {HOSTILE}")
+
+    assert _control_characters(stream.getvalue()) == []
+    assert "row Will it rain?" in stream.getvalue() and "lost: Will it rain?" in stream.getvalue()
+
+
 @pytest.mark.parametrize(
     ("option", "value", "code", "message"),
     [("--slug", "nope", ExitCode.NOT_FOUND, "no market with slug 'nope'"),
@@ -473,6 +583,79 @@ def test_cli_record_existing_out_exits_4(tmp_path: Path, capsys: pytest.CaptureF
     assert code == ExitCode.BAD_FILE
     assert "already exists" in capsys.readouterr().err
     assert out.read_bytes() == b"keep me"
+
+
+class _FileOnFullDisk:
+    """A writer's file on a disk with ``room`` bytes left: a short write, then ENOSPC."""
+
+    def __init__(self, file: Any, room: int) -> None:
+        self.file = file
+        self.room = room
+
+    def write(self, data: bytes) -> int:
+        if not self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = self.file.write(data[: self.room])
+        self.room -= written
+        return int(written)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+@contextmanager
+def _tmpfs(path: Path, size: str) -> Iterator[Path]:
+    path.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+@contextmanager
+def _full_disk_out(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Where `pm-ws record` writes and fills the disk after a few KB: a real tmpfs or a patched file."""
+    if kind == "patched":
+        real = _live.RecordingWriter
+
+        def writer_on_full_disk(*args: Any, **kwargs: Any) -> RecordingWriter:
+            writer = real(*args, **kwargs)
+            writer._file = _FileOnFullDisk(writer._file, room=40_000)
+            return writer
+
+        monkeypatch.setattr(_live, "RecordingWriter", writer_on_full_disk)
+        yield tmp_path / "full.pmws"
+        return
+    with _tmpfs(tmp_path / "disk", "64k") as disk:
+        yield disk / "full.pmws"
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "patched"])
+def test_cli_record_full_disk_exits_7_with_one_line_and_a_readable_file(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with server_thread(markets=2, rate_hz=300) as running, _full_disk_out(kind, tmp_path, monkeypatch) as out:
+        argv = ["record", str(out), *running.server.token_ids, "--url", running.server.url, "--duration", "30"]
+        code = main(argv)
+        with RecordingReader(out) as reader:
+            frames = sum(1 for r in reader if r.kind != KIND_META)
+        size = out.stat().st_size
+
+    err = capsys.readouterr().err
+    assert code == ExitCode.DISK_FULL, err
+    assert "Traceback" not in err
+    error = err.splitlines()[-1]
+    kept = re.fullmatch(
+        rf"pm-ws: error: disk full while recording {re.escape(str(out))} \(No space left on device\): it keeps "
+        r"([\d,]+) frames in its first ([\d,]+) bytes, readable; the frames after them are lost",
+        error,
+    )  # fmt: skip
+    assert kept, error
+    assert frames > 0 and int(kept[1].replace(",", "")) == frames
+    assert int(kept[2].replace(",", "")) <= size
 
 
 def test_cli_replay_prints_rate_final_books_and_counters(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -606,12 +789,16 @@ def test_cli_ctrl_c_or_sigterm_stops_cleanly_with_exit_0(command: str, signum: i
         if command == "record":
             argv = ["record", str(out), *running.server.token_ids, "--url", running.server.url]
         child = subprocess.Popen(
-            [sys.executable, "-m", "pm_ws", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=_child_env(),
+            [sys.executable, "-c", _PM_WS_WITH_CTRL_C, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=_child_env(),
         )  # fmt: skip
-        time.sleep(3)
-        child.send_signal(signum)
-        stdout, stderr = child.communicate(timeout=SUBPROCESS_TIMEOUT)
+        try:
+            time.sleep(3)
+            child.send_signal(signum)
+            stdout, stderr = child.communicate(timeout=SUBPROCESS_TIMEOUT)
+        finally:
+            child.kill()  # no stray recorder if the signal did not stop it
+            child.communicate()
 
     assert child.returncode == 0, stderr
     assert "Traceback" not in stderr

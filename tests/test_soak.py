@@ -5,7 +5,6 @@ The 2-minute and 30-minute runs are ``python benchmarks/soak.py --duration 120``
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 
 SOAK_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
 
-# Deadlines of the fast variant: like tests/test_client.py's FAST, so a round of every fault takes ~6 s
+# Deadlines of the fast variant: like tests/client_helpers.py's FAST, so a round of every fault takes ~6 s
 FAST: dict[str, Any] = {
     "ping_interval": 0.1,
     "inbound_timeout": 0.5,
@@ -39,10 +38,10 @@ def soak() -> ModuleType:
 
 
 @pytest.mark.slow
-def test_soak_every_fault_kind_for_ten_seconds_no_violation(soak: ModuleType) -> None:
+async def test_soak_every_fault_kind_for_ten_seconds_no_violation(soak: ModuleType) -> None:
     config = soak.SoakConfig(duration=7.0, seed=1, tokens=6, rate=300.0, checkpoint_every=3.5, **FAST)
 
-    result = asyncio.run(soak.soak(config))
+    result = await soak.soak(config)
 
     report = soak.summary(result)
     assert result.violations == [], report
@@ -54,7 +53,7 @@ def test_soak_every_fault_kind_for_ten_seconds_no_violation(soak: ModuleType) ->
 
 
 @pytest.mark.slow
-def test_soak_client_blind_to_a_short_data_stall_is_reported(soak: ModuleType) -> None:
+async def test_soak_client_blind_to_a_short_data_stall_is_reported(soak: ModuleType) -> None:
     # A stall shorter than the client's silence deadline loses price changes on an open socket; a
     # client that misses it applies later changes to outdated books. The checker must say so: a LIVE
     # top the server never had, a book unequal to the truth, or a checksum mismatch (a diverged book)
@@ -71,7 +70,7 @@ def test_soak_client_blind_to_a_short_data_stall_is_reported(soak: ModuleType) -
         **options,
     )
 
-    result = asyncio.run(soak.soak(config))
+    result = await soak.soak(config)
 
     signs = ("LIVE row", "differs from server.truth()", "checksum_mismatch")
     caught = [text for text in result.violations if any(sign in text for sign in signs)]

@@ -6,9 +6,10 @@ The client here is plain ``websockets`` on purpose: these tests pin the server, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -28,14 +29,12 @@ BOOK_KEYS = ["market", "asset_id", "timestamp", "hash", "bids", "asks", "tick_si
 ENTRY_KEYS = ["asset_id", "price", "size", "side", "hash", "best_bid", "best_ask"]
 
 
-def run(scenario: Callable[[FakeMarketServer], Awaitable[None]], **options: Any) -> None:
-    """Run ``scenario(server)`` against a fresh server with no background changes."""
-
-    async def main() -> None:
-        async with FakeMarketServer(**{"rate_hz": 0, **options}) as server:
-            await asyncio.wait_for(scenario(server), TEST_TIMEOUT_SECONDS)
-
-    asyncio.run(main())
+@contextlib.asynccontextmanager
+async def serving(**options: Any) -> AsyncIterator[FakeMarketServer]:
+    """A fresh started server with no background changes; the block must end within ``TEST_TIMEOUT_SECONDS``."""
+    async with FakeMarketServer(**{"rate_hz": 0, **options}) as server:
+        async with asyncio.timeout(TEST_TIMEOUT_SECONDS):
+            yield server
 
 
 async def connect(server: FakeMarketServer, **options: Any) -> ClientConnection:
@@ -196,18 +195,16 @@ def test_books_every_tick_on_grid_mirrored_never_crossed(tick: str) -> None:
         '{"assets_ids": [], "operation": "subscribe"}',
     ],
 )
-def test_subscription_invalid_first_frame_closes_1008(first_frame: str) -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_subscription_invalid_first_frame_closes_1008(first_frame: str) -> None:
+    async with serving() as server:
         ws = await connect(server)
         await ws.send(first_frame)
         assert await close_received(ws) == (1008, "invalid subscription payload")
         assert server.received == [(1, first_frame)]
 
-    run(scenario)
 
-
-def test_subscription_initial_dump_one_array_best_last() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_subscription_initial_dump_one_array_best_last() -> None:
+    async with serving(markets=3) as server:
         ws = await subscribed(server, initial_dump=True)
         frame = await ws.recv()
         dump = json.loads(frame)
@@ -221,8 +218,6 @@ def test_subscription_initial_dump_one_array_best_last() -> None:
             assert bids == sorted(bids) and asks == sorted(asks, reverse=True)  # best LAST
         assert await drain(ws) == []
 
-    run(scenario, markets=3)
-
 
 def test_subscription_last_trade_price_empty_or_three_decimals() -> None:
     server = FakeMarketServer(markets=3, rate_hz=0)
@@ -230,8 +225,8 @@ def test_subscription_last_trade_price_empty_or_three_decimals() -> None:
     assert last_prices[4:] == ["", ""] and all(re.fullmatch(r"0\.[0-9]{3,4}", p) for p in last_prices[:4])
 
 
-def test_subscription_unknown_ids_accepted_silently() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_subscription_unknown_ids_accepted_silently() -> None:
+    async with serving() as server:
         ws = await subscribed(server, ["123", server.token_ids[1], "456"], type="MARKET")
         dump = json.loads(await ws.recv())
         assert [e["asset_id"] for e in dump] == [server.token_ids[1]]
@@ -239,38 +234,30 @@ def test_subscription_unknown_ids_accepted_silently() -> None:
         await ws.send("PING")
         assert await drain(ws) == ["PONG"]
 
-    run(scenario)
 
-
-def test_subscription_type_frame_with_operation_accepted_first() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_subscription_type_frame_with_operation_accepted_first() -> None:
+    async with serving() as server:
         ws = await subscribed(server, server.token_ids[:1], operation="subscribe", markets=[])
         assert [e["asset_id"] for e in json.loads(await ws.recv())] == server.token_ids[:1]
 
-    run(scenario)
 
-
-def test_subscription_initial_dump_false_sends_no_books() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_subscription_initial_dump_false_sends_no_books() -> None:
+    async with serving() as server:
         ws = await subscribed(server, initial_dump=False)
         await ws.send("PING")
         assert await drain(ws) == ["PONG"]
 
-    run(scenario)
 
-
-def test_ping_any_case_answered_with_pong_same_case() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_ping_any_case_answered_with_pong_same_case() -> None:
+    async with serving() as server:
         ws = await subscribed(server, [])
         for ping in ("PING", "ping", "Ping"):
             await ws.send(ping)
         assert await drain(ws) == ["PONG", "pong", "PONG"]
 
-    run(scenario)
 
-
-def test_operation_subscribe_unsubscribe_on_same_socket() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_operation_subscribe_unsubscribe_on_same_socket() -> None:
+    async with serving(markets=1) as server:
         yes_id, no_id = server.token_ids[:2]
         ws = await subscribed(server, [])
         await ws.send(json.dumps({"assets_ids": [yes_id, no_id, "999"], "operation": "subscribe"}))
@@ -288,8 +275,6 @@ def test_operation_subscribe_unsubscribe_on_same_socket() -> None:
         assert await drain(ws) == []
         assert server.connections[0].subscribed == {"999"}
 
-    run(scenario, markets=1)
-
 
 @pytest.mark.parametrize(
     "later_frame",
@@ -300,18 +285,16 @@ def test_operation_subscribe_unsubscribe_on_same_socket() -> None:
         "hello",
     ],
 )
-def test_operation_second_type_frame_or_garbage_invalid_operation(later_frame: str) -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_operation_second_type_frame_or_garbage_invalid_operation(later_frame: str) -> None:
+    async with serving() as server:
         ws = await subscribed(server, [])
         await ws.send(later_frame)
         assert await drain(ws) == ["INVALID OPERATION"]
         assert [text for _, text in server.received][1:] == [later_frame]
 
-    run(scenario)
 
-
-def test_custom_features_no_new_assets_every_hundred_changes() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_custom_features_no_new_assets_every_hundred_changes() -> None:
+    async with serving() as server:
         plain = await subscribed(server, [])
         custom = await subscribed(server, [], custom_feature_enabled=True)
         await asyncio.sleep(QUIET_SECONDS)
@@ -319,14 +302,12 @@ def test_custom_features_no_new_assets_every_hundred_changes() -> None:
         assert await drain(custom) == ["NO NEW ASSETS", "NO NEW ASSETS"]
         assert await drain(plain) == []
 
-    run(scenario)
-
 
 # ---------------------------------------------------------------------- market data
 
 
-def test_price_change_mirrored_and_best_matches_book_after_change() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_price_change_mirrored_and_best_matches_book_after_change() -> None:
+    async with serving(markets=2, trade_every=0) as server:
         ws = await subscribed(server)
         local = LocalBooks()
         for event in json.loads(await ws.recv()):
@@ -348,11 +329,9 @@ def test_price_change_mirrored_and_best_matches_book_after_change() -> None:
                 assert best == local.best(entry["asset_id"])
         assert all(local.book(token) == server.truth(token) for token in server.token_ids)
 
-    run(scenario, markets=2, trade_every=0)
 
-
-def test_wait_subscribed_returns_connection_once_subscription_read() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_wait_subscribed_returns_connection_once_subscription_read() -> None:
+    async with serving() as server:
         ws = await connect(server)
         await ws.send(json.dumps({"assets_ids": server.token_ids[:1], "type": "market"}))
         conn = await server.wait_subscribed(server.token_ids[:1])
@@ -360,21 +339,17 @@ def test_wait_subscribed_returns_connection_once_subscription_read() -> None:
         with pytest.raises(TimeoutError):
             await server.wait_subscribed(timeout=0.05)
 
-    run(scenario)
 
-
-def test_price_change_reaches_subscribers_of_either_token() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_price_change_reaches_subscribers_of_either_token() -> None:
+    async with serving(markets=2, trade_every=0) as server:
         ws = await subscribed(server, [server.markets[0].no_id], initial_dump=False)
         await server.step(30)
         markets = {json.loads(frame)["market"] for frame in await drain(ws)}
         assert markets == {server.markets[0].condition_id}
 
-    run(scenario, markets=2, trade_every=0)
 
-
-def test_trade_last_trade_price_then_book_refresh_per_token() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_trade_last_trade_price_then_book_refresh_per_token() -> None:
+    async with serving(markets=1) as server:
         market = server.markets[0]
         ws = await subscribed(server, [market.yes_id, market.no_id])
         await ws.recv()
@@ -395,27 +370,21 @@ def test_trade_last_trade_price_then_book_refresh_per_token() -> None:
             assert (book_levels(event, "bids")[::-1], book_levels(event, "asks")[::-1]) == server.truth(token)
         assert no_book["last_trade_price"] == f"{trade['price']:0<5}"
 
-    run(scenario, markets=1)
 
-
-def test_step_trades_every_trade_every_changes() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_step_trades_every_trade_every_changes() -> None:
+    async with serving(markets=1, trade_every=3) as server:
         ws = await subscribed(server, initial_dump=False)
         await server.step(9)
         kinds = [event["event_type"] for event in events_of(await drain(ws))]
         trade_block = ["last_trade_price", "book", "book"]
         assert kinds == (["price_change"] * 3 + trade_block) * 3
 
-    run(scenario, markets=1, trade_every=3)
 
-
-def test_background_rate_hz_drives_changes() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_background_rate_hz_drives_changes() -> None:
+    async with serving(rate_hz=200.0, trade_every=0) as server:
         ws = await subscribed(server, initial_dump=False)
         frames = [await asyncio.wait_for(ws.recv(), 0.2) for _ in range(10)]
         assert {json.loads(frame)["event_type"] for frame in frames} == {"price_change"}
-
-    run(scenario, rate_hz=200.0, trade_every=0)
 
 
 def test_price_change_empty_side_reports_best_zero_or_one() -> None:
@@ -449,8 +418,8 @@ def test_frames_fed_after_initial_dump_reproduce_truth_in_local_books() -> None:
 # ---------------------------------------------------------------------- the core reproduces the server
 
 
-def test_dispatcher_fed_server_stream_reproduces_truth(impl: ModuleType) -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_dispatcher_fed_server_stream_reproduces_truth(impl: ModuleType) -> None:
+    async with serving(markets=3, tick=["0.01", "0.0025", "0.001"], trade_every=11) as server:
         # Arrange
         store = impl.BookStore(capacity=16)
         dispatcher = impl.Dispatcher(store)
@@ -480,11 +449,9 @@ def test_dispatcher_fed_server_stream_reproduces_truth(impl: ModuleType) -> None
         problems = {k: v for k, v in stats.items() if v and k.startswith(("rej_", "skip_", "checksum", "crossed"))}
         assert problems == {}
 
-    run(scenario, markets=3, tick=["0.01", "0.0025", "0.001"], trade_every=11)
 
-
-def test_dispatcher_fed_malformed_frames_rejects_all_books_intact(impl: ModuleType) -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_dispatcher_fed_malformed_frames_rejects_all_books_intact(impl: ModuleType) -> None:
+    async with serving(markets=1) as server:
         store = impl.BookStore(capacity=4)
         dispatcher = impl.Dispatcher(store)
         for token in server.token_ids:
@@ -503,35 +470,29 @@ def test_dispatcher_fed_malformed_frames_rejects_all_books_intact(impl: ModuleTy
         assert stats["rej_bad_event"] == 1 + 5 and stats["rej_bad_number"] == 2 and stats["rej_oversized"] == 1
         assert all(store.book(token, depth=None) == server.truth(token) for token in server.token_ids)
 
-    run(scenario, markets=1)
-
 
 # ---------------------------------------------------------------------- fault switches
 
 
-def test_close_all_sends_close_code_and_reason() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_close_all_sends_close_code_and_reason() -> None:
+    async with serving() as server:
         ws = await subscribed(server, [])
         await asyncio.sleep(QUIET_SECONDS)
         await server.close_all(code=1012, reason="restart")
         assert await close_received(ws) == (1012, "restart")
         assert server.connections[0].closed
 
-    run(scenario)
 
-
-def test_abort_all_drops_tcp_without_close_frame() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_abort_all_drops_tcp_without_close_frame() -> None:
+    async with serving() as server:
         ws = await subscribed(server, [])
         await asyncio.sleep(QUIET_SECONDS)
         server.abort_all()
         assert await close_received(ws) is None and server.connections[0].closed
 
-    run(scenario)
 
-
-def test_unresponsive_answers_nothing_until_switched_off() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_unresponsive_answers_nothing_until_switched_off() -> None:
+    async with serving(trade_every=0) as server:
         ws = await subscribed(server)
         await ws.recv()
         server.set_unresponsive(True)
@@ -548,11 +509,9 @@ def test_unresponsive_answers_nothing_until_switched_off() -> None:
         assert await drain(ws) == ["PONG"]
         await asyncio.wait_for(protocol_pong, 1.0)
 
-    run(scenario, trade_every=0)
 
-
-def test_data_stalled_pongs_flow_data_does_not() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_data_stalled_pongs_flow_data_does_not() -> None:
+    async with serving(trade_every=0) as server:
         server.set_data_stalled(True)
         ws = await subscribed(server)
         await server.step(10)
@@ -566,11 +525,9 @@ def test_data_stalled_pongs_flow_data_does_not() -> None:
         await server.step(1)
         assert json.loads(await ws.recv())["event_type"] == "price_change"
 
-    run(scenario, trade_every=0)
 
-
-def test_withhold_snapshot_skips_book_of_that_token_only() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_withhold_snapshot_skips_book_of_that_token_only() -> None:
+    async with serving(markets=1, trade_every=0) as server:
         yes_id, no_id = server.token_ids
         server.withhold_snapshot(yes_id)
         ws = await subscribed(server)
@@ -586,11 +543,9 @@ def test_withhold_snapshot_skips_book_of_that_token_only() -> None:
         await ws.send(json.dumps({"assets_ids": [yes_id], "operation": "subscribe"}))
         assert [e["asset_id"] for e in json.loads(await ws.recv())] == [yes_id]
 
-    run(scenario, markets=1, trade_every=0)
 
-
-def test_send_raw_text_and_binary_to_all_or_one() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_send_raw_text_and_binary_to_all_or_one() -> None:
+    async with serving() as server:
         first = await subscribed(server, [])
         second = await subscribed(server, [])
         await asyncio.sleep(QUIET_SECONDS)
@@ -603,11 +558,9 @@ def test_send_raw_text_and_binary_to_all_or_one() -> None:
         await server.send_raw(["a", b"b", "c"], conn=server.connections[0])
         assert await drain(first) == ["a", b"b", "c"]
 
-    run(scenario)
 
-
-def test_change_tick_coarser_regrids_and_announces() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_change_tick_coarser_regrids_and_announces() -> None:
+    async with serving(markets=1, tick="0.001", trade_every=0) as server:
         market = server.markets[0]
         ws = await subscribed(server)
         await ws.recv()
@@ -628,10 +581,8 @@ def test_change_tick_coarser_regrids_and_announces() -> None:
         await server.change_tick(market.yes_id, "0.01")  # a no-op change is announced, no books follow
         assert [e["event_type"] for e in events_of(await drain(ws))] == ["tick_size_change"] * 2
 
-    run(scenario, markets=1, tick="0.001", trade_every=0)
 
-
-def test_change_tick_coarser_merges_levels_onto_new_grid() -> None:
+async def test_change_tick_coarser_merges_levels_onto_new_grid() -> None:
     # Arrange
     server = FakeMarketServer(markets=1, rate_hz=0, tick="0.0025", levels=30)
     token = server.token_ids[0]
@@ -646,25 +597,23 @@ def test_change_tick_coarser_merges_levels_onto_new_grid() -> None:
             expected_asks[price + (-price) % 1000] = expected_asks.get(price + (-price) % 1000, 0) + size
 
     # Act
-    asyncio.run(server.change_tick(token, "0.1"))
+    await server.change_tick(token, "0.1")
 
     # Assert
     assert server.truth(token) == (sorted(expected_bids.items(), reverse=True), sorted(expected_asks.items()))
     assert len(expected_bids) < len(bids) and server.tick(token) == 1000
 
 
-def test_burst_sends_n_price_changes_back_to_back() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_burst_sends_n_price_changes_back_to_back() -> None:
+    async with serving(trade_every=1) as server:
         ws = await subscribed(server, initial_dump=False)
         await server.burst(500)
         kinds = {json.loads(frame)["event_type"] for frame in await drain(ws)}
         assert kinds == {"price_change"} and server.connections[0].sent_frames == 500
 
-    run(scenario, trade_every=1)
 
-
-def test_reject_connections_accepts_then_closes() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_reject_connections_accepts_then_closes() -> None:
+    async with serving() as server:
         server.reject_connections(True)
         ws = await connect(server)
         assert await close_received(ws) == (1013, "try again later") and server.connections[0].closed
@@ -674,11 +623,9 @@ def test_reject_connections_accepts_then_closes() -> None:
         await ws.send("PING")
         assert await ws.recv() == "PONG"
 
-    run(scenario)
 
-
-def test_connections_record_what_clients_sent() -> None:
-    async def scenario(server: FakeMarketServer) -> None:
+async def test_connections_record_what_clients_sent() -> None:
+    async with serving() as server:
         ws = await subscribed(server, [])
         await ws.send("PING")
         await ws.send(b"binary \xff")
@@ -690,23 +637,18 @@ def test_connections_record_what_clients_sent() -> None:
         await asyncio.sleep(QUIET_SECONDS)
         assert conn.closed
 
-    run(scenario)
 
-
-def test_server_stop_with_half_open_connection_is_prompt() -> None:
-    async def main() -> float:
-        server = FakeMarketServer(rate_hz=50.0)
-        await server.start()
-        ws = await subscribed(server)
-        server.set_unresponsive(True)
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await server.stop()
-        elapsed = loop.time() - started
-        with pytest.raises(ConnectionClosed) as caught:
-            while True:
-                await asyncio.wait_for(ws.recv(), 1.0)  # whatever was sent before the freeze
-        assert caught.value.rcvd is None  # aborted: it would never answer a close handshake
-        return elapsed
-
-    assert asyncio.run(main()) < 0.5
+async def test_server_stop_with_half_open_connection_is_prompt() -> None:
+    server = FakeMarketServer(rate_hz=50.0)
+    await server.start()
+    ws = await subscribed(server)
+    server.set_unresponsive(True)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await server.stop()
+    elapsed = loop.time() - started
+    with pytest.raises(ConnectionClosed) as caught:
+        while True:
+            await asyncio.wait_for(ws.recv(), 1.0)  # whatever was sent before the freeze
+    assert caught.value.rcvd is None  # aborted: it would never answer a close handshake
+    assert elapsed < 0.5

@@ -1,0 +1,142 @@
+"""What the MarketClient tests share: fast deadlines, polling, the LIVE-while-down guard, a running client.
+
+The tests run the client against the real loopback :class:`~pm_ws.testing.FakeMarketServer` with
+deadlines of a few hundred milliseconds. Fault tests log what they measured (logger
+``pm_ws.tests.faults``); run ``pytest -o log_cli=true --log-cli-level=INFO -k fault tests/test_client_faults.py``
+to read the figures of the README's fault matrix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+
+from pm_ws.backoff import ExponentialBackoff
+from pm_ws.client import ClientEvent, MarketClient
+from pm_ws.row import State
+from pm_ws.testing import FakeMarketServer
+
+figures = logging.getLogger("pm_ws.tests.faults")
+
+TEST_DEADLINE = 10.0  # seconds; a hung test fails instead of stalling the suite
+
+# Deadlines short enough for a fast suite, long enough for a loaded 2-core machine
+FAST: dict[str, Any] = {
+    "ping_interval": 0.1,
+    "inbound_timeout": 0.5,
+    "snapshot_timeout": 0.3,
+    "silence_timeout": 0.6,
+    "connect_stagger": 0.0,
+    "backoff": functools.partial(ExponentialBackoff, 0.02, 0.2),
+}
+
+
+@contextlib.asynccontextmanager
+async def serving(**options: Any) -> AsyncIterator[FakeMarketServer]:
+    """A started :class:`FakeMarketServer`; the block must end within ``TEST_DEADLINE`` (a hang fails)."""
+    async with FakeMarketServer(**options) as server:
+        async with asyncio.timeout(TEST_DEADLINE):
+            yield server
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0, what: str = "condition") -> float:
+    """Poll ``predicate`` every millisecond; return the seconds it took."""
+    start = time.perf_counter()
+    while not predicate():
+        if time.perf_counter() - start > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.001)
+    return time.perf_counter() - start
+
+
+def states(client: MarketClient, tokens: list[str]) -> list[State]:
+    return [client.store.top(token).state for token in tokens]
+
+
+def all_in(client: MarketClient, tokens: list[str], state: State) -> Callable[[], bool]:
+    return lambda: all(value is state for value in states(client, tokens))
+
+
+def none_live(client: MarketClient, tokens: list[str]) -> Callable[[], bool]:
+    return lambda: all(value is not State.LIVE for value in states(client, tokens))
+
+
+def books_match(client: MarketClient, server: FakeMarketServer, tokens: list[str]) -> bool:
+    return all(client.store.book(token, depth=None) == server.truth(token) for token in tokens)
+
+
+def frames_of(server: FakeMarketServer, conn_id: int) -> list[Any]:
+    """What one connection sent: parsed JSON objects, control words as str."""
+    conn = next(c for c in server.connections if c.id == conn_id)
+    return [text if text.strip().upper() == "PING" else orjson.loads(text) for text in conn.received]
+
+
+class StaleGuard:
+    """Fail if a token reads LIVE while the client itself considers its connection down.
+
+    Checked synchronously at each ``disconnected`` event and by a sampler every millisecond.
+    """
+
+    def __init__(self, client: MarketClient) -> None:
+        self.client = client
+        self.violations: list[str] = []
+        self.disconnects = 0
+
+    def on_event(self, event: ClientEvent) -> None:
+        if event.kind == "disconnected":
+            self.disconnects += 1
+            self.check(f"at disconnect of connection {event.data['connection']}")
+
+    def check(self, when: str) -> None:
+        stats = self.client.stats()
+        down = {conn["id"] for conn in stats["connections"] if conn["state"] != "open"}
+        for token, row in stats["tokens"].items():
+            if row["connection"] in down and row["state"] is State.LIVE:
+                self.violations.append(f"{token[:8]} LIVE {when}")
+
+    async def sample(self) -> None:
+        while True:
+            self.check("while sampling")
+            await asyncio.sleep(0.001)
+
+
+@contextlib.asynccontextmanager
+async def started(
+    server: FakeMarketServer, *, tokens: list[str] | None = None, store: Any = None, **options: Any
+) -> AsyncIterator[tuple[MarketClient, StaleGuard]]:
+    """A running client subscribed to ``tokens`` (default: all), every token LIVE, guarded."""
+    tokens = server.token_ids if tokens is None else tokens
+
+    def on_event(event: ClientEvent) -> None:
+        guard.on_event(event)
+
+    client = MarketClient(server.url, store=store, on_event=on_event, **(FAST | options))
+    guard = StaleGuard(client)
+    await client.subscribe(tokens)
+    async with client:
+        await wait_until(all_in(client, tokens, State.LIVE), what="first books")
+        sampler = asyncio.create_task(guard.sample())
+        try:
+            yield client, guard
+        finally:
+            sampler.cancel()
+    assert guard.violations == []
+    assert_subscription_first(server)
+
+
+def assert_subscription_first(server: FakeMarketServer) -> None:
+    """Every socket's first frame is the subscription, and no later frame carries `type`."""
+    for conn in server.connections:
+        if not conn.received:
+            continue
+        first = orjson.loads(conn.received[0])
+        assert first["type"] == "market" and first["initial_dump"] is True, conn.received[0]
+        later = [text for text in conn.received[1:] if text != "PING"]
+        assert all("type" not in orjson.loads(text) for text in later), later
