@@ -28,7 +28,7 @@ cdef enum:  # pm_field
     PM_LAST_SIDE = 6  # PM_SIDE_BUY, PM_SIDE_SELL or 0
     PM_EXCH_TS_MS = 7  # exchange timestamp of the last event applied, ms
     PM_RECV_TS_NS = 8  # receive time of the frame that last changed the row, ns
-    PM_SEQ = 9  # bumped on every change of the row; never goes back for a slot
+    PM_SEQ = 9  # the row's sequence lock: odd while written, +2 per change; never goes back for a slot
     PM_EPOCH = 10  # bumped on every snapshot, mark_stale, tick-size change and add; never goes back
     PM_STATE = 11  # a pm_state value
     PM_TICK = 12  # tick size in price units, 0 until known
@@ -269,5 +269,5 @@ cdef class Dispatcher:
     cdef int _apply_new_market(self, object payload) except -1
     cdef int _apply_market_resolved(self, object payload) except -1
     cdef int _deliver(self, int kind, object payload) except -1
-    cdef int _invalidate(self, int64_t* row, int32_t slot, int stat) except -1
+    cdef int _invalidated(self, int32_t slot, int stat) except -1
     cdef int _queue_resync(self, int32_t slot) except -1

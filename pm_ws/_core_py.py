@@ -91,6 +91,7 @@ from .row import (
     SEEN_MARKET_ID_MAX,
     SEEN_MARKETS_MAX,
     SEQ,
+    SEQ_STEP,
     SIDE_BUY,
     SIDE_SELL,
     SIZE_DECIMALS,
@@ -111,6 +112,8 @@ INT64_MAX = 2**63 - 1
 MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
 
 _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
+_WORD = struct.Struct("@q")  # one field
+_SEQ_OFFSET = SEQ * _WORD.size
 
 _DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
 _TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
@@ -284,7 +287,7 @@ def _wire_order(levels: list[_Level], key: Callable[[_Level], int]) -> list[_Lev
 
 
 def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) -> None:
-    # The one row update per token per event: top of book from the book, times, SEQ
+    # The one row update per token per event: top of book from the book, times (SEQ: _write_row)
     row[BID_PX], row[BID_SZ] = book.bids[-1] if book.bids else (0, 0)
     row[ASK_PX], row[ASK_SZ] = book.asks[-1] if book.asks else (PRICE_SCALE, 0)
     row[BID_LEVELS] = len(book.bids)
@@ -292,7 +295,6 @@ def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) 
     if timestamp is not None:
         row[EXCH_TS_MS] = timestamp
     row[RECV_TS_NS] = recv_ts_ns
-    row[SEQ] += 1
 
 
 def _level_flaw(price: int, size: int, tick: int, bid: bool) -> str | None:
@@ -411,8 +413,7 @@ class BookStore:
         self._ids[slot] = key
         self._books[slot] = _Book()
         row = self._cleared_row(slot)
-        if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
-            row[SEQ] += 1
+        if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ (always) and EPOCH move on
             row[EPOCH] += 1
         row[ASK_PX] = PRICE_SCALE
         row[STATE] = State.SUBSCRIBING
@@ -433,9 +434,7 @@ class BookStore:
         self._ids[slot] = None
         self._books[slot] = None
         self._owners[slot] = 0
-        row = self._cleared_row(slot)
-        row[SEQ] += 1
-        self._write_row(slot, row)
+        self._write_row(slot, self._cleared_row(slot))
         self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
         heapq.heappush(self._free, slot)
 
@@ -523,7 +522,6 @@ class BookStore:
             assert book is not None
             book.tick_unconfirmed = book.books_name_tick
             row[EPOCH] += 1
-            row[SEQ] += 1
             self._write_row(slot, row)
 
     def _lookup(self, token_id: object) -> int | None:
@@ -543,7 +541,16 @@ class BookStore:
         return list(_ROW.unpack_from(self._buffer, slot * _ROW.size))
 
     def _write_row(self, slot: int, row: list[int]) -> None:
-        _ROW.pack_into(self._buffer, slot * _ROW.size, *row)
+        # Every change of a row, under its sequence lock: SEQ odd, the fields, SEQ even and SEQ_STEP
+        # higher. Three separate stores in program order (the compiled core adds the release fences
+        # a weakly ordered CPU needs; here each store is an opaque C call, ordered on x86)
+        offset = slot * _ROW.size
+        seq = _WORD.unpack_from(self._buffer, offset + _SEQ_OFFSET)[0]
+        _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + 1)
+        row[SEQ] = seq + 1
+        _ROW.pack_into(self._buffer, offset, *row)
+        row[SEQ] = seq + SEQ_STEP
+        _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + SEQ_STEP)
 
     def _queue_resync(self, token_id: str) -> bool:
         # True when the token was not queued yet
@@ -1054,7 +1061,6 @@ class Dispatcher:
             self._stats["bba_mismatch"] += 1
         else:
             row[CONFIRM_TS_NS] = row[RECV_TS_NS] = recv_ts_ns
-            row[SEQ] += 1
             store._write_row(slot, row)
         return applied
 
