@@ -222,7 +222,7 @@ ctypedef struct pm_stage_t:  # reusable per-frame buffers of the scanner, never 
 cdef class BookStore:
     cdef Py_ssize_t _capacity
     cdef Py_ssize_t _count  # tokens held
-    cdef int64_t* _rows  # _capacity * PM_N_FIELDS, exported by view, never reallocated
+    cdef int64_t* _rows  # _capacity * PM_N_FIELDS (private, or in the segment), exported by view, never moved
     cdef Py_ssize_t _shape[2]
     cdef Py_ssize_t _strides[2]
     cdef pm_book_t* _books  # one per slot
@@ -231,6 +231,10 @@ cdef class BookStore:
     cdef int32_t* _owners  # per slot: the owner given to add/set_owner, 0 for none
     cdef Py_ssize_t _mask  # table size - 1 (a power of two)
     cdef list _names  # str id per slot, None when free
+    cdef object _segment  # the pm_ws.shared.Segment the rows live in, None for a private store
+    cdef Py_buffer _shm  # the segment's mapping, held while _segment is set
+    cdef int64_t* _header  # the segment's header words, NULL for a private store
+    cdef char* _dir  # the segment's token directory, NULL for a private store
     cdef dict _resync  # token ids awaiting a fresh snapshot, first-queued first (values unused)
 
     cdef int32_t lookup(self, const char* p, Py_ssize_t n, uint64_t h) noexcept

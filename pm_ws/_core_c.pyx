@@ -13,7 +13,7 @@ are set by setup.py, so a ``PM_WS_CYTHON_DEBUG=1`` build really turns the checks
 """
 
 cimport cython
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -21,6 +21,8 @@ from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_CheckExact, PyUnico
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcmp, memcpy, memmove, memset
+
+from pm_ws._shared_layout cimport DIR_ENTRY_BYTES, E_ID, E_LENGTH, E_SEQ, E_TAG, H_HEARTBEAT_NS
 
 import orjson
 
@@ -41,6 +43,8 @@ cdef extern from "pm_bytes.h":  # _hot/pm_bytes.h: byte scanning, token-id compa
 cdef extern from "pm_seqlock.h":  # _hot/pm_seqlock.h: the per-row sequence lock (memory-ordering notes there)
     int64_t pm_row_open(int64_t* seq) noexcept nogil
     void pm_row_close(int64_t* seq, int64_t s) noexcept nogil
+    void pm_store_release(int64_t* word, int64_t value) noexcept nogil
+    int64_t pm_monotonic_ns() noexcept nogil
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
@@ -74,19 +78,37 @@ cdef class BookStore:
     ----------
     capacity : int
         Number of token slots; fixed for the store's life.
+    shared : str or None
+        Keep the rows in the named POSIX shared-memory segment ``/shared`` (mode 0600), where
+        ``pm_ws.TopReader(shared)`` reads them from any process of this user; see ``pm_ws.shared``
+        for the layout. The segment is unlinked at a clean exit (or ``close_shared()``); one left by
+        a dead writer is replaced. Call ``beat()`` at least every second (``MarketClient`` does).
 
     Raises
     ------
     ValueError
-        ``capacity`` is below 1 (or above 2**28).
+        ``capacity`` is below 1 (or above 2**28), or ``shared`` is not a valid name.
+    pm_ws.shared.SharedTableError
+        ``shared`` names a table whose writer is alive, or something that is not a pm_ws table.
     """
 
-    def __cinit__(self, Py_ssize_t capacity=1024):
+    def __cinit__(self, Py_ssize_t capacity=1024, shared=None):
         cdef Py_ssize_t size = 16
+        cdef char* base
         if capacity < 1 or capacity > (1 << 28):
             raise ValueError(f"capacity must be at least 1 (and at most {1 << 28}), was {capacity}")
         self._capacity = capacity
-        self._rows = <int64_t*>PyMem_Calloc(capacity * PM_N_FIELDS, sizeof(int64_t))
+        if shared is None:
+            self._rows = <int64_t*>PyMem_Calloc(capacity * PM_N_FIELDS, sizeof(int64_t))
+        else:
+            from pm_ws.shared import Segment  # the segment machinery only when asked for
+            segment = Segment(shared, capacity)
+            PyObject_GetBuffer(segment.mmap, &self._shm, PyBUF_WRITABLE)
+            self._segment = segment
+            base = <char*>self._shm.buf
+            self._header = <int64_t*>base
+            self._dir = base + <Py_ssize_t>segment.dir_offset
+            self._rows = <int64_t*>(base + <Py_ssize_t>segment.rows_offset)
         self._books = <pm_book_t*>PyMem_Calloc(capacity, sizeof(pm_book_t))
         self._ids = <pm_token_t*>PyMem_Calloc(capacity, sizeof(pm_token_t))
         self._owners = <int32_t*>PyMem_Calloc(capacity, sizeof(int32_t))
@@ -111,7 +133,10 @@ cdef class BookStore:
                 PyMem_Free(self._books[i].bids.lv)
                 PyMem_Free(self._books[i].asks.lv)
         PyMem_Free(self._books)
-        PyMem_Free(self._rows)
+        if self._segment is None:
+            PyMem_Free(self._rows)
+        else:
+            PyBuffer_Release(&self._shm)
         PyMem_Free(self._ids)
         PyMem_Free(self._owners)
         PyMem_Free(self._table)
@@ -140,6 +165,29 @@ cdef class BookStore:
     def capacity(self):
         """Number of token slots."""
         return self._capacity
+
+    @property
+    def shared(self):
+        """The name of the shared table the rows live in, None for a private store."""
+        return None if self._segment is None else self._segment.name
+
+    def beat(self):
+        """Tell readers of the shared table that the writer is alive (a no-op for a private store).
+
+        Readers treat every row as STALE once the last beat is older than the table's deadline
+        (``pm_ws.shared.DEFAULT_DEADLINE_NS``, 1 s): beat at least every few hundred ms.
+        """
+        if self._header != NULL:
+            pm_store_release(&self._header[H_HEARTBEAT_NS], pm_monotonic_ns())
+
+    def close_shared(self):
+        """Withdraw the shared table: readers see every row STALE, the name is unlinked.
+
+        The store goes on working in this process (its rows stay mapped); a no-op when private.
+        Also run at a clean interpreter exit.
+        """
+        if self._segment is not None:
+            self._segment.close()
 
     @property
     def view(self):
@@ -225,6 +273,8 @@ cdef class BookStore:
         self._ids[slot].hash = h
         self._ids[slot].n = n
         memcpy(self._ids[slot].id, p, n)
+        if self._dir != NULL:  # the directory first: a reader checks what it finds against the row
+            dir_write(self._dir + slot * DIR_ENTRY_BYTES, p, n)
         row = self._rows + slot * PM_N_FIELDS
         seq = pm_row_open(&row[PM_SEQ])
         clear_row(row)
@@ -277,6 +327,8 @@ cdef class BookStore:
         cdef int64_t seq = pm_row_open(&row[PM_SEQ])
         clear_row(row)
         pm_row_close(&row[PM_SEQ], seq)
+        if self._dir != NULL:
+            dir_write(self._dir + slot * DIR_ENTRY_BYTES, <cptr>self._ids[slot].id, 0)
         self._owners[slot] = 0
         self._ids[slot].n = 0
         self._count -= 1
@@ -419,6 +471,17 @@ cdef inline void clear_row(int64_t* row) noexcept:
     # never written here, not even with its own value: it is the lock readers are watching
     memset(row, 0, PM_SEQ * sizeof(int64_t))
     memset(row + PM_EPOCH + 1, 0, (PM_N_FIELDS - PM_EPOCH - 1) * sizeof(int64_t))
+
+
+cdef inline void dir_write(char* entry, cptr p, Py_ssize_t n) noexcept:
+    # A directory entry (n = 0: a free slot) under its own sequence lock, like a row
+    cdef int64_t* words = <int64_t*>entry
+    cdef int64_t seq = pm_row_open(&words[E_SEQ])
+    words[E_TAG] = pm_token_tag(p, n) if n else 0
+    words[E_LENGTH] = n
+    memset(entry + E_ID, 0, DIR_ENTRY_BYTES - E_ID)
+    memcpy(entry + E_ID, p, n)
+    pm_row_close(&words[E_SEQ], seq)
 
 
 cdef inline void invalidate_row(int64_t* row) noexcept:

@@ -49,9 +49,12 @@ import struct
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
+
+if TYPE_CHECKING:
+    from . import shared as shared_table
 
 from ._events import (
     CONTROL_WORDS,
@@ -338,19 +341,34 @@ class BookStore:
     ----------
     capacity : int
         Number of slots (rows). Fixed for the store's life.
+    shared : str or None
+        Keep the rows in the named POSIX shared-memory segment ``/shared`` (mode 0600), where
+        ``pm_ws.TopReader(shared)`` reads them from any process of this user; see ``pm_ws.shared``
+        for the layout. The segment is unlinked at a clean exit (or ``close_shared()``); one left by
+        a dead writer is replaced. Call ``beat()`` at least every second (``MarketClient`` does).
 
     Raises
     ------
     ValueError
-        ``capacity`` is below 1.
+        ``capacity`` is below 1, or ``shared`` is not a valid name.
+    pm_ws.shared.SharedTableError
+        ``shared`` names a table whose writer is alive, or something that is not a pm_ws table.
     """
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, shared: str | None = None) -> None:
         capacity = operator.index(capacity)
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, was {capacity}")
         self._capacity = capacity
-        self._buffer = bytearray(capacity * _ROW.size)  # never resized: views stay valid
+        self._segment: shared_table.Segment | None = None
+        self._buffer: bytearray | memoryview  # never resized: views stay valid
+        if shared is None:
+            self._buffer = bytearray(capacity * _ROW.size)
+        else:
+            from . import shared as shared_table  # the segment machinery only when asked for (and no import cycle)
+
+            self._segment = shared_table.Segment(shared, capacity)
+            self._buffer = memoryview(self._segment.mmap)[self._segment.rows_offset :]
         self._slots: dict[str, int] = {}
         self._ids: list[str | None] = [None] * capacity
         self._books: list[_Book | None] = [None] * capacity
@@ -362,6 +380,21 @@ class BookStore:
     def capacity(self) -> int:
         """Number of slots."""
         return self._capacity
+
+    @property
+    def shared(self) -> str | None:
+        """The name of the shared table the rows live in, None for a private store."""
+        return None if self._segment is None else self._segment.name
+
+    def beat(self) -> None:
+        """Tell readers of the shared table that the writer is alive (a no-op for a private store)."""
+        if self._segment is not None:
+            self._segment.beat()
+
+    def close_shared(self) -> None:
+        """Withdraw the shared table: readers see every row STALE, the name is unlinked (no-op when private)."""
+        if self._segment is not None:
+            self._segment.close()
 
     @property
     def view(self) -> memoryview:
@@ -412,6 +445,8 @@ class BookStore:
         self._slots[key] = slot
         self._ids[slot] = key
         self._books[slot] = _Book()
+        if self._segment is not None:  # the directory first: a reader checks what it finds against the row
+            self._segment.write_entry(slot, key)
         row = self._cleared_row(slot)
         if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ (always) and EPOCH move on
             row[EPOCH] += 1
@@ -435,6 +470,8 @@ class BookStore:
         self._books[slot] = None
         self._owners[slot] = 0
         self._write_row(slot, self._cleared_row(slot))
+        if self._segment is not None:
+            self._segment.write_entry(slot, None)
         self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
         heapq.heappush(self._free, slot)
 
