@@ -17,7 +17,7 @@ from cpython.tuple cimport PyTuple_SET_ITEM
 from libc.stdint cimport int64_t
 
 from pm_ws._shared_layout cimport (H_CAPACITY, H_DEADLINE_NS, H_GENERATION, H_HEARTBEAT_NS, H_ROWS_OFFSET, H_STATUS,
-                                   H_WRITER_PID, STATUS_OPEN)
+                                   H_WRITER_PID, STATUS_OPEN, STATUS_REPLACED)
 
 from pm_ws.row import FIRST_SPARE, N_FIELDS, SEQ, STATE, State, Top, token_tag
 from pm_ws.shared import open_segment, read_directory
@@ -111,12 +111,13 @@ cdef class TopReader:
                 and pm_monotonic_ns() - beat <= self._header[H_DEADLINE_NS])
 
     cdef bint _dead_writer(self) except -1:
-        # Not alive: look for a new writer's table (at most every REATTACH_EVERY_NS), True if still dead
+        # Not alive: look for a new writer's table (at once when one took the name over, else at most
+        # every REATTACH_EVERY_NS), True if still dead
         cdef int64_t now
         if self._alive():
             return False
         now = pm_monotonic_ns()
-        if now >= self._next_reattach_ns:
+        if now >= self._next_reattach_ns or pm_load_acquire(&self._header[H_STATUS]) == STATUS_REPLACED:
             self._next_reattach_ns = now + REATTACH_EVERY_NS
             self.reattach()
         return not self._alive()
@@ -142,14 +143,19 @@ cdef class TopReader:
         cdef Py_ssize_t slot
         cdef int64_t tag
         cdef int attempt
+        cdef int64_t generation
         self._check_open()
-        for attempt in range(2):
+        for attempt in range(3):
             found = self._slots.get(token_id)
             if found is None:
                 self._slots = read_directory(self._mapping, self.capacity)
                 found = self._slots.get(token_id)
-                if found is None:
+            if found is None:
+                generation = self.generation
+                self._dead_writer()  # a new writer's table may hold it
+                if self.generation == generation:
                     return -1
+                continue
             slot, tag = found
             self._read(slot)
             if self._out[F_SEQ + 7] == tag:  # TOKEN_TAG (16), read under the row's lock

@@ -24,6 +24,7 @@ from .shared import (
     H_WRITER_PID,
     ROW_BYTES,
     STATUS_OPEN,
+    STATUS_REPLACED,
     open_segment,
     read_directory,
 )
@@ -67,7 +68,7 @@ class TopReader:
         if self._alive():
             return False
         now = time.monotonic_ns()
-        if now >= self._next_reattach_ns:
+        if now >= self._next_reattach_ns or self._word(H_STATUS) == STATUS_REPLACED:
             self._next_reattach_ns = now + _REATTACH_EVERY_NS
             self.reattach()
         return not self._alive()
@@ -91,13 +92,17 @@ class TopReader:
                 return row
 
     def _find(self, token_id: object) -> tuple[int, list[int]] | None:
-        for _ in range(2):
+        for _ in range(3):
             found = self._slots.get(token_id)  # type: ignore[call-overload]
             if found is None:
                 self._slots = read_directory(self._table(), self.capacity)
                 found = self._slots.get(token_id)  # type: ignore[call-overload]
-                if found is None:
+            if found is None:
+                generation = self.generation
+                self._dead_writer()  # a new writer's table may hold it
+                if self.generation == generation:
                     return None
+                continue
             slot, tag = found
             row = self._read(slot)
             if row[TOKEN_TAG] == tag:
