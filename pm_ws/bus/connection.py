@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from nats.aio.client import Client
 logger = logging.getLogger("pm_ws.bus")
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+CONNECT_TIMEOUT = 5.0  # seconds for the first connection (refused credentials are retried until then)
 RECONNECT_WAIT = 0.25  # seconds between reconnect attempts: NATS restarts are short, staleness is decided elsewhere
 _USERINFO = re.compile(r"(?<=//)[^/@\s]+@")
 
@@ -52,6 +54,7 @@ async def connect(
         "error_cb": error_cb, "disconnected_cb": disconnected_cb, "reconnected_cb": reconnected_cb,
     }  # fmt: skip
     try:
-        return await nats.connect(servers, name=name, **callbacks, **settings)
+        async with asyncio.timeout(CONNECT_TIMEOUT):
+            return await nats.connect(servers, name=name, **callbacks, **settings)
     except Exception as exc:  # the servers list may carry credentials: say which without them
         raise ConnectionError(f"cannot connect to NATS at {redact(servers)}: {redact(exc)}") from None
