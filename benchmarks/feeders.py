@@ -22,7 +22,7 @@ CORE_MODULES = {"c": "pm_ws._core_c", "py": "pm_ws._core_py"}
 BAD_STATS = (
     "rej_oversized", "rej_unknown_text", "rej_invalid_json", "rej_unknown_event", "rej_bad_event",
     "rej_bad_number", "skip_unsubscribed", "skip_duplicate", "skip_not_live", "checksum_mismatch",
-    "crossed_book", "bba_mismatch", "resync_queued",
+    "crossed_book", "bba_mismatch", "resync_queued", "skip_foreign", "off_grid", "impossible_book",
 )  # fmt: skip
 
 

@@ -17,6 +17,7 @@ from .row import (
     BID_LEVELS,
     BID_PX,
     BID_SZ,
+    CONFIRM_TS_NS,
     EPOCH,
     EXCH_TS_MS,
     FIELD_NAMES,
@@ -33,8 +34,10 @@ from .row import (
     SIZE_SCALE,
     STATE,
     TICK,
+    TOKEN_TAG,
     State,
     Top,
+    token_tag,
 )
 
 __version__ = "0.1.0"
@@ -46,4 +49,5 @@ __all__ = [
     "PRICE_SCALE", "SIZE_SCALE", "N_FIELDS", "FIELD_NAMES", "State", "Top", "SIDE_BUY", "SIDE_SELL",
     "BID_PX", "BID_SZ", "ASK_PX", "ASK_SZ", "LAST_PX", "LAST_SZ", "LAST_SIDE", "EXCH_TS_MS",
     "RECV_TS_NS", "SEQ", "EPOCH", "STATE", "TICK", "BID_LEVELS", "ASK_LEVELS", "MISMATCHES",
+    "TOKEN_TAG", "CONFIRM_TS_NS", "token_tag",
 ]  # fmt: skip

@@ -28,14 +28,17 @@ cdef enum:  # pm_field
     PM_LAST_SIDE = 6  # PM_SIDE_BUY, PM_SIDE_SELL or 0
     PM_EXCH_TS_MS = 7  # exchange timestamp of the last event applied, ms
     PM_RECV_TS_NS = 8  # receive time of the frame that last changed the row, ns
-    PM_SEQ = 9  # bumped on every change of the row
-    PM_EPOCH = 10  # bumped on every snapshot, mark_stale and tick-size change
+    PM_SEQ = 9  # bumped on every change of the row; never goes back for a slot
+    PM_EPOCH = 10  # bumped on every snapshot, mark_stale, tick-size change and add; never goes back
     PM_STATE = 11  # a pm_state value
     PM_TICK = 12  # tick size in price units, 0 until known
     PM_BID_LEVELS = 13  # bid levels in the book
     PM_ASK_LEVELS = 14  # ask levels in the book
-    PM_MISMATCHES = 15  # checksum mismatches and crossed books
-    PM_N_FIELDS = 16  # 128 bytes per row
+    PM_MISMATCHES = 15  # times the book was found untrustworthy (made INVALID)
+    PM_TOKEN_TAG = 16  # pm_token_tag() of the slot's token id, 0 when empty
+    PM_CONFIRM_TS_NS = 17  # receive time of the server's last confirmation of the top of book, ns
+    PM_FIRST_SPARE = 18  # PM_FIRST_SPARE .. PM_N_FIELDS - 1: spare, always 0
+    PM_N_FIELDS = 24  # 192 bytes per row, a multiple of 64
 
 cdef enum:  # pm_state
     PM_EMPTY = 0
@@ -76,8 +79,11 @@ cdef enum:  # pm_stat
     ST_SKIP_UNSUBSCRIBED
     ST_SKIP_DUPLICATE
     ST_SKIP_NOT_LIVE
+    ST_SKIP_FOREIGN  # an event for a token another connection owns (feed's owner)
     ST_CHECKSUM_MISMATCH
     ST_CROSSED_BOOK
+    ST_OFF_GRID  # a level price not a multiple of the token's known tick
+    ST_IMPOSSIBLE_BOOK  # a bid at 1 or an ask at 0 with size
     ST_BBA_MISMATCH
     ST_RESYNC_QUEUED
     ST_COUNT
@@ -222,6 +228,7 @@ cdef class BookStore:
     cdef pm_book_t* _books  # one per slot
     cdef pm_token_t* _ids  # one per slot
     cdef int32_t* _table  # open addressing over token hashes: slot or -1
+    cdef int32_t* _owners  # per slot: the owner given to add/set_owner, 0 for none
     cdef Py_ssize_t _mask  # table size - 1 (a power of two)
     cdef list _names  # str id per slot, None when free
     cdef dict _resync  # token ids awaiting a fresh snapshot, first-queued first (values unused)
@@ -238,25 +245,29 @@ cdef class Dispatcher:
     cdef bint _emit_trades
     cdef Py_ssize_t _max_frame_bytes
     cdef int64_t _stats[ST_COUNT]
+    cdef int32_t _owner  # owner of the frame being applied (feed's owner); 0 applies to every token
     cdef pm_stage_t _st  # staging of a frame fed from outside
     cdef pm_stage_t* _cur  # staging whose events are being applied; NULL between frames
     cdef int32_t* _mark  # per slot: index in _touched during one price_change, else -1
     cdef int32_t* _touched  # slots touched by the current price_change, first-seen order
     cdef Py_ssize_t* _last_entry  # per touched slot: its last entry in the event
+    cdef int* _flaw  # per touched slot: ST_OFF_GRID or ST_IMPOSSIBLE_BOOK of its first flawed entry, else 0
     cdef dict _seen_markets  # new_market dedup keys, oldest first (at most SEEN_MARKETS_MAX)
 
-    cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns) except -1
-    cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns) except -1
+    cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns, int32_t owner) except -1
+    cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns, int32_t owner) except -1
     cdef Py_ssize_t _apply_all(self, int64_t recv_ts_ns) except -1
     cdef int32_t _slot(self, const pm_fields_t* f) noexcept
+    cdef bint _foreign(self, int32_t slot) noexcept
     cdef void _count(self, int stat) noexcept
     cdef int _apply_book(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_tick_size_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_best_bid_ask(self, pm_event_t* e) noexcept
+    cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1
     cdef int _apply_new_market(self, object payload) except -1
     cdef int _apply_market_resolved(self, object payload) except -1
     cdef int _deliver(self, int kind, object payload) except -1
+    cdef int _invalidate(self, int64_t* row, int32_t slot, int stat) except -1
     cdef int _queue_resync(self, int32_t slot) except -1

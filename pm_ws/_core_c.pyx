@@ -26,7 +26,8 @@ import orjson
 
 from pm_ws._events import NEW_MARKET_ID_KEYS, STAT_KEYS
 from pm_ws.errors import CapacityError, parse_error
-from pm_ws.row import DEFAULT_MAX_FRAME_BYTES, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top
+from pm_ws.row import (DEFAULT_MAX_FRAME_BYTES, OWNER_MAX, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top,
+                       check_owner)
 
 __all__ = ["parse_price", "parse_size", "price_to_cents", "BookStore", "Dispatcher"]
 
@@ -35,6 +36,7 @@ cdef extern from "pm_bytes.h":  # _hot/pm_bytes.h: byte scanning, token-id compa
     bint pm_plain_span(const unsigned char* p, Py_ssize_t n) noexcept nogil
     uint64_t pm_hash(const unsigned char* p, Py_ssize_t n) noexcept nogil
     bint pm_same_bytes(const unsigned char* a, const unsigned char* b, Py_ssize_t n) noexcept nogil
+    int64_t pm_token_tag(const unsigned char* p, Py_ssize_t n) noexcept nogil
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
@@ -83,10 +85,11 @@ cdef class BookStore:
         self._rows = <int64_t*>PyMem_Calloc(capacity * PM_N_FIELDS, sizeof(int64_t))
         self._books = <pm_book_t*>PyMem_Calloc(capacity, sizeof(pm_book_t))
         self._ids = <pm_token_t*>PyMem_Calloc(capacity, sizeof(pm_token_t))
+        self._owners = <int32_t*>PyMem_Calloc(capacity, sizeof(int32_t))
         while size < 2 * capacity:
             size <<= 1
         self._table = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
-        if not (self._rows and self._books and self._ids and self._table):
+        if not (self._rows and self._books and self._ids and self._owners and self._table):
             raise MemoryError()
         memset(self._table, 0xFF, size * sizeof(int32_t))  # every cell -1
         self._mask = size - 1
@@ -106,6 +109,7 @@ cdef class BookStore:
         PyMem_Free(self._books)
         PyMem_Free(self._rows)
         PyMem_Free(self._ids)
+        PyMem_Free(self._owners)
         PyMem_Free(self._table)
 
     def __getbuffer__(self, Py_buffer* buf, int flags):
@@ -169,13 +173,20 @@ cdef class BookStore:
             return -1
         return self.lookup(<const char*>p, n, pm_hash(p, n))
 
-    def add(self, token_id):
-        """Hold a token: give it the lowest free slot and a fresh row (SUBSCRIBING).
+    def add(self, token_id, owner=0):
+        """Hold a token: give it the lowest free slot and a fresh row (SUBSCRIBING, its TOKEN_TAG).
+
+        In a slot used before, SEQ and EPOCH continue from its previous token, each bumped: they
+        never go back, so a reader that cached the slot sees them move on (and TOKEN_TAG change).
 
         Parameters
         ----------
         token_id : str or bytes
             1..100 ASCII characters of ``[0-9A-Za-z_.:-]``.
+        owner : int
+            The new token's owner (0 .. ``OWNER_MAX``; 0 = none): ``Dispatcher.feed(..., owner=n)``
+            with n != 0 changes only tokens owned by n. A token already held keeps its owner
+            (``set_owner`` moves it).
 
         Returns
         -------
@@ -194,6 +205,7 @@ cdef class BookStore:
         cdef int32_t slot
         cdef uint64_t h
         cdef int64_t* row
+        cdef int32_t new_owner = check_owner(owner)
         if not (token_view(token_id, &p, &n) and valid_token(p, n)):
             raise ValueError(f"invalid token id {token_id!r:.60}: {TOKEN_ID_EXPECTED}")
         h = pm_hash(p, n)
@@ -209,9 +221,14 @@ cdef class BookStore:
         self._ids[slot].n = n
         memcpy(self._ids[slot].id, p, n)
         row = self._rows + slot * PM_N_FIELDS
-        memset(row, 0, PM_N_FIELDS * sizeof(int64_t))
+        clear_row(row)
+        if row[PM_SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
+            row[PM_SEQ] += 1
+            row[PM_EPOCH] += 1
         row[PM_ASK_PX] = PM_PRICE_SCALE
         row[PM_STATE] = PM_SUBSCRIBING
+        row[PM_TOKEN_TAG] = pm_token_tag(p, n)
+        self._owners[slot] = new_owner
         self._books[slot].bids.n = 0
         self._books[slot].asks.n = 0
         self._books[slot].books_name_tick = False
@@ -250,12 +267,16 @@ cdef class BookStore:
         PyMem_Free(self._books[slot].bids.lv)
         PyMem_Free(self._books[slot].asks.lv)
         memset(&self._books[slot], 0, sizeof(pm_book_t))
-        memset(self._rows + slot * PM_N_FIELDS, 0, PM_N_FIELDS * sizeof(int64_t))
+        clear_row(self._rows + slot * PM_N_FIELDS)
+        self._rows[slot * PM_N_FIELDS + PM_SEQ] += 1
+        self._owners[slot] = 0
         self._ids[slot].n = 0
         self._count -= 1
 
     def remove(self, token_id):
-        """Stop holding a token: free its slot and book, zero its row. Unknown ids are ignored.
+        """Stop holding a token: free its slot and book, zero its row but SEQ (bumped) and EPOCH.
+
+        Unknown ids are ignored.
 
         Parameters
         ----------
@@ -267,6 +288,27 @@ cdef class BookStore:
             self._free_slot(slot)
             self._resync.pop(self._names[slot], None)  # a removed token leaves the resync queue
             self._names[slot] = None
+
+    def set_owner(self, token_id, owner):
+        """Give a held token to another owner (0 .. ``OWNER_MAX``; 0 = none); its row is unchanged.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        """
+        cdef int32_t new_owner = check_owner(owner)
+        cdef int32_t slot = self._slot_of(token_id)
+        if slot < 0:
+            raise KeyError(token_id)
+        self._owners[slot] = new_owner
+
+    def owner(self, token_id):
+        """Return a held token's owner (0 = none); KeyError if the token is not held."""
+        cdef int32_t slot = self._slot_of(token_id)
+        if slot < 0:
+            raise KeyError(token_id)
+        return self._owners[slot]
 
     def slot(self, token_id):
         """Return the slot (row index in ``view``) of a held token.
@@ -362,6 +404,14 @@ cdef class BookStore:
                 row[PM_SEQ] += 1
 
 
+cdef inline void clear_row(int64_t* row) noexcept:
+    # Zero a row but SEQ and EPOCH: for a slot they never go back, across remove and add
+    cdef int64_t seq = row[PM_SEQ], epoch = row[PM_EPOCH]
+    memset(row, 0, PM_N_FIELDS * sizeof(int64_t))
+    row[PM_SEQ] = seq
+    row[PM_EPOCH] = epoch
+
+
 cdef list side_list(const pm_side_t* side, Py_ssize_t limit):
     cdef Py_ssize_t i, n = side.n
     if 0 <= limit < n:
@@ -408,7 +458,8 @@ cdef class Dispatcher:
         self._mark = <int32_t*>PyMem_Malloc(cells * sizeof(int32_t))
         self._touched = <int32_t*>PyMem_Malloc(cells * sizeof(int32_t))
         self._last_entry = <Py_ssize_t*>PyMem_Malloc(cells * sizeof(Py_ssize_t))
-        if not (self._mark and self._touched and self._last_entry):
+        self._flaw = <int*>PyMem_Malloc(cells * sizeof(int))
+        if not (self._mark and self._touched and self._last_entry and self._flaw):
             raise MemoryError()
         memset(self._mark, 0xFF, cells * sizeof(int32_t))  # every slot -1
         self._seen_markets = {}
@@ -417,11 +468,12 @@ cdef class Dispatcher:
         PyMem_Free(self._mark)
         PyMem_Free(self._touched)
         PyMem_Free(self._last_entry)
+        PyMem_Free(self._flaw)
         free_stage(&self._st)
 
     @cython.binding(False)  # a method descriptor: ~5 ns less per call than a cyfunction
     @cython.embedsignature.format("clinic")  # keeps inspect.signature() working
-    def feed(self, frame, int64_t recv_ts_ns=0):
+    def feed(self, frame, int64_t recv_ts_ns=0, int64_t owner=0):
         """Apply one WebSocket text frame.
 
         Parameters
@@ -430,6 +482,9 @@ cdef class Dispatcher:
             The frame as received; an ASCII ``str`` is read in place.
         recv_ts_ns : int
             Receive time (``time.time_ns()``) stamped into every row the frame changes.
+        owner : int
+            The connection the frame arrived on: with owner != 0, events for tokens another owner
+            holds change nothing (``skip_foreign``); 0 applies the frame to every token.
 
         Returns
         -------
@@ -440,9 +495,14 @@ cdef class Dispatcher:
         ------
         TypeError
             ``frame`` has another type.
+        ValueError
+            ``owner`` is outside 0 .. ``OWNER_MAX``.
         """
+        if owner < 0 or owner > OWNER_MAX:
+            raise ValueError(f"owner must be 0 .. {OWNER_MAX}, was {owner}")
         if PyUnicode_CheckExact(frame) and PyUnicode_IS_COMPACT_ASCII(frame):
-            return self._feed_c(<cptr>PyUnicode_1BYTE_DATA(frame), PyUnicode_GET_LENGTH(frame), recv_ts_ns)
+            return self._feed_c(<cptr>PyUnicode_1BYTE_DATA(frame), PyUnicode_GET_LENGTH(frame), recv_ts_ns,
+                                <int32_t>owner)
         if not PyBytes_CheckExact(frame):
             if isinstance(frame, str):
                 frame = (<str>frame).encode("utf-8", "surrogatepass")  # lone surrogates fail validation
@@ -451,9 +511,9 @@ cdef class Dispatcher:
                 frame = bytes(frame)
             else:
                 raise TypeError(f"a frame must be str, bytes, bytearray or memoryview, was {type(frame).__name__}")
-        return self._feed_c(<cptr>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), recv_ts_ns)
+        return self._feed_c(<cptr>PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), recv_ts_ns, <int32_t>owner)
 
-    cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns) except -1:
+    cdef Py_ssize_t _feed_c(self, cptr data, Py_ssize_t n, int64_t recv_ts_ns, int32_t owner) except -1:
         cdef cptr b = data, e = data + n
         cdef pm_stage_t nested
         self._stats[ST_FRAMES] += 1
@@ -466,30 +526,33 @@ cdef class Dispatcher:
             e -= 1
         if b < e and (b[0] == c'{' or b[0] == c'['):
             if self._cur == NULL:
-                return self._scan_apply(&self._st, b, e, recv_ts_ns)
+                return self._scan_apply(&self._st, b, e, recv_ts_ns, owner)
             # on_event fed a frame while another is being applied: stage it apart, the outer
             # frame's staged events are not applied yet
             memset(&nested, 0, sizeof(pm_stage_t))
             try:
-                return self._scan_apply(&nested, b, e, recv_ts_ns)
+                return self._scan_apply(&nested, b, e, recv_ts_ns, owner)
             finally:
                 free_stage(&nested)
         self._stats[control_word(b, e - b)] += 1
         return 0
 
-    cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns) except -1:
+    cdef Py_ssize_t _scan_apply(self, pm_stage_t* st, cptr b, cptr e, int64_t recv_ts_ns, int32_t owner) except -1:
         cdef int r = scan_frame(st, b, e)
         cdef pm_stage_t* outer = self._cur
+        cdef int32_t outer_owner = self._owner
         if r < 0:
             raise MemoryError()
         if r == 0:
             self._stats[ST_REJ_INVALID_JSON] += 1
             return 0
         self._cur = st
+        self._owner = owner
         try:
             return self._apply_all(recv_ts_ns)
         finally:
             self._cur = outer
+            self._owner = outer_owner
 
     cdef Py_ssize_t _apply_all(self, int64_t recv_ts_ns) except -1:
         cdef Py_ssize_t i, applied = 0
@@ -524,17 +587,27 @@ cdef class Dispatcher:
             elif kind == EV_TICK_SIZE_CHANGE:
                 applied += self._apply_tick_size_change(e, recv_ts_ns)
             elif kind == EV_BEST_BID_ASK:
-                applied += self._apply_best_bid_ask(e)
+                applied += self._apply_best_bid_ask(e, recv_ts_ns)
             else:  # unreachable: a hot kind without a handler
                 self._stats[ST_REJ_BAD_EVENT] += 1
         return applied
 
     cdef int32_t _slot(self, const pm_fields_t* f) noexcept:
-        # Slot of the event's asset_id; counts skip_unsubscribed when nobody holds it
+        # Slot of the event's asset_id, or -1 counted as skip_unsubscribed (nobody holds it) or
+        # skip_foreign (another owner does)
         cdef int32_t slot = self.store.lookup(f.asset, f.asset_n, f.asset_hash)
         if slot < 0:
             self._stats[ST_SKIP_UNSUBSCRIBED] += 1
+        elif self._foreign(slot):
+            return -1
         return slot
+
+    cdef bint _foreign(self, int32_t slot) noexcept:
+        # The frame's owner is set and the token belongs to another: counted skip_foreign
+        if self._owner and self.store._owners[slot] != self._owner:
+            self._stats[ST_SKIP_FOREIGN] += 1
+            return True
+        return False
 
     cdef void _count(self, int stat) noexcept:
         self._stats[stat] += 1
@@ -545,6 +618,7 @@ cdef class Dispatcher:
         cdef int32_t slot = self._slot(f)
         cdef pm_book_t* book
         cdef int64_t* row
+        cdef int flaw
         if slot < 0:
             return 0
         book = &self.store._books[slot]
@@ -562,11 +636,14 @@ cdef class Dispatcher:
         row[PM_EPOCH] += 1
         touch_row(row, book, f, recv_ts_ns)
         self._count(ST_EV_BOOK)
-        if is_crossed(book):
-            row[PM_STATE] = PM_INVALID
-            row[PM_MISMATCHES] += 1
-            self._stats[ST_CROSSED_BOOK] += 1
-            self._queue_resync(slot)
+        flaw = book_flaw(self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS],
+                         row[PM_TICK])
+        if flaw:
+            self._invalidate(row, slot, flaw)
+        elif is_crossed(book):
+            self._invalidate(row, slot, ST_CROSSED_BOOK)
+        else:
+            row[PM_CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
         return 1
 
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
@@ -585,7 +662,10 @@ cdef class Dispatcher:
             if slot < 0:
                 continue
             any_held = True
-            if store._rows[slot * PM_N_FIELDS + PM_STATE] != PM_LIVE:
+            if self._foreign(slot):
+                continue
+            row = store._rows + slot * PM_N_FIELDS
+            if row[PM_STATE] != PM_LIVE:
                 self._stats[ST_SKIP_NOT_LIVE] += 1
                 continue
             book = &store._books[slot]
@@ -597,9 +677,12 @@ cdef class Dispatcher:
             if t < 0:
                 self._mark[slot] = <int32_t>nt
                 self._touched[nt] = slot
+                self._flaw[nt] = 0
                 t = nt
                 nt += 1
             self._last_entry[t] = i
+            if not self._flaw[t]:
+                self._flaw[t] = level_flaw(en.px, en.sz, row[PM_TICK], en.side == PM_SIDE_BUY)
             if failed:
                 break
         for t in range(nt):
@@ -616,17 +699,15 @@ cdef class Dispatcher:
             row = store._rows + slot * PM_N_FIELDS
             touch_row(row, book, f, recv_ts_ns)
             en = &self._cur.pc[self._last_entry[t]]
-            if en.best_bid >= 0 and en.best_ask >= 0 and (
+            if self._flaw[t]:
+                self._invalidate(row, slot, self._flaw[t])
+            elif en.best_bid >= 0 and en.best_ask >= 0 and (
                     en.best_bid != best_bid_px(book) or en.best_ask != best_ask_px(book)):
-                row[PM_STATE] = PM_INVALID
-                row[PM_MISMATCHES] += 1
-                self._stats[ST_CHECKSUM_MISMATCH] += 1
-                self._queue_resync(slot)
+                self._invalidate(row, slot, ST_CHECKSUM_MISMATCH)
             elif is_crossed(book):
-                row[PM_STATE] = PM_INVALID
-                row[PM_MISMATCHES] += 1
-                self._stats[ST_CROSSED_BOOK] += 1
-                self._queue_resync(slot)
+                self._invalidate(row, slot, ST_CROSSED_BOOK)
+            elif en.best_bid >= 0 and en.best_ask >= 0:
+                row[PM_CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
         return 1
 
     cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
@@ -670,17 +751,25 @@ cdef class Dispatcher:
             self._queue_resync(slot)
         return 1
 
-    cdef int _apply_best_bid_ask(self, pm_event_t* e) noexcept:
+    cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept:
+        # A cross-check of a LIVE book: a match confirms the top of book, a mismatch is only counted
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef pm_book_t* book
+        cdef int64_t* row
         if slot < 0:
             return 0
         self._count(ST_EV_BEST_BID_ASK)
         book = &self.store._books[slot]
-        if self.store._rows[slot * PM_N_FIELDS + PM_STATE] == PM_LIVE and (
-                f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book)):
+        row = self.store._rows + slot * PM_N_FIELDS
+        if row[PM_STATE] != PM_LIVE:
+            return 1
+        if f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book):
             self._stats[ST_BBA_MISMATCH] += 1
+        else:
+            row[PM_CONFIRM_TS_NS] = recv_ts_ns
+            row[PM_RECV_TS_NS] = recv_ts_ns
+            row[PM_SEQ] += 1
         return 1
 
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1:
@@ -722,6 +811,13 @@ cdef class Dispatcher:
             self._on_event(EVENT_NAMES[kind], payload)
         return 1
 
+    cdef int _invalidate(self, int64_t* row, int32_t slot, int stat) except -1:
+        # The book can no longer be trusted: INVALID, counted under stat, resync queued
+        row[PM_STATE] = PM_INVALID
+        row[PM_MISMATCHES] += 1
+        self._stats[stat] += 1
+        return self._queue_resync(slot)
+
     cdef int _queue_resync(self, int32_t slot) except -1:
         # The queue lives in the store (remove() takes a token out); a queued token is not re-counted
         cdef dict queue = self.store._resync
@@ -758,10 +854,11 @@ FIELD_INDEX = {
     "LAST_PX": PM_LAST_PX, "LAST_SZ": PM_LAST_SZ, "LAST_SIDE": PM_LAST_SIDE,
     "EXCH_TS_MS": PM_EXCH_TS_MS, "RECV_TS_NS": PM_RECV_TS_NS, "SEQ": PM_SEQ, "EPOCH": PM_EPOCH,
     "STATE": PM_STATE, "TICK": PM_TICK, "BID_LEVELS": PM_BID_LEVELS, "ASK_LEVELS": PM_ASK_LEVELS,
-    "MISMATCHES": PM_MISMATCHES,
+    "MISMATCHES": PM_MISMATCHES, "TOKEN_TAG": PM_TOKEN_TAG, "CONFIRM_TS_NS": PM_CONFIRM_TS_NS,
 }
 C_CONSTANTS = {
     "PRICE_SCALE": PM_PRICE_SCALE, "SIZE_SCALE": PM_SIZE_SCALE, "N_FIELDS": PM_N_FIELDS,
+    "FIRST_SPARE": PM_FIRST_SPARE,
     "SIDE_BUY": PM_SIDE_BUY, "SIDE_SELL": PM_SIDE_SELL,
     "EMPTY": PM_EMPTY, "SUBSCRIBING": PM_SUBSCRIBING, "LIVE": PM_LIVE, "STALE": PM_STALE,
     "INVALID": PM_INVALID, "N_STATS": ST_COUNT,

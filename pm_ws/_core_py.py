@@ -27,10 +27,17 @@ Frames
     books carried ``tick_size``, only a ``book`` with it does, or any book after a ``tick_size_change``,
     even a repeated one); ``price_change`` sets absolute
     level sizes (``"0"`` deletes) on LIVE tokens only and checks the server's ``best_bid`` /
-    ``best_ask``; a mismatch or a crossed book makes the token INVALID and queues a resync;
+    ``best_ask``; a mismatch or a crossed book makes the token INVALID and queues a resync, and
+    so does a level price off the token's known tick grid (``off_grid``, any size) or a book that
+    cannot exist (``impossible_book``: a bid at 1 or an ask at 0 with size); such a book or
+    change is applied first, the row says it cannot be trusted.
     ``tick_size_change`` to a new value makes a LIVE/INVALID token STALE and queues a resync;
-    ``best_bid_ask`` is only a cross-check; ``new_market`` (deduplicated) and ``market_resolved``
-    go to ``on_event``. Every outcome is counted in ``stats()``.
+    ``best_bid_ask`` is only a cross-check of a LIVE book; ``new_market`` (deduplicated) and
+    ``market_resolved`` go to ``on_event``. ``CONFIRM_TS_NS`` takes the frame's receive time when
+    the server confirms the top of book: a ``book`` that is not INVALID, or server best prices
+    (a ``price_change`` entry's, a ``best_bid_ask``) that match the book. With ``feed(owner=n)``,
+    n != 0, events for tokens whose owner is not n change nothing (``skip_foreign``). Every
+    outcome is counted in ``stats()``.
 """
 
 from __future__ import annotations
@@ -67,6 +74,7 @@ from .row import (
     BID_LEVELS,
     BID_PX,
     BID_SZ,
+    CONFIRM_TS_NS,
     DEFAULT_MAX_FRAME_BYTES,
     EPOCH,
     EXCH_TS_MS,
@@ -76,6 +84,7 @@ from .row import (
     MAX_JSON_DEPTH,
     MISMATCHES,
     N_FIELDS,
+    OWNER_MAX,
     PRICE_DECIMALS,
     PRICE_SCALE,
     RECV_TS_NS,
@@ -88,9 +97,12 @@ from .row import (
     STATE,
     TICK,
     TOKEN_ID,
+    TOKEN_TAG,
     TOKEN_ID_EXPECTED,
     State,
     Top,
+    check_owner,
+    token_tag,
 )
 
 __all__ = ["BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents"]
@@ -99,7 +111,6 @@ INT64_MAX = 2**63 - 1
 MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
 
 _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
-_EMPTY_ROW = bytes(_ROW.size)
 
 _DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
 _TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
@@ -284,6 +295,23 @@ def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) 
     row[SEQ] += 1
 
 
+def _level_flaw(price: int, size: int, tick: int, bid: bool) -> str | None:
+    # "off_grid" for a price off the known tick grid (tick > 0, any size), "impossible_book" for a
+    # bid at 1 or an ask at 0 with size, else None
+    if tick > 0 and price % tick:
+        return "off_grid"
+    if size and (price >= PRICE_SCALE if bid else price == 0):
+        return "impossible_book"
+    return None
+
+
+def _book_flaw(bids: list[_Level], asks: list[_Level], tick: int) -> str | None:
+    # The flaw of a snapshot's levels (see _level_flaw): an off-grid level anywhere first
+    flaws = {_level_flaw(price, size, tick, True) for price, size in bids}
+    flaws.update(_level_flaw(price, size, tick, False) for price, size in asks)
+    return "off_grid" if "off_grid" in flaws else "impossible_book" if "impossible_book" in flaws else None
+
+
 def _crossed(row: list[int]) -> bool:
     return row[BID_LEVELS] > 0 and row[ASK_LEVELS] > 0 and row[BID_PX] >= row[ASK_PX]
 
@@ -324,6 +352,7 @@ class BookStore:
         self._slots: dict[str, int] = {}
         self._ids: list[str | None] = [None] * capacity
         self._books: list[_Book | None] = [None] * capacity
+        self._owners = [0] * capacity  # per slot: the owner given to add/set_owner, 0 for none
         self._free = list(range(capacity))  # a min-heap, so the lowest free slot is reused first
         self._resync: dict[str, None] = {}  # insertion-ordered set of tokens awaiting a snapshot
 
@@ -341,13 +370,20 @@ class BookStore:
         """
         return memoryview(self._buffer).cast("q", (self._capacity, N_FIELDS)).toreadonly()
 
-    def add(self, token_id: str | bytes) -> int:
-        """Hold a token: give it a slot with an empty book, state ``SUBSCRIBING``.
+    def add(self, token_id: str | bytes, owner: int = 0) -> int:
+        """Hold a token: give it the lowest free slot with an empty book, state ``SUBSCRIBING``, its ``TOKEN_TAG``.
+
+        In a slot used before, SEQ and EPOCH continue from its previous token, each bumped: they
+        never go back, so a reader that cached the slot sees them move on (and TOKEN_TAG change).
 
         Parameters
         ----------
         token_id : str or bytes
             1 to 100 ASCII characters from ``[0-9A-Za-z_.:-]``.
+        owner : int
+            The new token's owner (0 .. ``OWNER_MAX``; 0 = none): ``Dispatcher.feed(..., owner=n)``
+            with n != 0 changes only tokens owned by n. A token already held keeps its owner
+            (``set_owner`` moves it).
 
         Returns
         -------
@@ -361,6 +397,7 @@ class BookStore:
         CapacityError
             Every slot is taken.
         """
+        owner = check_owner(owner)
         key = _token_key(token_id)
         if key is None:
             raise ValueError(f"invalid token id {token_id!r:.60}: {TOKEN_ID_EXPECTED}")
@@ -373,23 +410,49 @@ class BookStore:
         self._slots[key] = slot
         self._ids[slot] = key
         self._books[slot] = _Book()
-        row = [0] * N_FIELDS
+        row = self._cleared_row(slot)
+        if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
+            row[SEQ] += 1
+            row[EPOCH] += 1
         row[ASK_PX] = PRICE_SCALE
         row[STATE] = State.SUBSCRIBING
+        row[TOKEN_TAG] = token_tag(key)
+        self._owners[slot] = owner
         self._write_row(slot, row)
         return slot
 
     def remove(self, token_id: str | bytes) -> None:
-        """Stop holding a token: free its slot and book and zero its row. Unknown ids are ignored."""
+        """Stop holding a token: free its slot and book, zero its row but SEQ (bumped) and EPOCH.
+
+        Unknown ids are ignored.
+        """
         key = _token_key(token_id)
         if key is None or key not in self._slots:
             return
         slot = self._slots.pop(key)
         self._ids[slot] = None
         self._books[slot] = None
-        self._buffer[slot * _ROW.size : (slot + 1) * _ROW.size] = _EMPTY_ROW
+        self._owners[slot] = 0
+        row = self._cleared_row(slot)
+        row[SEQ] += 1
+        self._write_row(slot, row)
         self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
         heapq.heappush(self._free, slot)
+
+    def set_owner(self, token_id: str | bytes, owner: int) -> None:
+        """Give a held token to another owner (0 .. ``OWNER_MAX``; 0 = none); its row is unchanged.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        """
+        owner = check_owner(owner)
+        self._owners[self.slot(token_id)] = owner
+
+    def owner(self, token_id: str | bytes) -> int:
+        """Return a held token's owner (0 = none); KeyError if the token is not held."""
+        return self._owners[self.slot(token_id)]
 
     def slot(self, token_id: str | bytes) -> int:
         """Return the token's slot (its row index in ``view``); KeyError if the token is not held."""
@@ -467,6 +530,14 @@ class BookStore:
         # An invalid id or a foreign type is simply not held; only add() raises ValueError
         key = _token_key(token_id)
         return None if key is None else self._slots.get(key)
+
+    def _cleared_row(self, slot: int) -> list[int]:
+        # An empty row keeping the slot's SEQ and EPOCH: for a slot they never go back
+        old = self._read_row(slot)
+        row = [0] * N_FIELDS
+        row[SEQ] = old[SEQ]
+        row[EPOCH] = old[EPOCH]
+        return row
 
     def _read_row(self, slot: int) -> list[int]:
         return list(_ROW.unpack_from(self._buffer, slot * _ROW.size))
@@ -644,6 +715,13 @@ def _decode_json(body: bytes) -> Any:
     return document if _depth_within_limit(body) else None
 
 
+def _int64(value: int, name: str) -> int:
+    value = operator.index(value)
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise OverflowError(f"{name} must fit int64, was {value}")
+    return value
+
+
 def _market_key(payload: dict[str, Any]) -> str | None:
     # new_market identity: the value of the first present of these keys (the value alone, not
     # key-qualified); a non-string or overlong value disables dedup
@@ -699,6 +777,7 @@ class Dispatcher:
         self._emit_trades = bool(emit_trades)
         self._max_frame_bytes = operator.index(max_frame_bytes)
         self._stats = dict.fromkeys(STAT_KEYS, 0)
+        self._owner = 0  # owner of the frame being applied (feed's owner); 0 applies to every token
         self._seen_markets: dict[str, None] = {}  # new_market dedup keys, oldest first
         # One handler per event type of pm_ws._events, named _apply_<event type>
         self._handlers: dict[str, tuple[EventType, Callable[[dict[str, Any], int], int]]] = {
@@ -710,7 +789,7 @@ class Dispatcher:
         """The BookStore this dispatcher updates."""
         return self._store
 
-    def feed(self, frame: str | bytes | bytearray | memoryview, recv_ts_ns: int = 0) -> int:
+    def feed(self, frame: str | bytes | bytearray | memoryview, recv_ts_ns: int = 0, owner: int = 0) -> int:
         """Apply one WebSocket text frame.
 
         Parameters
@@ -719,6 +798,9 @@ class Dispatcher:
             The frame as received: a control word, a JSON event object or an array of them.
         recv_ts_ns : int
             Receive time (``time.time_ns()`` clock) stored in every row the frame changes.
+        owner : int
+            The connection the frame arrived on: with owner != 0, events for tokens another owner
+            holds change nothing (``skip_foreign``); 0 applies the frame to every token.
 
         Returns
         -------
@@ -730,12 +812,22 @@ class Dispatcher:
         TypeError
             ``frame`` or ``recv_ts_ns`` has the wrong type.
         OverflowError
-            ``recv_ts_ns`` does not fit int64.
+            ``recv_ts_ns`` or ``owner`` does not fit int64.
+        ValueError
+            ``owner`` is outside 0 .. ``OWNER_MAX``.
         """
+        recv_ts_ns = _int64(recv_ts_ns, "recv_ts_ns")
+        owner = _int64(owner, "owner")
+        if not 0 <= owner <= OWNER_MAX:
+            raise ValueError(f"owner must be 0 .. {OWNER_MAX}, was {owner}")
         data = _frame_bytes(frame)
-        recv_ts_ns = operator.index(recv_ts_ns)
-        if not -INT64_MAX - 1 <= recv_ts_ns <= INT64_MAX:
-            raise OverflowError(f"recv_ts_ns must fit int64, was {recv_ts_ns}")
+        outer_owner, self._owner = self._owner, owner  # a frame fed from on_event has its own owner
+        try:
+            return self._apply_frame(data, recv_ts_ns)
+        finally:
+            self._owner = outer_owner
+
+    def _apply_frame(self, data: bytes, recv_ts_ns: int) -> int:
         stats = self._stats
         stats["frames"] += 1
         stats["bytes"] += len(data)
@@ -790,6 +882,22 @@ class Dispatcher:
         self._stats["skip_unsubscribed"] += 1
         return 0
 
+    def _slot(self, token_id: str) -> int | None:
+        # The token's slot, or None counted as skip_unsubscribed (nobody holds it) or skip_foreign
+        slot = self._store._slots.get(token_id)
+        if slot is None:
+            self._skip_unsubscribed()
+        elif self._foreign(slot):
+            return None
+        return slot
+
+    def _foreign(self, slot: int) -> bool:
+        # The frame's owner is set and the token belongs to another: counted skip_foreign
+        if self._owner and self._store._owners[slot] != self._owner:
+            self._stats["skip_foreign"] += 1
+            return True
+        return False
+
     def _invalidate(self, row: list[int], token_id: str, counter: str) -> None:
         row[STATE] = State.INVALID
         row[MISMATCHES] += 1
@@ -803,9 +911,9 @@ class Dispatcher:
     def _apply_book(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
         token_id = fields["asset_id"]
-        slot = store._slots.get(token_id)
+        slot = self._slot(token_id)
         if slot is None:
-            return self._skip_unsubscribed()
+            return 0
         book = store._books[slot]
         assert book is not None
         book.bids = _wire_order(fields["bids"], _bid_key)
@@ -822,8 +930,13 @@ class Dispatcher:
         row[STATE] = State.STALE if book.tick_unconfirmed else State.LIVE
         row[EPOCH] += 1
         _touch(row, book, fields.get("timestamp"), recv_ts_ns)
-        if _crossed(row):
+        flaw = _book_flaw(fields["bids"], fields["asks"], row[TICK])
+        if flaw is not None:
+            self._invalidate(row, token_id, flaw)
+        elif _crossed(row):
             self._invalidate(row, token_id, "crossed_book")
+        else:
+            row[CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
         store._write_row(slot, row)
         return self._count_event("ev_book")
 
@@ -836,39 +949,49 @@ class Dispatcher:
             return self._skip_unsubscribed()
         rows: dict[int, list[int]] = {}  # every subscribed slot named, in order of first appearance
         last_change: dict[int, dict[str, Any]] = {}  # LIVE slots only
+        flaws: dict[int, str] = {}  # the flaw of each LIVE slot's first flawed entry
         for slot, change in subscribed:
             row = rows.get(slot)
             if row is None:
                 row = rows[slot] = store._read_row(slot)
+            if self._foreign(slot):
+                continue
             if row[STATE] != State.LIVE:
                 self._stats["skip_not_live"] += 1
                 continue
             book = store._books[slot]
             assert book is not None
-            if change["side"] == SIDE_BUY:
+            bid = change["side"] == SIDE_BUY
+            if bid:
                 _set_level(book.bids, change["price"], change["size"], _bid_key)
             else:
                 _set_level(book.asks, change["price"], change["size"], _ask_key)
             last_change[slot] = change
+            if slot not in flaws and (flaw := _level_flaw(change["price"], change["size"], row[TICK], bid)):
+                flaws[slot] = flaw
         for slot, change in last_change.items():
             row = rows[slot]
             book = store._books[slot]
             assert book is not None
             _touch(row, book, fields.get("timestamp"), recv_ts_ns)
             best = (change.get("best_bid"), change.get("best_ask"))
-            if None not in best and best != (row[BID_PX], row[ASK_PX]):
+            if slot in flaws:
+                self._invalidate(row, change["asset_id"], flaws[slot])
+            elif None not in best and best != (row[BID_PX], row[ASK_PX]):
                 self._invalidate(row, change["asset_id"], "checksum_mismatch")
             elif _crossed(row):
                 self._invalidate(row, change["asset_id"], "crossed_book")
+            elif None not in best:
+                row[CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
             store._write_row(slot, row)
         return self._count_event("ev_price_change")
 
     def _apply_last_trade_price(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
         token_id = fields["asset_id"]
-        slot = store._slots.get(token_id)
+        slot = self._slot(token_id)
         if slot is None:
-            return self._skip_unsubscribed()
+            return 0
         book = store._books[slot]
         assert book is not None
         row = store._read_row(slot)
@@ -895,9 +1018,9 @@ class Dispatcher:
     def _apply_tick_size_change(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
         token_id = fields["asset_id"]
-        slot = store._slots.get(token_id)
+        slot = self._slot(token_id)
         if slot is None:
-            return self._skip_unsubscribed()
+            return 0
         applied = self._count_event("ev_tick_size_change")
         row = store._read_row(slot)
         book = store._books[slot]
@@ -918,14 +1041,22 @@ class Dispatcher:
 
     def _apply_best_bid_ask(self, fields: dict[str, Any], recv_ts_ns: int) -> int:
         store = self._store
-        slot = store._slots.get(fields["asset_id"])
+        slot = self._slot(fields["asset_id"])
         if slot is None:
-            return self._skip_unsubscribed()
+            return 0
+        applied = self._count_event("ev_best_bid_ask")
         row = store._read_row(slot)
-        # A cross-check only: best_bid_ask is intermittent and sometimes wrong
-        if row[STATE] == State.LIVE and (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
+        # A cross-check of a LIVE book (best_bid_ask is intermittent and sometimes wrong): a match
+        # confirms the top of book, a mismatch is only counted
+        if row[STATE] != State.LIVE:
+            return applied
+        if (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
             self._stats["bba_mismatch"] += 1
-        return self._count_event("ev_best_bid_ask")
+        else:
+            row[CONFIRM_TS_NS] = row[RECV_TS_NS] = recv_ts_ns
+            row[SEQ] += 1
+            store._write_row(slot, row)
+        return applied
 
     def _apply_new_market(self, payload: dict[str, Any], recv_ts_ns: int) -> int:
         key = _market_key(payload)

@@ -96,7 +96,7 @@ STAT_KEYS = (
     + tuple(f"ev_{event.name}" for event in EVENTS)
     + tuple(CONTROL_WORDS.values())
     + ("rej_oversized", "rej_unknown_text", "rej_invalid_json", "rej_unknown_event", "rej_bad_event", "rej_bad_number")
-    + ("skip_unsubscribed", "skip_duplicate", "skip_not_live")
-    + ("checksum_mismatch", "crossed_book", "bba_mismatch", "resync_queued")
+    + ("skip_unsubscribed", "skip_duplicate", "skip_not_live", "skip_foreign")
+    + ("checksum_mismatch", "crossed_book", "off_grid", "impossible_book", "bba_mismatch", "resync_queued")
 )
 

@@ -6,6 +6,7 @@ The compiled module declares the same indices in ``_core_c.pxd``; a test keeps t
 
 from __future__ import annotations
 
+import operator
 import re
 from enum import IntEnum
 from typing import NamedTuple
@@ -26,14 +27,17 @@ LAST_SZ = 5  # last trade size
 LAST_SIDE = 6  # SIDE_BUY, SIDE_SELL or 0 when unknown
 EXCH_TS_MS = 7  # exchange timestamp of the last event applied, ms
 RECV_TS_NS = 8  # receive time of the frame that last changed the row, ns (time.time_ns clock)
-SEQ = 9  # bumped on every change of the row
-EPOCH = 10  # bumped on every snapshot, reconnect (mark_stale) and tick-size change
+SEQ = 9  # bumped on every change of the row; never goes back for a slot, even across remove/add
+EPOCH = 10  # bumped on every snapshot, reconnect (mark_stale), tick-size change and add; never goes back
 STATE = 11  # a State value
 TICK = 12  # tick size in price units, 0 until known
 BID_LEVELS = 13  # number of bid levels in the book
 ASK_LEVELS = 14  # number of ask levels in the book
-MISMATCHES = 15  # checksum mismatches and crossed books seen for this token
-N_FIELDS = 16  # 16 x int64 = 128 bytes, two cache lines per row
+MISMATCHES = 15  # times this token's book was found untrustworthy (made INVALID)
+TOKEN_TAG = 16  # token_tag() of the token in this slot, 0 when the slot is empty
+CONFIRM_TS_NS = 17  # receive time at which the server last confirmed the top of book, ns; 0 until then
+FIRST_SPARE = 18  # fields FIRST_SPARE .. N_FIELDS - 1 are spare, always 0: room for new fields at fixed indices
+N_FIELDS = 24  # 24 x int64 = 192 bytes, three cache lines per row (a row stays a multiple of 64 bytes)
 
 SIDE_BUY = 1
 SIDE_SELL = 2
@@ -46,8 +50,27 @@ TOKEN_ID_EXPECTED = f"expected 1-{TOKEN_ID_MAX} characters of [0-9A-Za-z_.:-]"
 FIELD_NAMES = (
     "bid_px", "bid_sz", "ask_px", "ask_sz", "last_px", "last_sz", "last_side",
     "exch_ts_ms", "recv_ts_ns", "seq", "epoch", "state", "tick",
-    "bid_levels", "ask_levels", "mismatches",
-)  # fmt: skip
+    "bid_levels", "ask_levels", "mismatches", "token_tag", "confirm_ts_ns",
+) + tuple(f"spare_{index}" for index in range(FIRST_SPARE, N_FIELDS))  # fmt: skip
+
+_FNV_OFFSET = 0xCBF2_9CE4_8422_2325  # FNV-1a 64 offset basis and prime
+_FNV_PRIME = 0x0000_0100_0000_01B3
+_MASK64 = (1 << 64) - 1
+_TAG_MASK = (1 << 63) - 1  # a tag is a positive int64
+
+
+def token_tag(token_id: str) -> int:
+    """The ``TOKEN_TAG`` a row carries for ``token_id``: FNV-1a 64 of its ASCII bytes, masked to 63 bits, never 0.
+
+    A reader that cached a token's slot compares ``view[slot, TOKEN_TAG]`` with this value (and
+    ``EPOCH`` with the one it saw) to tell that the slot still holds that token.
+    """
+    if not isinstance(token_id, str):
+        raise TypeError(f"token_id must be str, was {type(token_id).__name__}")
+    tag = _FNV_OFFSET
+    for byte in token_id.encode("ascii"):
+        tag = ((tag ^ byte) * _FNV_PRIME) & _MASK64
+    return (tag & _TAG_MASK) or 1
 
 
 class State(IntEnum):
@@ -79,12 +102,27 @@ class Top(NamedTuple):
     bid_levels: int
     ask_levels: int
     mismatches: int
+    token_tag: int
+    confirm_ts_ns: int
 
     @classmethod
     def from_row(cls, row: "list[int] | tuple[int, ...]") -> "Top":
-        values = list(row)
+        values = list(row)[:FIRST_SPARE]  # the spare fields are not part of a Top
         values[STATE] = State(values[STATE])
         return cls._make(values)
+
+
+# A token's owner (BookStore.add/set_owner, Dispatcher.feed): 0 = no owner, else the number of the
+# connection the token belongs to; with feed(owner=n) only tokens owned by n change
+OWNER_MAX = 2**31 - 1
+
+
+def check_owner(owner: int) -> int:
+    """``owner`` as an int in ``0 .. OWNER_MAX``; TypeError for a non-integer, ValueError outside the range."""
+    owner = operator.index(owner)
+    if not 0 <= owner <= OWNER_MAX:
+        raise ValueError(f"owner must be 0 .. {OWNER_MAX}, was {owner}")
+    return owner
 
 
 # new_market ids the Dispatcher remembers for its dedup (skip_duplicate): the newest SEEN_MARKETS_MAX

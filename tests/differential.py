@@ -82,8 +82,9 @@ class Twin:
         self._same("result", outcomes)
         self.check(drain)
 
-    def feed(self, frame: Any, recv_ts_ns: int = 0, drain: bool = True) -> None:
-        self.call(f"feed({_describe(frame)}, {recv_ts_ns})", lambda s, d: d.feed(frame, recv_ts_ns), drain)
+    def feed(self, frame: Any, recv_ts_ns: int = 0, drain: bool = True, owner: int = 0) -> None:
+        self.call(f"feed({_describe(frame)}, {recv_ts_ns}, {owner})", lambda s, d: d.feed(frame, recv_ts_ns, owner),
+                  drain)  # fmt: skip
 
     def check(self, drain: bool = True) -> None:
         self._same("view bytes", {tag: bytes(s.view) for tag, (s, _, _) in self.sides.items()})
@@ -121,9 +122,14 @@ def run_stream(modules: dict[str, ModuleType], rng: Any, emit_trades: bool) -> N
             token = rng.choice(framegen.SUBSCRIBED)
             twin.call(f"remove({token!r})", lambda s, d: s.remove(token), drain_each)
             if rng.random() < 0.7:
-                twin.call(f"add({token!r})", lambda s, d: s.add(token), drain_each)
+                owner = rng.choice(framegen.OWNERS)
+                twin.call(f"add({token!r}, {owner})", lambda s, d: s.add(token, owner), drain_each)
+        elif roll < 0.1:
+            token, owner = rng.choice(framegen.SUBSCRIBED), rng.choice(framegen.OWNERS)
+            twin.call(f"set_owner({token!r}, {owner})", lambda s, d: s.set_owner(token, owner), drain_each)
         else:
             frame = framegen.frame(rng, twin.books_of)
             if framegen.overflows_double(frame):
                 continue  # the documented divergence (README, Reliability: known limits)
-            twin.feed(frame, recv_ts_ns=step * 1_000_003, drain=drain_each or rng.random() < 0.2)
+            twin.feed(frame, recv_ts_ns=step * 1_000_003, drain=drain_each or rng.random() < 0.2,
+                      owner=rng.choice(framegen.OWNERS))  # fmt: skip

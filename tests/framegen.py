@@ -24,6 +24,7 @@ UNSUBSCRIBED = (
     "43",
     "4",
 )
+OWNERS = (0, 0, 1, 2)  # owners of tokens and frames in the differential streams; 0 = none (applies to all)
 TICK_UNITS = (1000, 100, 10, 1)  # 0.1, 0.01, 0.001, 0.0001 in price units
 CONTROL_WORDS = ("PONG", "INVALID OPERATION", "NO NEW ASSETS")
 EVENT_TYPES = ("book", "price_change", "last_trade_price", "tick_size_change", "best_bid_ask",
@@ -82,7 +83,8 @@ BAD_NUMBERS = ("", ".", " 1", "1 ", "+1", "-0.5", "1e2", "0x1", "1,5", "\u00bd",
 
 
 def random_price(rng: Rng, tick: int) -> int:
-    return tick * rng.randint(1, 10_000 // tick - 1)
+    price = tick * rng.randint(1, 10_000 // tick - 1)
+    return price + 1 if tick > 1 and rng.random() < 0.01 else price  # sometimes off the tick grid
 
 
 def random_size(rng: Rng) -> int:

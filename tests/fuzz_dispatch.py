@@ -58,7 +58,7 @@ SEEDS = framegen.seed_frames(0, count=300)
 TOKENS = framegen.asset_ids(SEEDS)
 KEEP_GOING = Path(os.environ["PM_WS_FUZZ_KEEP_GOING"]) if os.environ.get("PM_WS_FUZZ_KEEP_GOING") else None
 SEEN: dict[str, int] = {}  # divergences per kind, in keep-going mode
-OPT_EMIT_TRADES, OPT_DRAIN_EACH, OPT_SMALL_LIMIT, OPT_AS_STR, OPT_AS_MEMORYVIEW = 1, 2, 4, 8, 16
+OPT_EMIT_TRADES, OPT_DRAIN_EACH, OPT_SMALL_LIMIT, OPT_AS_STR, OPT_AS_MEMORYVIEW, OPT_OWNED = 1, 2, 4, 8, 16, 32
 
 
 def one_input(data: bytes) -> None:
@@ -99,15 +99,21 @@ def compare(data: bytes) -> None:
                 pass
         elif options & OPT_AS_MEMORYVIEW:
             frame = memoryview(raw)
-        twin.feed(frame, recv_ts_ns=index, drain=bool(options & OPT_DRAIN_EACH) or index == len(frames) - 1)
+        twin.feed(frame, recv_ts_ns=index, drain=bool(options & OPT_DRAIN_EACH) or index == len(frames) - 1,
+                  owner=framegen.OWNERS[index % len(framegen.OWNERS)] if options & OPT_OWNED else 0)  # fmt: skip
     twin.check_books()
 
 
 def store_call(twin: Twin, args: bytes, drain: bool) -> None:
-    # The client's own calls between frames: mark_stale on a lost connection, remove + add on resubscribe
+    # The client's own calls between frames: mark_stale on a lost connection, remove + add on
+    # resubscribe, set_owner when a token moves to another connection
     token = TOKENS[args[0] % len(TOKENS)] if args else TOKENS[0]
+    owner = framegen.OWNERS[args[2] % len(framegen.OWNERS)] if len(args) > 2 else 0
     if len(args) > 1 and args[1] & 1:
-        twin.call(f"remove({token!r}); add({token!r})", lambda store, _: (store.remove(token), store.add(token)), drain)
+        twin.call(f"remove({token!r}); add({token!r}, {owner})",
+                  lambda store, _: (store.remove(token), store.add(token, owner)), drain)  # fmt: skip
+    elif len(args) > 1 and args[1] & 2:
+        twin.call(f"set_owner({token!r}, {owner})", lambda store, _: store.set_owner(token, owner), drain)
     else:
         twin.call(f"mark_stale([{token!r}])", lambda store, _: store.mark_stale([token]), drain)
 

@@ -20,8 +20,10 @@ from pm_ws.row import (
     PRICE_SCALE,
     SEQ,
     STATE,
+    TOKEN_TAG,
     State,
     Top,
+    token_tag,
 )
 
 from builders import NO, OTHER, YES, book_event, frame, tick_size_change_event
@@ -113,6 +115,7 @@ def test_add_new_token_lowest_slot_initial_row(impl):
     expected = [0] * N_FIELDS
     expected[ASK_PX] = PRICE_SCALE
     expected[STATE] = State.SUBSCRIBING
+    expected[TOKEN_TAG] = token_tag(NO)
     assert row_of(store, NO) == expected
 
 
@@ -169,7 +172,9 @@ def test_remove_row_zeroed_token_gone(impl):
     # Act
     store.remove(NO)
     # Assert
-    assert numpy.asarray(store.view)[slot].tolist() == [0] * N_FIELDS
+    expected = [0] * N_FIELDS
+    expected[SEQ], expected[EPOCH] = 2, 1  # kept for the slot (SEQ bumped): they never go back
+    assert numpy.asarray(store.view)[slot].tolist() == expected
     assert NO not in store
     assert len(store) == 1
     assert store.tokens() == [YES]
@@ -204,7 +209,7 @@ def test_add_after_remove_fresh_row_and_empty_book(impl):
     store.remove(YES)
     store.add(YES)
     assert store.top(YES).state == State.SUBSCRIBING
-    assert store.top(YES).seq == 0
+    assert (store.top(YES).epoch, store.top(YES).seq) == (2, 3)  # book: 1, 1; remove: SEQ 2; add: both bumped
     assert store.book(YES) == ([], [])
 
 
@@ -246,7 +251,7 @@ def test_top_matches_view_row(impl):
     store = impl.BookStore(2)
     store.add(YES)
     impl.Dispatcher(store).feed(frame(book_event(YES, [("0.45", "3"), ("0.5", "2")], [("0.55", "1")])), 99)
-    assert list(store.top(YES)) == row_of(store, YES)
+    assert list(store.top(YES)) == row_of(store, YES)[: len(Top._fields)]
     assert store.top(YES).state is State.LIVE
 
 

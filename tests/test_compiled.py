@@ -77,16 +77,17 @@ def test_core_c_exports_exactly_the_contract_names(core_c):
 
 @pytest.mark.c_extension
 def test_pxd_field_indices_equal_row_module(core_c):
-    expected = {name.upper(): getattr(row, name.upper()) for name in row.FIELD_NAMES}
+    named = row.FIELD_NAMES[: row.FIRST_SPARE]  # the spare fields have no constant
+    expected = {name.upper(): getattr(row, name.upper()) for name in named}
     assert core_c.FIELD_INDEX == expected
-    assert sorted(core_c.FIELD_INDEX.values()) == list(range(N_FIELDS))
+    assert sorted(core_c.FIELD_INDEX.values()) == list(range(row.FIRST_SPARE))
 
 
 @pytest.mark.c_extension
 def test_pxd_constants_equal_row_module(core_c):
     expected = {
         "PRICE_SCALE": row.PRICE_SCALE, "SIZE_SCALE": row.SIZE_SCALE, "N_FIELDS": row.N_FIELDS,
-        "SIDE_BUY": row.SIDE_BUY, "SIDE_SELL": row.SIDE_SELL, "N_STATS": len(row.STAT_KEYS),
+        "FIRST_SPARE": row.FIRST_SPARE, "SIDE_BUY": row.SIDE_BUY, "SIDE_SELL": row.SIDE_SELL, "N_STATS": len(row.STAT_KEYS),
         **{state.name: state.value for state in State},
     }  # fmt: skip
     assert core_c.C_CONSTANTS == expected

@@ -1,16 +1,20 @@
-"""Dispatcher, ``best_bid_ask``: compared with the local book and counted, never written to the row."""
+"""Dispatcher, ``best_bid_ask``: compared with a LIVE local book and counted; a match confirms the top of book."""
 
 from __future__ import annotations
 
 import pytest
 
-from builders import OTHER, best_bid_ask_event, frame
+from pm_ws.row import CONFIRM_TS_NS, RECV_TS_NS, SEQ
+
+from builders import OTHER, best_bid_ask_event, frame, row
 
 
-def test_best_bid_ask_matching_counted_row_unchanged(live):
-    before = bytes(live.store.view)
+def test_best_bid_ask_matching_counted_only_confirmation_changes(live):
+    before = row(live)
     assert live.feed(frame(best_bid_ask_event(best_bid="0.50", best_ask="0.52")), 99) == 1
-    assert bytes(live.store.view) == before
+    before[CONFIRM_TS_NS] = before[RECV_TS_NS] = 99
+    before[SEQ] += 1
+    assert row(live) == before
     assert (live.stats()["ev_best_bid_ask"], live.stats()["bba_mismatch"]) == (1, 0)
 
 

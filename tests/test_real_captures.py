@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pm_ws.row import SIDE_BUY, SIDE_SELL, State
+from pm_ws.row import RECV_TS_NS, SIDE_BUY, SIDE_SELL, State
 
 EVENT_FOLDERS = ("genuine", "docs_examples", "synthetic")
 
@@ -199,11 +199,13 @@ def test_best_bid_ask_capture_cross_check_only(impl, read, name, mismatch):
     token_id = asset_of(text)
     store, dispatcher = subscribed(impl, token_id)
     dispatcher.feed(snapshot(token_id, [("0.585", "10")], [("0.587", "10")]))
-    before = bytes(store.view)
+    before = store.top(token_id)
     # Act
-    assert dispatcher.feed(text) == 1
-    # Assert
-    assert bytes(store.view) == before
+    assert dispatcher.feed(text, 5) == 1
+    # Assert: the book is untouched; a match only confirms it
+    after = store.top(token_id)
+    assert after[:RECV_TS_NS] == before[:RECV_TS_NS] and after.state == before.state
+    assert after.confirm_ts_ns == (0 if mismatch else 5)
     assert dispatcher.stats()["bba_mismatch"] == mismatch
 
 

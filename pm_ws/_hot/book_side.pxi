@@ -113,6 +113,34 @@ cdef inline bint is_crossed(const pm_book_t* b) noexcept:
     return b.bids.n > 0 and b.asks.n > 0 and best_bid_px(b) >= best_ask_px(b)
 
 
+cdef inline int level_flaw(PxRaw px, SzRaw sz, PxRaw tick, bint bid) noexcept:
+    # ST_OFF_GRID for a price off the known tick grid (tick > 0, any size), ST_IMPOSSIBLE_BOOK for
+    # a bid at 1 or an ask at 0 with size, else 0
+    if tick > 0 and px % tick:
+        return ST_OFF_GRID
+    if sz and (px >= PM_PRICE_SCALE if bid else px == 0):
+        return ST_IMPOSSIBLE_BOOK
+    return 0
+
+
+cdef int book_flaw(const pm_level_t* bids, Py_ssize_t nb, const pm_level_t* asks, Py_ssize_t na,
+                   PxRaw tick) noexcept:
+    # The flaw of a snapshot's levels (see level_flaw): an off-grid level anywhere first
+    cdef Py_ssize_t i
+    cdef int flaw, found = 0
+    for i in range(nb):
+        flaw = level_flaw(bids[i].px, bids[i].sz, tick, True)
+        if flaw == ST_OFF_GRID:
+            return flaw
+        found = found or flaw
+    for i in range(na):
+        flaw = level_flaw(asks[i].px, asks[i].sz, tick, False)
+        if flaw == ST_OFF_GRID:
+            return flaw
+        found = found or flaw
+    return found
+
+
 cdef inline void touch_row(int64_t* row, const pm_book_t* b, const pm_fields_t* f, int64_t recv_ts_ns) noexcept:
     # Recompute the top of book from the book and stamp the row (exactly once per token per event).
     # The sides are copied first: for the compiler every row store might change them

@@ -101,4 +101,14 @@ static inline uint64_t pm_hash(const unsigned char* p, Py_ssize_t n) {
     return h;
 }
 
+/* The TOKEN_TAG of a token id (pm_ws.row.token_tag): FNV-1a 64 over its bytes, masked to a
+   positive int64, never 0 (0 marks an empty slot). Computed once per add, never per frame. */
+static inline int64_t pm_token_tag(const unsigned char* p, Py_ssize_t n) {
+    uint64_t h = 0xCBF29CE484222325ull;
+    Py_ssize_t i;
+    for (i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001B3ull;
+    h &= 0x7FFFFFFFFFFFFFFFull;
+    return h ? (int64_t)h : 1;
+}
+
 #endif  /* PM_WS_BYTES_H */
