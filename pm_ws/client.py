@@ -48,7 +48,7 @@ EVENT_QUEUE_SIZE = 4096  # default bound of an events() iterator
 
 _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
-_NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID)
+_NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID, int(State.UNCONFIRMED))  # RESOLVED is final
 
 FrameCallback = Callable[[str | bytes, int], None]
 FeedFunction = Callable[[str | bytes, int], int]  # feed(frame, recv_ns) -> events applied
