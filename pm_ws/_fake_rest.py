@@ -12,7 +12,8 @@ listing, the WebSocket and the REST books always agree:
 - ``GET /book?token_id=`` and ``POST /books`` (``[{"token_id": ...}, ...]``): the server's current
   book in the CLOB shape, levels worst to best, timestamp now; 404 for an unknown token.
 
-Fault switches: :meth:`~FakeRestServer.set_delay` (slow answers), :meth:`~FakeRestServer.fail_next`
+Fault switches: :meth:`~FakeRestServer.set_delay` (slow answers), :meth:`~FakeRestServer.hold_books`
+(a book snapshot sent late, older than the WebSocket's deltas meanwhile), :meth:`~FakeRestServer.fail_next`
 (429 with ``Retry-After`` or any 5xx for the next n requests), :meth:`~FakeRestServer.garble_next`
 (malformed JSON), :attr:`~FakeRestServer.between_pages` (a callback run after each listing page, e.g.
 to open or resolve markets mid-listing) and :attr:`~FakeRestServer.repeat_last` (each page repeats
@@ -61,6 +62,7 @@ class FakeRestServer:
         self._port = port
         self._runner: web.AppRunner | None = None
         self.delay = 0.0
+        self.hold = 0.0  # seconds a rendered book answer waits before it is sent
         self._failures: list[tuple[int, float | None]] = []  # (status, Retry-After) for the next requests
         self._garbled = 0
         self.between_pages: Callable[[], Any] | None = None  # may return an awaitable
@@ -105,6 +107,11 @@ class FakeRestServer:
     def set_delay(self, seconds: float) -> None:
         """Answer every request ``seconds`` late (0: at once)."""
         self.delay = seconds
+
+    def hold_books(self, seconds: float) -> None:
+        """Take each ``/book``/``/books`` snapshot at once but send it ``seconds`` later (0: at once):
+        the WebSocket's deltas meanwhile are newer than the snapshot."""
+        self.hold = seconds
 
     def fail_next(self, n: int = 1, status: int = 429, retry_after: float | None = None) -> None:
         """Answer the next ``n`` requests with ``status`` (and a ``Retry-After`` header when given)."""
@@ -193,9 +200,11 @@ class FakeRestServer:
         if fault is not None:
             return fault
         try:
-            return web.json_response(self.clob_book(request.query.get("token_id", "")), dumps=_dumps)
+            book = self.clob_book(request.query.get("token_id", ""))
         except KeyError:
             return web.json_response({"error": "No orderbook exists for the requested token id"}, status=404)
+        await asyncio.sleep(self.hold)
+        return web.json_response(book, dumps=_dumps)
 
     async def _books(self, request: web.Request) -> web.StreamResponse:
         fault = await self._fault(request)
@@ -212,6 +221,7 @@ class FakeRestServer:
                 books.append(self.clob_book(token))
             except KeyError:
                 continue  # unknown tokens are left out of the answer
+        await asyncio.sleep(self.hold)
         return web.json_response(books, dumps=_dumps)
 
     # ------------------------------------------------------------------ faults

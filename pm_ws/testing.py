@@ -615,7 +615,8 @@ class FakeMarketServer:
         """Open a new binary market and announce it with ``new_market`` to custom-feature connections.
 
         The real announcement is global (every connection gets it, whatever it subscribed) and
-        repeated; ``copies`` sends it that many times. Its book starts changing at once.
+        repeated; ``copies`` sends it that many times (0: not announced, as when the event is lost).
+        Its book starts changing at once.
         """
         if tick not in TICK_SIZES:
             raise ValueError(f"unknown tick size {tick!r}, expected one of {sorted(TICK_SIZES)}")
@@ -636,9 +637,10 @@ class FakeMarketServer:
         await self._flush()
         return market
 
-    async def resolve_market(self, condition_id: str, winner: str | None = None) -> None:
+    async def resolve_market(self, condition_id: str, winner: str | None = None, *, announce: bool = True) -> None:
         """Resolve a market: ``market_resolved`` (winner: ``winner`` or its YES token) to custom-feature
-        connections; its book stops changing (it keeps answering :meth:`truth`). KeyError: not an open market."""
+        connections (``announce=False``: the event is lost); its book stops changing (it keeps answering
+        :meth:`truth`). KeyError: not an open market."""
         book = next((book for book in self._books if book.market.condition_id == condition_id), None)
         if book is None:
             raise KeyError(f"no open market with condition id {condition_id!r}")
@@ -647,6 +649,8 @@ class FakeMarketServer:
         self._books.remove(book)
         self._resolved[condition_id] = winner
         outcome = "Yes" if winner == market.yes_id else "No"
+        if not announce:
+            return
         self._send_custom(
             [
                 f'{{"event_type":"market_resolved","id":"{self._markets.index(market) + 1}",'
