@@ -23,19 +23,35 @@ the previous page's last market, as an offset-paginated listing does when a mark
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
 
 from ._decimal_text import PRICE_DECIMALS, SIZE_DECIMALS, units_text
-from .testing import LOOPBACK_HOSTS, TICK_SIZES, FakeMarketServer, _now_ms
 
 __all__ = ["FakeRestServer"]
 
 PAGE_LIMIT = 100
-_TICK_TEXT = {units: text for text, units in TICK_SIZES.items()}
+LOOPBACK_HOSTS = ("127.0.0.1", "::1")
+
+
+class MarketSource(Protocol):
+    """What is served of a :class:`~pm_ws.testing.FakeMarketServer` (not imported: testing re-exports this module)."""
+
+    @property
+    def markets(self) -> list[Any]: ...  # FakeMarket: (condition_id, yes_id, no_id)
+
+    @property
+    def resolved(self) -> dict[str, str | None]: ...
+
+    def truth(self, token_id: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]: ...
+
+    def tick(self, token_id: str) -> int: ...
+
+    def condition_id(self, token_id: str) -> str: ...
 
 
 class FakeRestServer:
@@ -43,7 +59,7 @@ class FakeRestServer:
 
     Parameters
     ----------
-    market_server : FakeMarketServer
+    market_server : pm_ws.testing.FakeMarketServer
         The simulated exchange whose markets and books are served.
     host, port : str, int
         Loopback address; port 0 picks a free one (read :attr:`url`).
@@ -52,7 +68,7 @@ class FakeRestServer:
     """
 
     def __init__(
-        self, market_server: FakeMarketServer, *, host: str = "127.0.0.1", port: int = 0, all_order_books: bool = False
+        self, market_server: MarketSource, *, host: str = "127.0.0.1", port: int = 0, all_order_books: bool = False
     ) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"FakeRestServer listens on loopback only, host was {host!r}")
@@ -181,16 +197,16 @@ class FakeRestServer:
         """The server's current book of ``token_id`` as ``GET /book`` answers it (KeyError: unknown)."""
         server = self.market_server
         bids, asks = server.truth(token_id)  # best first; the wire is worst first
-        condition_id = server._book_of[token_id].market.condition_id
+        condition_id = server.condition_id(token_id)
         return {
             "market": condition_id,
             "asset_id": token_id,
-            "timestamp": str(_now_ms()),
+            "timestamp": str(time.time_ns() // 1_000_000),
             "hash": "0" * 40,
             "bids": [_level(price, size) for price, size in reversed(bids)],
             "asks": [_level(price, size) for price, size in reversed(asks)],
             "min_order_size": "5",
-            "tick_size": _TICK_TEXT[server.tick(token_id)],
+            "tick_size": units_text(server.tick(token_id), PRICE_DECIMALS),
             "neg_risk": False,
             "last_trade_price": "0.5",
         }

@@ -444,6 +444,10 @@ class FakeMarketServer:
         bids, asks = self._book_of[token_id].levels(token_id)
         return bids[::-1], asks[::-1]
 
+    def condition_id(self, token_id: str) -> str:
+        """Return the condition id of a token's market (``KeyError`` if unknown)."""
+        return self._book_of[token_id].market.condition_id
+
     def tick(self, token_id: str) -> int:
         """Return the current tick size of a token in price units (``KeyError`` if unknown)."""
         return self._book_of[token_id].tick
