@@ -11,7 +11,9 @@ Prints a summary table and exits 1 on any violation (0 otherwise). What runs, al
   (a token still not LIVE after ``RECOVERY_TIMEOUT`` is a violation), then a random pause; a round
   that started before the end is finished, so every kind runs at least once;
 - a reader: every ``SAMPLE_PERIOD`` it copies the token rows out of ``store.view`` and checks each LIVE
-  row's top of book against the server's history (below), and that its connection is open;
+  row's top of book against the server's history (below), that its connection is open, and that it was
+  confirmed (``CONFIRM_TS_NS``) at most ``confirm_interval + snapshot_timeout`` ago, the client's promise
+  (counted as "LIVE rows older than the promise");
 - checkpoints every ``--checkpoint-every`` seconds and at the end (below).
 
 ``--overlap`` starts faults of different kinds without waiting for recovery; it is not the CI mode. It
@@ -33,9 +35,9 @@ the client reads that ``book`` (the ``on_frame`` hook sees it right after it was
 is enough: if any non-decreasing assignment of versions explains the samples, the earliest-match one
 does. Two faults lose frames on an open socket by design (half-open: the server drops what it would
 send; data stall: it sends no data); they last longer than the client's detection deadline
-(``inbound_timeout`` / ``silence_timeout``) plus a margin, so the client must have marked its rows STALE
-before the server resumes (a shorter stall would be undetectable by any client: the protocol's checksum
-covers prices, not sizes).
+(``inbound_timeout`` / ``confirm_interval + snapshot_timeout``) plus a margin, so the client must have
+marked its rows STALE before the server resumes (a shorter stall would be undetectable by any client:
+the protocol's checksum covers prices, not sizes).
 
 Checkpoints: the rate driver and the director pause, the soak waits until every token is LIVE and
 quiescent (every open socket: frames the server wrote == frames the client read), then requires
@@ -84,7 +86,9 @@ import orjson
 from pm_ws import IMPLEMENTATION
 from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import ClientEvent, MarketClient
-from pm_ws.row import ASK_LEVELS, ASK_PX, ASK_SZ, BID_LEVELS, BID_PX, BID_SZ, PRICE_SCALE, STATE, TICK, State
+from pm_ws.row import (
+    ASK_LEVELS, ASK_PX, ASK_SZ, BID_LEVELS, BID_PX, BID_SZ, CONFIRM_TS_NS, PRICE_SCALE, STATE, TICK, State,
+)  # fmt: skip
 from pm_ws.testing import TICK_SIZES, FakeMarket, FakeMarketServer
 
 FAULT_KINDS = (
@@ -118,7 +122,7 @@ class SoakConfig:
     ping_interval: float = 0.2
     inbound_timeout: float = 1.0
     snapshot_timeout: float = 0.5
-    silence_timeout: float = 1.0
+    confirm_interval: float = 1.0
     backoff: tuple[float, float] = (0.05, 0.5)
     kinds: tuple[str, ...] = FAULT_KINDS
     recovery_timeout: float = RECOVERY_TIMEOUT
@@ -143,6 +147,8 @@ class SoakResult:
     checkpoints: int = 0
     samples: int = 0
     live_rows_checked: int = 0
+    overdue_live_rows: int = 0  # LIVE rows sampled older than the promise since their last confirmation
+    oldest_confirmation: float = 0.0  # seconds: the largest confirmation age of a LIVE row sampled
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds, bytes)
     counters: dict[str, int] = field(default_factory=dict)
     audit: dict[str, int] = field(default_factory=dict)
@@ -320,7 +326,7 @@ class Soak:
             ping_interval=config.ping_interval,
             inbound_timeout=config.inbound_timeout,
             snapshot_timeout=config.snapshot_timeout,
-            silence_timeout=config.silence_timeout,
+            confirm_interval=config.confirm_interval,
             connect_stagger=0.0,
             backoff=lambda: ExponentialBackoff(low, high),
             on_event=self._on_event,
@@ -411,20 +417,27 @@ class Soak:
         store, history, result = self.client.store, self.history, self.result
         rows = np.asarray(store.view)
         slots = np.array([store.slot(token) for token in self.tokens])
-        fields = [*ROW_FIELDS, STATE]
+        fields = [*ROW_FIELDS, CONFIRM_TS_NS, STATE]
         live = int(State.LIVE)
         owner = self.client._owner
+        promise_ns = int((self.config.confirm_interval + self.config.snapshot_timeout) * 1e9)
         while True:
             await asyncio.sleep(SAMPLE_PERIOD)
             snapshot = rows[slots][:, fields].tolist()  # one copy: the rows cannot change during it
+            now = time.time_ns()  # the rows' clock
             result.samples += 1
             for token, row in zip(self.tokens, snapshot):
                 if row[-1] != live:
                     continue
                 result.live_rows_checked += 1
+                age = now - row[-2]
+                result.oldest_confirmation = max(result.oldest_confirmation, age / 1e9)
+                if age > promise_ns:
+                    result.overdue_live_rows += 1
+                    result.violation(f"LIVE row of {token[:12]}... last confirmed {age / 1e9:.3f}s ago")
                 if not owner[token].up:
                     result.violation(f"LIVE row of {token[:12]}... while its connection is not open")
-                top = tuple(row[:-1])
+                top = tuple(row[:-2])
                 if not history.match(token, top):
                     result.violation(
                         f"LIVE row of {token[:12]}... shows {top}, not a server top since version "
@@ -506,7 +519,8 @@ class Soak:
 
         async def data_stall() -> Callable[[], bool] | None:
             server.set_data_stalled(True)
-            await asyncio.sleep(config.fault_hold or config.silence_timeout + DETECTION_MARGIN)
+            promise = config.confirm_interval + config.snapshot_timeout  # no row stays LIVE unconfirmed longer
+            await asyncio.sleep(config.fault_hold or promise + DETECTION_MARGIN)
             server.set_data_stalled(False)
             return left_live
 
@@ -699,6 +713,9 @@ def summary(result: SoakResult) -> str:
         )
     events = ", ".join(f"{kind} {count}" for kind, count in sorted(result.client_events.items()))
     lines.append(f"  client events                {events}")
+    promise = config.confirm_interval + config.snapshot_timeout
+    lines.append(f"  LIVE rows older than the promise ({promise:g} s since confirmed)   {result.overdue_live_rows}"
+                 f" (oldest confirmation of a LIVE row: {result.oldest_confirmation * 1000:.0f} ms)")  # fmt: skip
     lines.append(f"  violations                   {len(result.violations)}")
     lines.extend(f"    {text}" for text in result.violations[:50])
     return "\n".join(lines)

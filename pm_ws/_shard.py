@@ -61,7 +61,7 @@ class ShardOwner(Protocol):
     ping_interval: float
     inbound_timeout: float
     snapshot_timeout: float
-    silence_timeout: float
+    confirm_interval: float
     custom_features: bool
     compression: bool
     max_frame_bytes: int
@@ -80,7 +80,7 @@ class ShardOwner(Protocol):
 
     def _route_resyncs(self, tokens: list[str], now: int) -> None: ...
 
-    def _frame_feed(self) -> Callable[[str | bytes, int], int]: ...
+    def _frame_feed(self) -> Callable[[str | bytes, int, int], int]: ...
 
     async def _connect_slot(self) -> None: ...
 
@@ -91,6 +91,7 @@ class Shard:
     def __init__(self, ident: int, owner: ShardOwner, backoff: ExponentialBackoff) -> None:
         self.id = ident
         self.owner = owner
+        self.number = ident + 1  # its tokens' owner in the store: only this socket's frames change their rows
         self.backoff = backoff
         self.tokens: dict[str, None] = {}  # wanted on this shard, in subscription order
         self.server_tokens: set[str] = set()  # what the current socket's server was told
@@ -99,6 +100,8 @@ class Shard:
         self.last_redrive: dict[str, int] = {}  # token -> ns of its last re-drive
         self.awaiting: dict[str, tuple[int, int]] = {}  # token -> (deadline ns, EPOCH when asked)
         self.redriven: set[str] = set()  # awaiting tokens already re-driven once since their last book
+        self.probe: dict[str, None] = {}  # LIVE tokens to re-drive on the next flush, staying LIVE
+        self.probed: dict[str, int] = {}  # token -> its CONFIRM_TS_NS when last probed
         self.rebuilt_for: set[str] = set()  # tokens that already cost this shard a rebuild
         self.dirty = False  # tokens or redrive changed since the last flush
         self.flush_waiters: list[asyncio.Future[None]] = []
@@ -108,13 +111,14 @@ class Shard:
         self.state = ShardState.IDLE
         self.healthy = False  # the current socket delivered a book: its server is proven (backoff reset)
         self.next_check_ns = 0  # deadlines and stamps in time.monotonic_ns()
+        self.next_confirm_ns = 0  # when the next LIVE row falls due for a probe or STALE
         self.last_frame_ns = 0
-        self.last_data_ns = 0
         self.frames = 0
         self.bytes = 0
         self.connects = 0
         self.reconnects = 0
         self.redrives = 0
+        self.probes = 0
         self.aborts = 0
         self.pings = 0
 
@@ -138,6 +142,7 @@ class Shard:
             "bytes": self.bytes,
             "reconnects": self.reconnects,
             "redrives": self.redrives,
+            "probes": self.probes,
             "aborts": self.aborts,
             "pings": self.pings,
             "awaiting_snapshot": len(self.awaiting),
@@ -154,6 +159,8 @@ class Shard:
         self.last_redrive.pop(token, None)
         self.awaiting.pop(token, None)
         self.redriven.discard(token)
+        self.probe.pop(token, None)
+        self.probed.pop(token, None)
         self.rebuilt_for.discard(token)
         self.dirty = True
 
@@ -180,9 +187,13 @@ class Shard:
         # (and unsubscribing a LIVE token would leave it LIVE while the server sends it nothing)
         redrive = dict.fromkeys(t for t in self.redrive if t in wanted and row(t, STATE) != _LIVE)
         self.redrive.clear()
+        # A probe asks the server to confirm a LIVE row with a fresh book; the row stays LIVE meanwhile
+        probe = dict.fromkeys(t for t in self.probe if t in told and t not in redrive and row(t, STATE) == _LIVE)
+        self.probe.clear()
         unsubscribe = [token for token in told if token not in wanted]
         unsubscribe += [token for token in redrive if token in told]
-        subscribe = [token for token in wanted if token not in told or token in redrive]
+        unsubscribe += probe
+        subscribe = [token for token in wanted if token not in told or token in redrive or token in probe]
         frames = []
         if unsubscribe:
             frames.append(_operation_frame("unsubscribe", unsubscribe, None))
@@ -190,6 +201,8 @@ class Shard:
             frames.append(_operation_frame("subscribe", subscribe, self.owner.custom_features))
             deadline = now + int(self.owner.snapshot_timeout * 1e9)
             for token in subscribe:
+                if token in probe:
+                    continue  # the confirmation watchdog waits for its book
                 self.awaiting[token] = (deadline, row(token, EPOCH))
                 if token in redrive:
                     self.redriven.add(token)
@@ -260,7 +273,7 @@ class Shard:
         self.socket = socket
         self.state = ShardState.SUBSCRIBING
         self.healthy = False
-        self.last_frame_ns = self.last_data_ns = now
+        self.last_frame_ns = now
         self.next_check_ns = 0
         socket.on_end = lambda: self.socket_lost(socket, "closed by the server or the network")
         helpers: list[asyncio.Task[None]] = []
@@ -269,6 +282,9 @@ class Shard:
             self.server_tokens = set(tokens)
             self.redrive.clear()
             self.redriven.clear()
+            self.probe.clear()
+            self.probed.clear()
+            self.next_confirm_ns = 0
             self.deferred.clear()
             self.dirty = False
             deadline = now + int(owner.snapshot_timeout * 1e9)
@@ -285,6 +301,7 @@ class Shard:
             for helper in helpers:
                 helper.add_done_callback(lambda task: self._helper_done(socket, task))
             feed = owner._frame_feed()
+            number = self.number
             # Deadlines run on the monotonic clock (a wall-clock step must not fire or freeze them);
             # the rows get the wall clock, comparable with the exchange's timestamps
             monotonic, wall = time.monotonic_ns, time.time_ns
@@ -296,8 +313,7 @@ class Shard:
                 self.frames += 1
                 self.bytes += len(frame)
                 self.last_frame_ns = now
-                if feed(frame, wall()):
-                    self.last_data_ns = now
+                feed(frame, wall(), number)
         except (SocketClosed, asyncio.TimeoutError):
             pass
         except Exception:
@@ -401,6 +417,13 @@ class Shard:
         self.dirty = True
         self.wake.set()
         logger.warning("connection %d: re-driving %d tokens: %s", self.id, len(tokens), reason)
+
+    def probe_tokens(self, tokens: list[str]) -> None:
+        """Re-drive LIVE ``tokens`` on the next flush without leaving LIVE: their fresh books confirm them."""
+        self.probe.update(dict.fromkeys(tokens))
+        self.probes += len(tokens)
+        self.dirty = True
+        self.wake.set()
 
     def abort(self, socket: Socket | None, reason: str) -> None:
         """Kill ``socket``, if it is still this shard's, because a watchdog gave up on it; tokens go STALE first."""

@@ -12,12 +12,17 @@ the tick fine enough for the shortest one.
 
 from __future__ import annotations
 
+import time
+
 from ._shard import Shard, Watchdog
 from .client_events import CAUSE_CORE
-from .row import EPOCH, STATE, State
+from .row import CONFIRM_TS_NS, EPOCH, STATE, State
 
 _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
+
+CONFIRM_MARGIN_TICKS = 2  # the confirmation rule acts this many watchdog ticks early: a late tick keeps the promise
+PROBE_BATCH_SHARE = 0.125  # a probe batch also takes rows due within this share of confirm_interval
 
 
 def no_inbound_frame(shard: Shard, now: int) -> None:
@@ -27,14 +32,61 @@ def no_inbound_frame(shard: Shard, now: int) -> None:
         shard.abort(shard.socket, f"no inbound frame for {timeout:g}s")
 
 
-def no_data(shard: Shard, now: int) -> None:
-    """No data (PONG does not count) for ``silence_timeout``: every token STALE and re-driven."""
-    timeout = shard.owner.silence_timeout
-    if shard.tokens and now - shard.last_data_ns > int(timeout * 1e9):
-        shard.last_data_ns = now  # one re-drive per silence period
-        tokens = list(shard.tokens)
-        shard.owner._mark_stale(tokens, "silence")
-        shard.redrive_tokens(tokens, f"no data for {timeout:g}s")
+def unconfirmed(shard: Shard, now: int) -> None:
+    """Keep every LIVE row confirmed: probe the unconfirmed ones, STALE the ones a probe did not confirm.
+
+    A row's ``CONFIRM_TS_NS`` is when the server last confirmed its top of book (a ``book``, or a
+    ``price_change``/``best_bid_ask`` whose best prices matched). A LIVE row unconfirmed for
+    ``confirm_interval`` is probed: re-driven on its own socket while it stays LIVE (the fresh ``book``
+    confirms it). One still unconfirmed ``snapshot_timeout`` later turns STALE and is re-driven the usual
+    way. Both act ``CONFIRM_MARGIN_TICKS`` ticks early, so a LIVE row is never older than
+    ``confirm_interval + snapshot_timeout`` since its last confirmation even when a tick runs late.
+    Rows are read only when the earliest of them falls due, not on every tick.
+    """
+    if now < shard.next_confirm_ns:
+        return
+    owner = shard.owner
+    view = owner.store.view
+    slot_of = owner.store.slot
+    margin = CONFIRM_MARGIN_TICKS * int(owner._tick * 1e9)
+    probe_age = int(owner.confirm_interval * 1e9) - margin
+    stale_age = probe_age + int(owner.snapshot_timeout * 1e9)
+    batch_age = probe_age - int(owner.confirm_interval * 1e9 * PROBE_BATCH_SHARE)
+    wall = time.time_ns()  # the rows' CONFIRM_TS_NS clock
+    probed = shard.probed
+    next_due = wall + probe_age  # a row confirmed from now on falls due no earlier
+    due: list[tuple[str, int]] = []
+    soon: list[tuple[str, int]] = []  # due within PROBE_BATCH_SHARE: they join a batch, never start one
+    stale = []
+    for token in shard.tokens:
+        slot = slot_of(token)
+        if view[slot, STATE] != _LIVE:
+            continue
+        confirmed = view[slot, CONFIRM_TS_NS]
+        age = wall - confirmed
+        if probed.get(token) == confirmed:  # probed, no confirmation since
+            if age >= stale_age:
+                stale.append(token)
+            else:
+                next_due = min(next_due, confirmed + stale_age)
+        elif age >= probe_age or age < 0:  # confirmed "in the future": the wall clock stepped back
+            due.append((token, confirmed))
+        else:
+            if age >= batch_age:
+                soon.append((token, confirmed))
+            next_due = min(next_due, confirmed + probe_age)
+    if due:
+        batch = due + soon
+        for token, confirmed in batch:
+            probed[token] = confirmed
+            next_due = min(next_due, confirmed + stale_age)
+        shard.probe_tokens([token for token, _ in batch])
+    shard.next_confirm_ns = now + next_due - wall
+    if stale:
+        for token in stale:
+            del probed[token]
+        owner._mark_stale(stale, "unconfirmed")
+        shard.redrive_tokens(stale, f"probe unanswered for {owner.snapshot_timeout:g}s")
 
 
 def housekeeping(shard: Shard, now: int) -> None:
@@ -119,7 +171,7 @@ HOUSEKEEPING = (
 WATCHDOGS = (
     Watchdog(no_inbound_frame, "inbound_timeout"),
     Watchdog(housekeeping, None),
-    Watchdog(no_data, "silence_timeout"),
+    Watchdog(unconfirmed, "confirm_interval"),
 )
 
 # The MarketClient parameters the checks above need, in the order a tick runs them

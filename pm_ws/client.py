@@ -5,9 +5,10 @@ shared :class:`~pm_ws.Dispatcher`, which applies them to ONE shared :class:`~pm_
 client only decides which tokens go on which connection, when a token is STALE, and who hears about it.
 
 Per frame the reader does two clock reads (monotonic for the deadlines, wall for the row's
-``RECV_TS_NS``), one integer compare, ``feed(frame, wall())`` and four attribute stores (plus the
-``on_frame`` call when one was given). Everything else (resync queue, pending snapshots, timeouts)
-runs at most every ``HOUSEKEEPING_NS`` from the reader or on the watchdog's tick, never per frame.
+``RECV_TS_NS``), one integer compare, ``feed(frame, wall(), number)`` and three attribute stores (plus
+the ``on_frame`` call when one was given). The connection's number makes the dispatcher change only the
+rows of tokens that connection owns (the rest is counted ``skip_foreign``). Everything else (resync
+queue, pending snapshots, timeouts) runs at most every ``HOUSEKEEPING_NS`` from the reader or on the watchdog's tick, never per frame.
 Nothing logs per frame.
 """
 
@@ -51,16 +52,17 @@ _INVALID = int(State.INVALID)
 _NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID, int(State.UNCONFIRMED))  # RESOLVED is final
 
 FrameCallback = Callable[[str | bytes, int], None]
-FeedFunction = Callable[[str | bytes, int], int]  # feed(frame, recv_ns) -> events applied
+FeedFunction = Callable[[str | bytes, int, int], int]  # feed(frame, recv_ns, owner) -> events applied
 
 
 class MarketClient:
     """Keep a :class:`~pm_ws.BookStore` current from the Polymarket market channel.
 
     Tokens are spread over connections of at most ``max_tokens_per_connection`` each, in the
-    order they were subscribed, two by two: pass each market's YES and NO next to each other so
-    they share a socket (a market's ``price_change`` frames carry both tokens; two sockets
-    delivering them would apply each entry twice, out of order). Each connection sends
+    order they were subscribed; any order and grouping works. Each token is owned by one
+    connection, and a frame changes only the rows of tokens owned by the connection it arrived on
+    (both sockets of a split YES/NO pair receive the market's ``price_change`` frames: each entry
+    applies once, the other is counted ``skip_foreign``). Each connection sends
     the subscription first, text ``PING`` every ``ping_interval`` after it, and reconnects with
     ``backoff`` when the socket dies. The store's row ``STATE`` is the trader's contract:
     only ``LIVE`` rows are current.
@@ -68,8 +70,12 @@ class MarketClient:
     Faults handled:
 
     - no inbound frame (``PONG`` included) for ``inbound_timeout``: socket aborted, reconnect;
-    - a token without its ``book`` ``snapshot_timeout`` after asking, or a connection with tokens
-      and no data for ``silence_timeout`` while ``PONG`` still flows: those tokens are re-driven
+    - a LIVE row the server has not confirmed (``CONFIRM_TS_NS``: a ``book``, or best prices that
+      matched) for ``confirm_interval``: probed, i.e. re-driven on its socket while it stays LIVE;
+      if the probe brings no confirmation within ``snapshot_timeout`` it turns STALE and is re-driven
+      as below. So a LIVE row is never older than ``confirm_interval + snapshot_timeout`` since its
+      last confirmation, and a quiet healthy market never leaves LIVE;
+    - a token without its ``book`` ``snapshot_timeout`` after asking: re-driven
       (unsubscribe + subscribe on the same socket); if the re-drive brings no book within
       ``snapshot_timeout`` the connection is rebuilt (once per token; after that the token is
       just re-driven every ``snapshot_timeout`` so it cannot keep disturbing its neighbours);
@@ -98,9 +104,11 @@ class MarketClient:
         ``ping_interval``. Also the handshake timeout.
     snapshot_timeout : float
         Seconds a token may wait for its ``book`` before it is re-driven.
-    silence_timeout : float
-        Seconds a connection with tokens may go without data (PONG does not count) before all its
-        tokens are marked STALE and re-driven.
+    confirm_interval : float
+        Seconds a LIVE row may go without a confirmation from the server before it is probed (30 s:
+        a per-asset stall is caught within ``confirm_interval + snapshot_timeout``, one minute by
+        default, for one ``book`` per quiet token per interval). Replaces ``silence_timeout``, whose
+        rule (a connection without data marks all its tokens STALE) made quiet markets flap.
     backoff : callable, optional
         Zero-argument factory of :class:`~pm_ws.ExponentialBackoff` (one per connection);
         ``ExponentialBackoff()`` (0.25 s doubling to 30 s, full jitter) by default.
@@ -143,7 +151,7 @@ class MarketClient:
         ping_interval: float = 10.0,
         inbound_timeout: float = 30.0,
         snapshot_timeout: float = 30.0,
-        silence_timeout: float = 120.0,
+        confirm_interval: float = 30.0,
         backoff: Callable[[], ExponentialBackoff] | None = None,
         custom_features: bool = True,
         compression: bool = False,
@@ -175,7 +183,7 @@ class MarketClient:
         self.ping_interval = float(ping_interval)
         self.inbound_timeout = float(inbound_timeout)
         self.snapshot_timeout = float(snapshot_timeout)
-        self.silence_timeout = float(silence_timeout)
+        self.confirm_interval = float(confirm_interval)
         self.custom_features = custom_features
         self.compression = compression
         self.connect_stagger = float(connect_stagger)
@@ -342,17 +350,13 @@ class MarketClient:
         # A row the caller's store already holds is not maintained by us yet
         self._mark_stale(added, "subscribed", (_LIVE, _INVALID))
         touched: set[Shard] = set()
-        # Neighbours in the list share a shard: a market's YES and NO must not be split, or both
-        # sockets deliver the market's price_change frames and the duplicates trip the checksum
-        step = 2 if self.max_tokens_per_connection >= 2 else 1
-        for start in range(0, len(added), step):
-            pair = added[start : start + step]
-            shard = self._shard_with_room(len(pair))
-            for token in pair:
-                shard.tokens[token] = None
-                self._owner[token] = shard
-                if token in shard.server_tokens:  # unsubscribed and back before the flush: the server
-                    shard.redrive[token] = None  # still has it and would send no book without a re-drive
+        for token in added:
+            shard = self._shard_with_room()
+            shard.tokens[token] = None
+            self._owner[token] = shard
+            self.store.set_owner(token, shard.number)  # only its own socket's frames may change its row
+            if token in shard.server_tokens:  # unsubscribed and back before the flush: the server
+                shard.redrive[token] = None  # still has it and would send no book without a re-drive
             shard.dirty = True
             touched.add(shard)
         for shard in touched:
@@ -376,9 +380,9 @@ class MarketClient:
             shard.wake.set()
         return touched
 
-    def _shard_with_room(self, needed: int) -> Shard:
+    def _shard_with_room(self) -> Shard:
         for shard in self._shards:
-            if len(shard.tokens) + needed <= self.max_tokens_per_connection:
+            if len(shard.tokens) < self.max_tokens_per_connection:
                 return shard
         shard = Shard(self._next_id, self, self._backoff_factory())
         self._next_id += 1
@@ -528,8 +532,8 @@ class _EventFanout:
     def tap(self, feed: FeedFunction, on_frame: FrameCallback) -> FeedFunction:
         """``feed`` followed by ``on_frame`` (a failing ``on_frame`` is counted, the frame stays applied)."""
 
-        def tapped(frame: str | bytes, recv_ns: int) -> int:
-            applied = feed(frame, recv_ns)
+        def tapped(frame: str | bytes, recv_ns: int, owner: int) -> int:
+            applied = feed(frame, recv_ns, owner)
             try:
                 on_frame(frame, recv_ns)
             except Exception:

@@ -32,7 +32,7 @@ FAST: dict[str, Any] = {
     "ping_interval": 0.1,
     "inbound_timeout": 0.5,
     "snapshot_timeout": 0.3,
-    "silence_timeout": 0.6,
+    "confirm_interval": 0.6,
     "connect_stagger": 0.0,
     "backoff": functools.partial(ExponentialBackoff, 0.02, 0.2),
 }

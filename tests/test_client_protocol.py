@@ -49,7 +49,7 @@ async def test_client_ping_cadence_follows_ping_interval() -> None:
 
 async def test_client_pong_keeps_a_quiet_connection_alive() -> None:
     async with serving(markets=1, rate_hz=0) as server:
-        async with started(server, inbound_timeout=0.3, silence_timeout=5.0) as (client, _):
+        async with started(server, inbound_timeout=0.3, confirm_interval=5.0) as (client, _):
             await asyncio.sleep(0.8)  # no market data at all, only PONGs
             assert len(server.connections) == 1
             assert client.stats()["connections"][0]["reconnects"] == 0

@@ -20,7 +20,7 @@ FAST: dict[str, Any] = {
     "ping_interval": 0.1,
     "inbound_timeout": 0.5,
     "snapshot_timeout": 0.3,
-    "silence_timeout": 0.5,
+    "confirm_interval": 0.5,
     "backoff": (0.02, 0.2),
     "fault_gap": (0.05, 0.2),
 }
@@ -54,10 +54,10 @@ async def test_soak_every_fault_kind_for_ten_seconds_no_violation(soak: ModuleTy
 
 @pytest.mark.slow
 async def test_soak_client_blind_to_a_short_data_stall_is_reported(soak: ModuleType) -> None:
-    # A stall shorter than the client's silence deadline loses price changes on an open socket; a
+    # A stall shorter than the client's confirmation deadline loses price changes on an open socket; a
     # client that misses it applies later changes to outdated books. The checker must say so: a LIVE
     # top the server never had, a book unequal to the truth, or a checksum mismatch (a diverged book)
-    options = FAST | {"silence_timeout": 30.0}
+    options = FAST | {"confirm_interval": 30.0}
     config = soak.SoakConfig(
         duration=3.0,
         seed=2,
