@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ._http import HttpClient, HttpError, NotJsonError
 from .errors import PmWsError
+
+if TYPE_CHECKING:  # aiohttp is the pm_ws[exchange] extra: pm-ws starts without it, a Gamma call then says so
+    from ._http import HttpClient
 
 DEFAULT_GAMMA_URL = "https://gamma-api.polymarket.com"
 PAGE_LIMIT = 100  # markets per keyset page: Gamma clamps larger pages to this
@@ -166,7 +168,7 @@ class _client:  # noqa: N801 - used like a function: `async with _client(http, t
 
     def __init__(self, http: HttpClient | None, timeout: float) -> None:
         self.owned = http is None
-        self.http = http if http is not None else HttpClient(timeout=timeout, retries=LOOKUP_RETRIES)
+        self.http = http if http is not None else _http_module().HttpClient(timeout=timeout, retries=LOOKUP_RETRIES)
 
     async def __aenter__(self) -> HttpClient:
         return self.http
@@ -180,14 +182,23 @@ async def _get_json(base_url: str, path: str, query: dict[str, str], http: HttpC
     if not base_url.startswith(("http://", "https://")):
         raise GammaError(f"the Gamma API URL must start with http:// or https://, was {base_url!r}")
     url = f"{base_url.rstrip('/')}{path}"
+    errors = _http_module()
     try:
         return await http.get_json(url, query)
-    except NotJsonError:
+    except errors.NotJsonError:
         raise GammaError(f"the Gamma API answered something that is not JSON for {url}") from None
-    except HttpError as exc:
+    except errors.HttpError as exc:
         if exc.status is not None:
             raise GammaError(f"Gamma API answered HTTP {exc.status} for {url}") from None
         raise GammaError(f"cannot reach the Gamma API at {url}: {exc.reason}") from None
+
+
+def _http_module() -> Any:
+    try:
+        from . import _http
+    except ImportError as exc:  # the extra is missing: a GammaError the CLI reports in one line
+        raise GammaError(str(exc)) from None
+    return _http
 
 
 def _as_list(value: Any, path: str) -> list[dict[str, Any]]:
