@@ -242,6 +242,11 @@ async def test_publisher_silent_turns_rows_stale_then_snapshots_bring_them_back(
         await wait_for(lambda: all_not_live(consumer), 5.0)
         detected = time.monotonic() - silenced
         assert consumer.counters["silences"] == 1
+        rig.publisher.request_snapshots()  # records and snapshots flow, but nothing proves the publisher is here
+        await rig.market.step(20)
+        await asyncio.sleep(STALE_AFTER)
+        assert all_not_live(consumer) and consumer.awaiting == set(consumer.store.tokens())
+        assert consumer.counters["snapshots_held"] >= len(consumer.awaiting)
         rig.publisher._tasks[1] = asyncio.create_task(rig.publisher._heartbeat_loop())
         await rig.market.step(20)
         await settle(rig.publisher, consumer)

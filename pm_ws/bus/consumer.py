@@ -8,8 +8,9 @@ It knows when it is not in step, and then no row of it is LIVE until it is again
 
 - a record number skipped (the publisher overflowed, NATS lost messages, retention purged them):
   every row turns STALE ("awaiting") and the consumer asks the publisher for snapshots;
-- no heartbeat for ``stale_after`` seconds (publisher dead, or it lost NATS), or this consumer's
-  NATS connection dropped: the same;
+- no heartbeat for ``stale_after`` seconds (publisher dead, or it lost NATS; counted from the start
+  until the first one), or this consumer's NATS connection dropped: the same, and snapshots are not
+  applied until a heartbeat comes again (a silent publisher's snapshots prove nothing about now);
 - a new publisher instance: its first record (``hello``) empties the store, the rest rebuilds it.
 
 An awaiting row turns LIVE only from a snapshot record of its token: ``book_frames`` give it the
@@ -98,15 +99,17 @@ class NatsConsumer:
         self.awaiting: set[str] = set()  # rows kept from LIVE until their snapshot
         self._restoring = False
         self._last_beat_ns = 0  # monotonic; 0: none since (re)start
-        self._silent = True
+        self._heard_ns = 0  # monotonic: the last heartbeat, or the start (the first beat's deadline runs from it)
+        self._silent = False  # no heartbeat within stale_after: nothing turns LIVE until the next one
         self._last_request_ns = 0
         self._streams: list[EventStream] = []
         self._nc: Any = None
         self._subscription: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.counters = dict.fromkeys(
-            ("messages", "records", "frames", "operations", "snapshots_applied", "snapshots_skipped", "gaps",
-             "duplicates", "foreign", "malformed", "silences", "disconnects", "resets", "resnapshot_requests"), 0,
+            ("messages", "records", "frames", "operations", "snapshots_applied", "snapshots_skipped", "snapshots_held",
+             "gaps", "duplicates", "foreign", "malformed", "silences", "disconnects", "resets", "resnapshot_requests"),
+            0,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ life
@@ -118,6 +121,7 @@ class NatsConsumer:
             self._connect_options,
         )  # fmt: skip
         await self._nc.subscribe(self.subjects.heartbeat, cb=self._on_heartbeat)
+        self._heard_ns = time.monotonic_ns()
         self._tasks = [asyncio.create_task(self._watch(), name="pm_ws.bus.watch")]
         if not await self._follow():
             self._tasks.append(asyncio.create_task(self._follow_when_ready(), name="pm_ws.bus.follow"))
@@ -256,7 +260,9 @@ class NatsConsumer:
     def _apply(self, recv_ns: int, kind: int, payload: memoryview) -> None:
         if kind == KIND_SNAPSHOT:
             token = snapshot_token(payload)
-            if token in self.awaiting or token not in self.store:
+            if self._silent:
+                self.counters["snapshots_held"] += 1  # the row stays awaiting: the next beat asks again
+            elif token in self.awaiting or token not in self.store:
                 self._restore(*decode_snapshot(payload))
             else:
                 self.counters["snapshots_skipped"] += 1
@@ -336,7 +342,9 @@ class NatsConsumer:
 
     def _ask_for_snapshots(self) -> None:
         now = time.monotonic_ns()
-        if self._nc is None or not self._nc.is_connected or now - self._last_request_ns < RESNAPSHOT_GAP * 1e9:
+        if self._silent or self._nc is None or not self._nc.is_connected:
+            return  # the next heartbeat asks
+        if now - self._last_request_ns < RESNAPSHOT_GAP * 1e9:
             return
         self._last_request_ns = now
         self.counters["resnapshot_requests"] += 1
@@ -345,16 +353,15 @@ class NatsConsumer:
     # ------------------------------------------------------------------ liveness
 
     async def _on_heartbeat(self, msg: Any) -> None:
-        self._last_beat_ns = time.monotonic_ns()
-        self._silent = False
-        if self.awaiting:
+        self._last_beat_ns = self._heard_ns = time.monotonic_ns()
+        was_silent, self._silent = self._silent, False
+        if self.awaiting or was_silent:  # snapshots held while silent may have been of tokens not held yet
             self._ask_for_snapshots()
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_TICK)
-            beat = self._last_beat_ns
-            if not self._silent and time.monotonic_ns() - beat > self.stale_after * 1e9:
+            if not self._silent and time.monotonic_ns() - self._heard_ns > self.stale_after * 1e9:
                 self._silent = True
                 self.counters["silences"] += 1
                 self._await_all("publisher silent")
