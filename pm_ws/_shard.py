@@ -64,6 +64,7 @@ class ShardOwner(Protocol):
     confirm_interval: float
     custom_features: bool
     compression: bool
+    transport: str  # "websockets" or "picows"
     max_frame_bytes: int
     store: BookStore
     dispatcher: Any
@@ -234,6 +235,7 @@ class Shard:
                     try:
                         socket = await open_socket(
                             owner.url,
+                            transport=owner.transport,
                             compression=owner.compression,
                             max_frame_bytes=owner.max_frame_bytes,
                             open_timeout=owner.inbound_timeout,
