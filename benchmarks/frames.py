@@ -24,7 +24,9 @@ N_FRAMES = 1000
 N_MARKETS = 8  # 16 tokens
 BOOK_LEVELS = 40  # per side of each book: a ~3 KB `book` frame
 MIXED_LEVELS = 10  # per side in the "mixed" stream; see corpora()
+DEEP_LEVELS = (50, 100)  # per side in the deep-book workloads; see corpora()
 TICK = 100  # 0.01 in price units (1e-4)
+FINE_TICK = 10  # 0.001: deep books whose bids would run below 0 on the 0.01 grid
 ONE = 10_000  # 1.0 in price units
 CENT_DECIMALS = 2  # the simulator's sizes are whole hundredths of a share
 FIRST_TS_MS = 1_786_728_400_000
@@ -48,6 +50,12 @@ class Corpus:
         """Mean frame length in characters (= bytes: the frames are ASCII)."""
         return sum(len(frame) for frame in self.frames) / len(self.frames)
 
+    @property
+    def mean_book_levels(self) -> float:
+        """Mean levels (bids + asks) per `book` frame, 0 without any: ns per level = ns per book / this."""
+        books = [orjson.loads(frame) for frame, kind in zip(self.frames, self.kinds) if kind == "book"]
+        return sum(len(book["bids"]) + len(book["asks"]) for book in books) / len(books) if books else 0.0
+
 
 def price_text(units: int) -> str:
     """Render price units as the server does: shortest decimal, no trailing zeros ("0.5", "0", "1")."""
@@ -62,15 +70,15 @@ def size_text(cents: int) -> str:
 class _Market:
     """One binary market: the YES book as {price units: size in hundredths}; NO is its mirror."""
 
-    def __init__(self, rng: random.Random, levels: int) -> None:
+    def __init__(self, rng: random.Random, levels: int, tick: int) -> None:
         self.levels = levels
         self.condition_id = f"0x{rng.getrandbits(256):064x}"
         self.yes_id = str(rng.randrange(10**76, 10**77))
         self.no_id = str(rng.randrange(10**76, 10**77))
         best_bid = rng.randrange(4000, 5801, TICK)
-        best_ask = best_bid + TICK * rng.randint(1, 2)
-        self.bids = {best_bid - TICK * i: _level_size(rng) for i in range(levels)}
-        self.asks = {best_ask + TICK * i: _level_size(rng) for i in range(levels)}
+        best_ask = best_bid + tick * rng.randint(1, 2)
+        self.bids = {best_bid - tick * i: _level_size(rng) for i in range(levels)}
+        self.asks = {best_ask + tick * i: _level_size(rng) for i in range(levels)}
         self.last_trade: dict[str, int] = {}
 
     def tokens(self) -> tuple[str, str]:
@@ -86,6 +94,11 @@ class _Market:
         """Return ``token_id``'s (best bid, best ask) price; 0 / ONE when a side is empty."""
         bids, asks = self.sides(token_id)
         return max(bids, default=0), min(asks, default=ONE)
+
+
+def tick_for(levels: int) -> int:
+    """Return the grid of a simulated book with ``levels`` per side: 0.01 while its lowest bid stays above 0."""
+    return TICK if (levels - 1) * TICK < 4000 else FINE_TICK  # best bids start at 0.40 or above
 
 
 def _level_size(rng: random.Random) -> int:
@@ -106,12 +119,14 @@ class MarketSimulator:
     n_markets
         Binary markets simulated; each has a YES and a NO token.
     levels
-        Levels per side of each book; changes keep every side within 4 levels of it.
+        Levels per side of each book; changes keep every side within 4 levels of it. Books deeper
+        than the 0.01 grid holds (``tick_for``) are on the 0.001 grid.
     """
 
     def __init__(self, seed: int = SEED, n_markets: int = N_MARKETS, levels: int = BOOK_LEVELS) -> None:
         self._rng = random.Random(seed)
-        self._markets = [_Market(self._rng, levels) for _ in range(n_markets)]
+        self._tick = tick_for(levels)
+        self._markets = [_Market(self._rng, levels, self._tick) for _ in range(n_markets)]
         self._ts = FIRST_TS_MS
 
     @property
@@ -155,7 +170,7 @@ class MarketSimulator:
             "asks": [{"price": price_text(p), "size": size_text(asks[p])} for p in sorted(asks, reverse=True)],
         }
         if initial:  # the server's post-trade book refreshes carry no tick_size
-            event["tick_size"] = price_text(TICK)
+            event["tick_size"] = price_text(self._tick)
         event["event_type"] = "book"
         last = market.last_trade.get(token)
         event["last_trade_price"] = "" if last is None else price_text(last)
@@ -194,7 +209,7 @@ class MarketSimulator:
             return near, 0
         if action == "insert" and len(side) < levels + 4:
             best_other = min(other, default=ONE) if is_bid else max(other, default=0)
-            step = TICK if is_bid else -TICK
+            step = self._tick if is_bid else -self._tick
             start = ranked[0] - 15 * step
             free = [p for p in range(start, best_other, step) if p not in side and 0 < p < ONE]
             if free:
@@ -273,14 +288,18 @@ def corpora(n: int = N_FRAMES) -> dict[str, Corpus]:
     "mixed" has 10+10-level books: the mixed-stream figures the targets were set from (orjson
     alone ~1.05 µs per frame, ``benchmarks.gate``) imply ~1 KB books, and at 40+40 levels the
     10% of `book` frames alone would cost the whole 0.20 µs budget at the 2.0 µs book target.
-    "mixed_deep" is the same stream with 40+40-level books, for information. The others hold
-    one event type each, 40+40 books.
+    "mixed_deep" is the same stream with 40+40-level books, "mixed_deep50" with 50+50 (real
+    books run 40-100 levels a side). The others hold one event type each, 40+40 books, and
+    "book_50" / "book_100" hold books of 50+50 / 100+100 levels (each side within 4 of it).
     """
     kinds = mixed_kinds(n)
     workloads = {
         "mixed": make_corpus("mixed", kinds, levels=MIXED_LEVELS),
         "mixed_deep": make_corpus("mixed_deep", kinds),
+        "mixed_deep50": make_corpus("mixed_deep50", kinds, levels=DEEP_LEVELS[0]),
     }
     for kind, _ in MIXED:
         workloads[kind] = make_corpus(kind, [kind] * n)
+    for levels in DEEP_LEVELS:
+        workloads[f"book_{levels}"] = make_corpus(f"book_{levels}", ["book"] * n, levels=levels)
     return workloads

@@ -7,7 +7,8 @@ run the README's tables come from). Each ratio is reference.min / subject.min of
 of that run, both over the same corpus or stream in the same process:
 
   mixed        compiled core [c] vs the seed-style handler [seed], mixed stream, 10+10-level books
-  mixed_deep   the same with the deep books of the "mixed_deep" corpus
+  mixed_deep   the same with the deep books of the "mixed_deep" corpus (40+40 levels)
+  mixed_deep50 the same with 50+50-level books ("mixed_deep50")
   e2e          MarketClient [client] vs the bare websockets loop [bare], CPU time per stream
 
 Exits 1 when a ratio is below its threshold, when the pytest run fails (exit code 5, nothing
@@ -62,6 +63,8 @@ GATES = (
     Gate("mixed", f"{DISPATCH}::test_dispatch_mixed_stream", "c", "seed", 8.0, target=f">= {TARGET_RATIO:g}x",
          also=("loads",)),
     Gate("mixed_deep", f"{DISPATCH}::test_dispatch_mixed_stream_deep_books", "c", "seed", 8.0, also=("loads",)),
+    Gate("mixed_deep50", f"{DISPATCH}::test_dispatch_mixed_stream_deep50_books", "c", "seed", 8.0, target=">= 15x",
+         also=("loads",)),
     Gate("e2e", E2E, "client", "bare", 0.75, as_share=True, target=f">= {TARGET_SHARE:.0%}"),
 )
 

@@ -40,6 +40,7 @@ def bench_corpus(benchmark: BenchmarkFixture, impl: str, corpus: Corpus) -> None
         rounds = max(MIN_ROUNDS, min(MAX_ROUNDS, int(SECONDS_PER_BENCHMARK / (time.perf_counter() - started))))
     benchmark.extra_info["frames_per_call"] = len(corpus.frames)
     benchmark.extra_info["mean_frame_bytes"] = round(corpus.mean_bytes)
+    benchmark.extra_info["mean_book_levels"] = corpus.mean_book_levels  # ns per level = ns per book / this
     benchmark.pedantic(feed_all, setup=feeder.prime, rounds=rounds, warmup_rounds=1)
     benchmark.extra_info["problems"] = feeder.problems()
     assert benchmark.extra_info["problems"] == {}
@@ -57,6 +58,14 @@ def test_dispatch_mixed_stream_deep_books(benchmark: BenchmarkFixture, impl: str
     bench_corpus(benchmark, impl, workloads["mixed_deep"])
 
 
+@pytest.mark.benchmark(group="mixed_deep50")
+def test_dispatch_mixed_stream_deep50_books(
+    benchmark: BenchmarkFixture, impl: str, workloads: dict[str, Corpus]
+) -> None:
+    """The mixed stream with 50+50-level books (0.001 grid), 1000 frames/call; target c >= 15x seed."""
+    bench_corpus(benchmark, impl, workloads["mixed_deep50"])
+
+
 @pytest.mark.benchmark(group="price_change")
 def test_dispatch_price_change(benchmark: BenchmarkFixture, impl: str, workloads: dict[str, Corpus]) -> None:
     """price_change, 2 mirrored entries, ~600 B, 1000 frames/call; target c <= 0.15 µs/frame."""
@@ -67,6 +76,18 @@ def test_dispatch_price_change(benchmark: BenchmarkFixture, impl: str, workloads
 def test_dispatch_book(benchmark: BenchmarkFixture, impl: str, workloads: dict[str, Corpus]) -> None:
     """book, 40+40 levels, ~2.9 KB, 1000 frames/call; target c <= 2.0 µs/frame."""
     bench_corpus(benchmark, impl, workloads["book"])
+
+
+@pytest.mark.benchmark(group="book_50")
+def test_dispatch_book_50(benchmark: BenchmarkFixture, impl: str, workloads: dict[str, Corpus]) -> None:
+    """book, 50+50 levels, ~3.6 KB, 1000 frames/call; target c <= 8 ns per level."""
+    bench_corpus(benchmark, impl, workloads["book_50"])
+
+
+@pytest.mark.benchmark(group="book_100")
+def test_dispatch_book_100(benchmark: BenchmarkFixture, impl: str, workloads: dict[str, Corpus]) -> None:
+    """book, 100+100 levels, ~6.9 KB, 1000 frames/call; target c <= 8 ns per level."""
+    bench_corpus(benchmark, impl, workloads["book_100"])
 
 
 @pytest.mark.benchmark(group="last_trade_price")

@@ -69,6 +69,7 @@ def variants() -> list[tuple[Corpus, bool]]:
         (base["mixed"], True),
         (fake_server_stream(), True),
         (base["mixed_deep"], True),
+        (base["mixed_deep50"], True),
         (price_change, True),
         (replace(price_change, name="price_change as bytes", frames=tuple(f.encode() for f in price_change.frames)), True),  # type: ignore[misc]
         (_rewrite(price_change, "price_change keys sorted", lambda e: e, option=orjson.OPT_SORT_KEYS), True),
@@ -78,6 +79,8 @@ def variants() -> list[tuple[Corpus, bool]]:
         (base["last_trade_price"], True),
         (base["best_bid_ask"], True),
         (book, True),
+        (base["book_50"], True),
+        (base["book_100"], True),
         (_rewrite(book, "book best-first (sort path)", _levels_reversed), True),
         (replace(book, name="book unsubscribed"), False),
         (make_corpus("book 10+10", ["book"] * len(book.frames), levels=10), True),

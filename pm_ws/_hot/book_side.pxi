@@ -113,14 +113,27 @@ cdef inline bint is_crossed(const pm_book_t* b) noexcept:
     return b.bids.n > 0 and b.asks.n > 0 and best_bid_px(b) >= best_ask_px(b)
 
 
-cdef inline int level_flaw(PxRaw px, SzRaw sz, PxRaw tick, bint bid) noexcept:
-    # ST_OFF_GRID for a price off the known tick grid (tick > 0, any size), ST_IMPOSSIBLE_BOOK for
-    # a bid at 1 or an ask at 0 with size, else 0
-    if tick > 0 and px % tick:
+cdef inline uint64_t grid_magic(PxRaw tick) noexcept:
+    # The multiplier grid_flaw tests prices against the grid of tick with; 0 when every price is
+    # on it (no tick known, or tick 1)
+    return (~<uint64_t>0) // <uint64_t>tick + 1 if tick > 1 else 0
+
+
+cdef inline int grid_flaw(PxRaw px, SzRaw sz, uint64_t magic, bint bid) noexcept:
+    # level_flaw for a valid price (0..PM_PRICE_SCALE) with the tick as grid_magic(tick): px is a
+    # multiple of tick exactly when px * magic, modulo 2**64, is below magic (Lemire, Kaser and
+    # Kurz, "Faster remainder by direct computation", 2019): a multiply per level, not a division
+    if magic and <uint64_t>px * magic > magic - 1:
         return ST_OFF_GRID
     if sz and (px >= PM_PRICE_SCALE if bid else px == 0):
         return ST_IMPOSSIBLE_BOOK
     return 0
+
+
+cdef inline int level_flaw(PxRaw px, SzRaw sz, PxRaw tick, bint bid) noexcept:
+    # ST_OFF_GRID for a price off the known tick grid (tick > 0, any size), ST_IMPOSSIBLE_BOOK for
+    # a bid at 1 or an ask at 0 with size, else 0
+    return grid_flaw(px, sz, grid_magic(tick), bid)
 
 
 cdef int book_flaw(const pm_level_t* bids, Py_ssize_t nb, const pm_level_t* asks, Py_ssize_t na,
@@ -128,13 +141,14 @@ cdef int book_flaw(const pm_level_t* bids, Py_ssize_t nb, const pm_level_t* asks
     # The flaw of a snapshot's levels (see level_flaw): an off-grid level anywhere first
     cdef Py_ssize_t i
     cdef int flaw, found = 0
+    cdef uint64_t magic = grid_magic(tick)
     for i in range(nb):
-        flaw = level_flaw(bids[i].px, bids[i].sz, tick, True)
+        flaw = grid_flaw(bids[i].px, bids[i].sz, magic, True)
         if flaw == ST_OFF_GRID:
             return flaw
         found = found or flaw
     for i in range(na):
-        flaw = level_flaw(asks[i].px, asks[i].sz, tick, False)
+        flaw = grid_flaw(asks[i].px, asks[i].sz, magic, False)
         if flaw == ST_OFF_GRID:
             return flaw
         found = found or flaw

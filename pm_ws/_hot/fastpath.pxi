@@ -115,16 +115,23 @@ cdef cptr slow_number(cptr p, cptr e, int k, pm_fields_t* f) noexcept:
     return q + 1
 
 
+cdef inline cptr plain_price(cptr p, cptr e, int64_t* out) noexcept:
+    # A price string in one pass, p just after its opening quote: the usual "0.D" .. "0.DDDD"
+    # first, then any plain shape (see quoted_units)
+    cdef cptr q = NULL
+    if e - p >= 2 and p[0] == c'0' and p[1] == c'.':
+        q = quoted_fraction(p + 2, e, out)
+    if q == NULL:
+        q = quoted_units(p, e, PM_PRICE_DECIMALS, 1, PM_PRICE_SCALE, out)
+    return q
+
+
 cdef inline cptr fast_price(cptr p, cptr e, int k, pm_fields_t* f) noexcept:
     # p at the opening quote of price key k's value (never last_trade_price, which may be "")
     cdef cptr q
     if p >= e or p[0] != c'"':
         return NULL
-    q = NULL
-    if e - p >= 3 and p[1] == c'0' and p[2] == c'.':
-        q = quoted_fraction(p + 3, e, &f.val[k])
-    if q == NULL:
-        q = quoted_units(p + 1, e, PM_PRICE_DECIMALS, 1, PM_PRICE_SCALE, &f.val[k])
+    q = plain_price(p + 1, e, &f.val[k])
     if q == NULL or (f.val[k] == 0 and key_value(k) == V_TICK):
         return slow_number(p + 1, e, k, f)  # also records a zero tick as bad_number
     set_fresh_ok(f, k)
@@ -186,6 +193,40 @@ cdef cptr fast_level(cptr p, cptr e, pm_fields_t* lf) noexcept:
     if p != NULL and p < e and p[0] == c'}':
         return p + 1
     return NULL
+
+
+cdef enum:
+    LEVEL_MIN_BYTES = 25  # the shortest level, {"price":"1","size":"1"}, and its comma
+
+
+cdef cptr fast_levels(pm_stage_t* s, cptr p) noexcept:
+    # Levels in the server's layout, {"price":"0.5","size":"100"} joined by bare commas, p at the
+    # first '{': stages each one straight into s.lv while the layout holds and returns just after
+    # the last one staged; p itself when none was (the caller scans that level generically and
+    # tries here again from the next), NULL out of memory. Every level staged here is valid
+    cdef cptr e = s.end, q, done = p
+    cdef pm_level_t* lv
+    cdef pm_level_t* first
+    if reserve_levels(s, s.lv_n + (e - p) // LEVEL_MIN_BYTES + 1) < 0:
+        return NULL
+    lv = first = s.lv + s.lv_n
+    while True:
+        q = lit(p, e, b'{"price":"', 10)
+        if q != NULL:
+            q = plain_price(q, e, &lv.px)
+        if q != NULL:
+            q = lit(q, e, b',"size":"', 9)
+        if q != NULL:
+            q = quoted_units(q, e, PM_SIZE_DECIMALS, SIZE_INT_MAX, INT64_MAX, &lv.sz)
+        if q == NULL or e - q < 2 or q[0] != c'}':
+            break
+        lv += 1
+        done = q + 1
+        if q[1] != c',':
+            break
+        p = q + 2
+    s.lv_n += lv - first
+    return done
 
 
 cdef cptr fast_entry(cptr p, cptr e, pm_fields_t* lf, Py_ssize_t* guess) noexcept:

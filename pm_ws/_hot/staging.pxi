@@ -301,17 +301,27 @@ cdef cptr scan_field_str(pm_stage_t* s, cptr p, int k, pm_fields_t* f) noexcept:
     return p
 
 
-cdef int push_level(pm_stage_t* s, const pm_fields_t* lf) noexcept:
+cdef int reserve_levels(pm_stage_t* s, Py_ssize_t n) noexcept:
+    # Room for n staged levels in all
     cdef pm_level_t* q
     cdef Py_ssize_t cap
-    if s.lv_n == s.lv_cap:
-        cap = s.lv_cap * 2 if s.lv_cap else 64
-        q = <pm_level_t*>PyMem_Realloc(s.lv, cap * sizeof(pm_level_t))
-        if q == NULL:
-            s.nomem = 1
-            return -1
-        s.lv = q
-        s.lv_cap = cap
+    if n <= s.lv_cap:
+        return 0
+    cap = s.lv_cap * 2 if s.lv_cap else 64
+    if cap < n:
+        cap = n
+    q = <pm_level_t*>PyMem_Realloc(s.lv, cap * sizeof(pm_level_t))
+    if q == NULL:
+        s.nomem = 1
+        return -1
+    s.lv = q
+    s.lv_cap = cap
+    return 0
+
+
+cdef int push_level(pm_stage_t* s, const pm_fields_t* lf) noexcept:
+    if reserve_levels(s, s.lv_n + 1) < 0:
+        return -1
     # a price that did not parse is staged as -1: the duplicate check skips it
     s.lv[s.lv_n].px = lf.val[K_PRICE] if lf.has & (1 << K_PRICE) else -1
     s.lv[s.lv_n].sz = lf.val[K_SIZE] if lf.has & (1 << K_SIZE) else -1
@@ -363,20 +373,27 @@ cdef cptr scan_list(pm_stage_t* s, cptr p, int depth, int k, pm_fields_t* f) noe
             if p[0] == c'{':
                 if depth + 1 > PM_MAX_JSON_DEPTH:
                     return NULL
-                q = fast_entry(p, e, &lf, s.guess) if entries else fast_level(p, e, &lf)
+                q = fast_levels(s, p) if not entries else p
                 if q == NULL:
-                    q = scan_fields(s, p + 1, depth + 1, element_keys, &lf)
-                    if q == NULL:
-                        return NULL
-                p = q
-                if entries:
-                    el = classify(&lf, ENTRY_REQUIRED, ENTRY_OPTIONAL)
-                    if push_entry(s, &lf) < 0:
-                        return NULL
+                    return NULL
+                if q != p:  # a run of levels, all staged and valid
+                    p = q
+                    el = S_OK
                 else:
-                    el = classify(&lf, LEVEL_KEYS, 0)
-                    if push_level(s, &lf) < 0:
-                        return NULL
+                    q = fast_entry(p, e, &lf, s.guess) if entries else fast_level(p, e, &lf)
+                    if q == NULL:
+                        q = scan_fields(s, p + 1, depth + 1, element_keys, &lf)
+                        if q == NULL:
+                            return NULL
+                    p = q
+                    if entries:
+                        el = classify(&lf, ENTRY_REQUIRED, ENTRY_OPTIONAL)
+                        if push_entry(s, &lf) < 0:
+                            return NULL
+                    else:
+                        el = classify(&lf, LEVEL_KEYS, 0)
+                        if push_level(s, &lf) < 0:
+                            return NULL
             else:
                 p = scan_value(s, p, depth + 1)
                 if p == NULL:
