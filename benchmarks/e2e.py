@@ -10,10 +10,13 @@ levels, ~600 B). The stream is framed once up front and written to the connectio
 in one piece, so the sender costs nothing per frame and the client side is what is measured.
 
 Receivers, each on a fresh connection, in interleaved rounds:
-  bare         ``async for frame in ws: count += 1`` (the websockets floor)
-  bare+core    the same loop calling ``Dispatcher.feed(frame)`` of the selected core
-  bare+seed    the same loop calling the seed-style handler (benchmarks/seed_reference.py)
-  client       ``pm_ws.client.MarketClient`` (its own read loop, watchdogs, dispatcher)
+  bare           ``async for frame in ws: count += 1`` (the websockets floor)
+  bare+core      the same loop calling ``Dispatcher.feed(frame)`` of the selected core
+  bare+seed      the same loop calling the seed-style handler (benchmarks/seed_reference.py)
+  client         ``pm_ws.client.MarketClient`` (its own read loop, watchdogs, dispatcher)
+  bare-picows    a picows listener copying each frame's text out and counting it (the picows floor)
+  client-picows  ``MarketClient(..., transport="picows")``
+The picows receivers need ``pip install 'pm_ws[fast]'`` and are left out without it.
 Measured between the first and the last poll (every 0.5 ms) that saw the stream moving, so
 connection setup is excluded: wall-clock frames/s, and CPU time of the client process per frame
 (the fair comparison on a shared machine, where other load steals wall time at random).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import multiprocessing
 import statistics
 import sys
@@ -47,7 +51,9 @@ POLL_SECONDS = 0.0005
 MAX_FRAME_BYTES = 32 * 2**20  # as MarketClient
 SERVER_SEED = 7
 MARKETS = 8
-MODES = ("bare", "bare+core", "bare+seed", "client")
+WEBSOCKETS_MODES = ("bare", "bare+core", "bare+seed", "client")
+PICOWS_MODES = ("bare-picows", "client-picows")
+MODES = WEBSOCKETS_MODES + (PICOWS_MODES if importlib.util.find_spec("picows") else ())
 TARGET_SHARE = 0.80  # of the bare loop's frames/s, for MarketClient
 
 
@@ -128,9 +134,31 @@ async def receive_bare(
     return rate
 
 
-async def receive_client(url: str, token_ids: list[str], total: int) -> tuple[Throughput, dict[str, int]]:
+async def receive_bare_picows(url: str, token_ids: list[str], total: int) -> Throughput:
+    """Receive ``total`` frames with a picows listener that copies each text payload out and counts it."""
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+    class Counter(WSListener):
+        received = 0
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            frame.get_payload_as_utf8_text()  # what any reader must do: the frame dies with this callback
+            self.received += 1
+
+    transport, counter = await ws_connect(Counter, url, max_frame_size=MAX_FRAME_BYTES)
+    assert isinstance(counter, Counter)
+    try:
+        transport.send(WSMsgType.TEXT, orjson.dumps({"assets_ids": token_ids, "type": "market"}))
+        return await stream_rate(lambda: counter.received, total)
+    finally:
+        transport.disconnect(graceful=False)
+
+
+async def receive_client(
+    url: str, token_ids: list[str], total: int, transport: str = "websockets"
+) -> tuple[Throughput, dict[str, int]]:
     """Receive ``total`` frames with MarketClient; return its throughput and non-zero bad counters."""
-    client = MarketClient(url, capacity=max(64, len(token_ids)))
+    client = MarketClient(url, capacity=max(64, len(token_ids)), transport=transport)
     await client.subscribe(token_ids)
     async with client:
         rate = await stream_rate(lambda: client.dispatcher.stats()["frames"], total)
@@ -142,6 +170,10 @@ async def receive(mode: str, url: str, token_ids: list[str], total: int) -> tupl
     """Run one receiver ``mode`` on a fresh connection; return its throughput and problems seen."""
     if mode == "client":
         return await receive_client(url, token_ids, total)
+    if mode == "client-picows":
+        return await receive_client(url, token_ids, total, "picows")
+    if mode == "bare-picows":
+        return await receive_bare_picows(url, token_ids, total), {}
     if mode == "bare":
         return await receive_bare(url, token_ids, total, None), {}
     if mode == "bare+seed":
@@ -195,13 +227,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = {mode: max(run.frames_per_s for run in values) for mode, values in runs.items()}
     cpu = {mode: min(run.cpu_us_per_frame for run in values) for mode, values in runs.items()}
     print(f"end to end over loopback, {total} frames per stream, core={IMPLEMENTATION}, {args.rounds} rounds")
-    print(f"{'receiver':<12}{'frames/s best':>15}{'median':>10}{'of bare':>9}{'CPU µs/frame min':>18}{'of bare':>9}")
+    print(f"{'receiver':<15}{'frames/s best':>15}{'median':>10}{'of bare':>9}{'CPU µs/frame min':>18}{'of bare':>9}")
     for mode, values in runs.items():
         median = statistics.median(run.frames_per_s for run in values)
-        print(f"{mode:<12}{wall[mode]:>15,.0f}{median:>10,.0f}{wall[mode] / wall['bare']:>9.0%}"
+        print(f"{mode:<15}{wall[mode]:>15,.0f}{median:>10,.0f}{wall[mode] / wall['bare']:>9.0%}"
               f"{cpu[mode]:>18.2f}{cpu['bare'] / cpu[mode]:>9.0%}")
     print(f"e2e: MarketClient keeps {cpu['bare'] / cpu['client']:.0%} of the bare loop by client CPU per frame, "
           f"{wall['client'] / wall['bare']:.0%} by wall-clock frames/s (target >= {TARGET_SHARE:.0%})")
+    if "client-picows" in runs:
+        print(f"e2e: MarketClient on picows takes {wall['client-picows'] / wall['client']:.1f}x the frames/s of "
+              f"MarketClient on websockets, {cpu['client'] / cpu['client-picows']:.1f}x fewer CPU µs per frame")
     return 1 if failed else 0
 
 
