@@ -49,9 +49,12 @@ import struct
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
+
+if TYPE_CHECKING:
+    from . import shared as shared_table
 
 from ._events import (
     CONTROL_WORDS,
@@ -91,6 +94,7 @@ from .row import (
     SEEN_MARKET_ID_MAX,
     SEEN_MARKETS_MAX,
     SEQ,
+    SEQ_STEP,
     SIDE_BUY,
     SIDE_SELL,
     SIZE_DECIMALS,
@@ -111,6 +115,8 @@ INT64_MAX = 2**63 - 1
 MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
 
 _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
+_WORD = struct.Struct("@q")  # one field
+_SEQ_OFFSET = SEQ * _WORD.size
 
 _DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
 _TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
@@ -284,7 +290,7 @@ def _wire_order(levels: list[_Level], key: Callable[[_Level], int]) -> list[_Lev
 
 
 def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) -> None:
-    # The one row update per token per event: top of book from the book, times, SEQ
+    # The one row update per token per event: top of book from the book, times (SEQ: _write_row)
     row[BID_PX], row[BID_SZ] = book.bids[-1] if book.bids else (0, 0)
     row[ASK_PX], row[ASK_SZ] = book.asks[-1] if book.asks else (PRICE_SCALE, 0)
     row[BID_LEVELS] = len(book.bids)
@@ -292,7 +298,6 @@ def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) 
     if timestamp is not None:
         row[EXCH_TS_MS] = timestamp
     row[RECV_TS_NS] = recv_ts_ns
-    row[SEQ] += 1
 
 
 def _level_flaw(price: int, size: int, tick: int, bid: bool) -> str | None:
@@ -336,19 +341,34 @@ class BookStore:
     ----------
     capacity : int
         Number of slots (rows). Fixed for the store's life.
+    shared : str or None
+        Keep the rows in the named POSIX shared-memory segment ``/shared`` (mode 0600), where
+        ``pm_ws.TopReader(shared)`` reads them from any process of this user; see ``pm_ws.shared``
+        for the layout. The segment is unlinked at a clean exit (or ``close_shared()``); one left by
+        a dead writer is replaced. Call ``beat()`` at least every second (``MarketClient`` does).
 
     Raises
     ------
     ValueError
-        ``capacity`` is below 1.
+        ``capacity`` is below 1, or ``shared`` is not a valid name.
+    pm_ws.shared.SharedTableError
+        ``shared`` names a table whose writer is alive, or something that is not a pm_ws table.
     """
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, shared: str | None = None) -> None:
         capacity = operator.index(capacity)
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, was {capacity}")
         self._capacity = capacity
-        self._buffer = bytearray(capacity * _ROW.size)  # never resized: views stay valid
+        self._segment: shared_table.Segment | None = None
+        self._buffer: bytearray | memoryview  # never resized: views stay valid
+        if shared is None:
+            self._buffer = bytearray(capacity * _ROW.size)
+        else:
+            from . import shared as shared_table  # the segment machinery only when asked for (and no import cycle)
+
+            self._segment = shared_table.Segment(shared, capacity)
+            self._buffer = memoryview(self._segment.mmap)[self._segment.rows_offset :]
         self._slots: dict[str, int] = {}
         self._ids: list[str | None] = [None] * capacity
         self._books: list[_Book | None] = [None] * capacity
@@ -360,6 +380,21 @@ class BookStore:
     def capacity(self) -> int:
         """Number of slots."""
         return self._capacity
+
+    @property
+    def shared(self) -> str | None:
+        """The name of the shared table the rows live in, None for a private store."""
+        return None if self._segment is None else self._segment.name
+
+    def beat(self) -> None:
+        """Tell readers of the shared table that the writer is alive (a no-op for a private store)."""
+        if self._segment is not None:
+            self._segment.beat()
+
+    def close_shared(self) -> None:
+        """Withdraw the shared table: readers see every row STALE, the name is unlinked (no-op when private)."""
+        if self._segment is not None:
+            self._segment.close()
 
     @property
     def view(self) -> memoryview:
@@ -410,9 +445,10 @@ class BookStore:
         self._slots[key] = slot
         self._ids[slot] = key
         self._books[slot] = _Book()
+        if self._segment is not None:  # the directory first: a reader checks what it finds against the row
+            self._segment.write_entry(slot, key)
         row = self._cleared_row(slot)
-        if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
-            row[SEQ] += 1
+        if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ (always) and EPOCH move on
             row[EPOCH] += 1
         row[ASK_PX] = PRICE_SCALE
         row[STATE] = State.SUBSCRIBING
@@ -433,9 +469,9 @@ class BookStore:
         self._ids[slot] = None
         self._books[slot] = None
         self._owners[slot] = 0
-        row = self._cleared_row(slot)
-        row[SEQ] += 1
-        self._write_row(slot, row)
+        self._write_row(slot, self._cleared_row(slot))
+        if self._segment is not None:
+            self._segment.write_entry(slot, None)
         self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
         heapq.heappush(self._free, slot)
 
@@ -523,7 +559,6 @@ class BookStore:
             assert book is not None
             book.tick_unconfirmed = book.books_name_tick
             row[EPOCH] += 1
-            row[SEQ] += 1
             self._write_row(slot, row)
 
     def _lookup(self, token_id: object) -> int | None:
@@ -543,7 +578,16 @@ class BookStore:
         return list(_ROW.unpack_from(self._buffer, slot * _ROW.size))
 
     def _write_row(self, slot: int, row: list[int]) -> None:
-        _ROW.pack_into(self._buffer, slot * _ROW.size, *row)
+        # Every change of a row, under its sequence lock: SEQ odd, the fields, SEQ even and SEQ_STEP
+        # higher. Three separate stores in program order (the compiled core adds the release fences
+        # a weakly ordered CPU needs; here each store is an opaque C call, ordered on x86)
+        offset = slot * _ROW.size
+        seq = _WORD.unpack_from(self._buffer, offset + _SEQ_OFFSET)[0]
+        _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + 1)
+        row[SEQ] = seq + 1
+        _ROW.pack_into(self._buffer, offset, *row)
+        row[SEQ] = seq + SEQ_STEP
+        _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + SEQ_STEP)
 
     def _queue_resync(self, token_id: str) -> bool:
         # True when the token was not queued yet
@@ -1054,7 +1098,6 @@ class Dispatcher:
             self._stats["bba_mismatch"] += 1
         else:
             row[CONFIRM_TS_NS] = row[RECV_TS_NS] = recv_ts_ns
-            row[SEQ] += 1
             store._write_row(slot, row)
         return applied
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, cast
+from ssl import SSLContext
+from typing import Any, Literal, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -71,17 +72,28 @@ def check_transport(transport: str, *, compression: bool) -> None:
 
 
 async def open_socket(
-    url: str, *, transport: str, compression: bool, max_frame_bytes: int, open_timeout: float
+    url: str,
+    *,
+    transport: str,
+    ssl: SSLContext | None,
+    proxy: str | Literal[True] | None,
+    compression: bool,
+    max_frame_bytes: int,
+    open_timeout: float,
 ) -> Socket:
-    """Connect to ``url`` over ``transport``; raises one of :data:`CONNECT_ERRORS` when the attempt fails."""
+    """Connect to ``url`` over ``transport`` (through ``proxy`` unless None; True: the environment's); raises
+    one of :data:`CONNECT_ERRORS` when the attempt fails."""
     if transport == "picows":
         from . import _transport_picows
 
         return await _transport_picows.open_socket(
-            url, ssl=None, proxy=None, max_frame_bytes=max_frame_bytes, open_timeout=open_timeout
+            url, ssl=ssl, proxy=proxy, max_frame_bytes=max_frame_bytes, open_timeout=open_timeout
         )
+    tls: dict[str, Any] = {} if ssl is None else {"ssl": ssl}  # websockets: ssl=None means "no TLS" on wss://
     socket = await connect(
         url,
+        proxy=proxy,
+        **tls,
         ping_interval=None,  # the server wants text PING; the shard's writer sends them
         ping_timeout=None,
         compression="deflate" if compression else None,

@@ -12,9 +12,9 @@ trade prints (``last_trade_price``, then a ``book`` refresh per token). :meth:`F
 returns the server's book in the shape of ``BookStore.book(token, depth=None)``, so a test can check
 that a client reproduced it exactly.
 
-Faults are switched on demand: clean close, abrupt TCP abort, a half-open server that reads and
-writes nothing, a data stall that still answers ``PING``, withheld snapshots, raw and malformed
-frames, tick-size changes, bursts, and connections rejected right after the handshake.
+Faults are switched on demand: clean close, abrupt TCP abort, a half-open server that reads and writes
+nothing, a server that sends but stops reading, a data stall that still answers ``PING``, withheld snapshots,
+raw and malformed frames, tick-size changes, bursts, and connections rejected right after the handshake.
 
 Example
 -------
@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -76,6 +77,7 @@ NO_NEW_ASSETS_EVERY = 100  # book changes between `NO NEW ASSETS` frames to cust
 SUBSCRIPTION_POLL_SECONDS = 0.002
 FLUSH_TIMEOUT_SECONDS = 5.0  # longest an async method waits for its frames to reach the sockets
 BURST_CHUNK = 1000  # frames generated between two chances for the writers to run
+NOT_READING_RCVBUF = 4096  # receive buffer of a connection that stopped reading: its client blocks soon
 HUGE_FRAME_BYTES = 17 * 2**20  # above the Dispatcher's default 16 MiB, below the client's 32 MiB
 
 # Names of the frames send_malformed() cycles through, in order
@@ -101,6 +103,13 @@ def _json_object(text: str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _keep(log: list[Any], item: Any, newest: int) -> None:
+    # Append, dropping the oldest half once the log holds twice ``newest``: amortised O(1) per frame
+    log.append(item)
+    if len(log) >= 2 * newest:
+        del log[:-newest]
 
 
 def _is_id_list(value: object) -> bool:
@@ -160,7 +169,8 @@ class FakeConnection:
     subscribed : set[str]
         Asset ids the client is subscribed to (unknown ids included, as the real server accepts them).
     received : list[str]
-        Every frame the client sent, in order (binary frames decoded as UTF-8 with replacement).
+        The frames the client sent, in order (binary frames decoded as UTF-8 with replacement): the
+        last ``keep_received`` of the server at least (older ones are dropped in batches).
     closed : bool
         Whether the connection has ended.
     sent_frames : int
@@ -199,6 +209,16 @@ class FakeConnection:
         self._outbox.append(frame)
         self._idle.clear()
         self._wake.set()
+
+    def _read(self, on: bool) -> None:
+        transport = self.websocket.transport
+        if on:
+            transport.resume_reading()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # the kernel buffers a few KiB more, then the client's sends block
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NOT_READING_RCVBUF)
+        transport.pause_reading()
 
     def _freeze(self, on: bool) -> None:
         self.frozen = on
@@ -254,6 +274,9 @@ class FakeMarketServer:
         task; 0 disables trades.
     token_ids : sequence of str, optional
         Use these token ids (YES, NO, YES, NO, ...) instead of generated ones.
+    keep_received : int
+        Frames from clients kept per connection and in :attr:`received`: the newest ones, between
+        ``keep_received`` and twice that (a long churn test must not grow without bound).
 
     Raises
     ------
@@ -274,6 +297,7 @@ class FakeMarketServer:
         levels: int = 10,
         trade_every: int = 20,
         token_ids: Sequence[str] | None = None,
+        keep_received: int = 10_000,
     ) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"FakeMarketServer listens on loopback only, host was {host!r}")
@@ -283,6 +307,9 @@ class FakeMarketServer:
                 raise ValueError(f"unknown tick size {text!r}, expected one of {sorted(TICK_SIZES)}")
         if levels < 1:
             raise ValueError(f"levels must be positive, was {levels}")
+        if keep_received < 1:
+            raise ValueError(f"keep_received must be positive, was {keep_received}")
+        self._keep_received = keep_received
         self._host = host
         self._port = port
         self._rate_hz = rate_hz
@@ -311,6 +338,7 @@ class FakeMarketServer:
         self._withheld: set[str] = set()
         self._stalled = False
         self._unresponsive = False
+        self._not_reading = False
         self._rejecting = False
         self._server: Server | None = None
         self._driver: asyncio.Task[None] | None = None
@@ -339,7 +367,7 @@ class FakeMarketServer:
                 await self._driver
             self._driver = None
         for conn in self._live.values():
-            if conn.frozen:  # it would never answer the close handshake
+            if conn.frozen or self._not_reading:  # it would never answer the close handshake
                 conn.websocket.transport.abort()
         if self._server is not None:
             self._server.close()
@@ -380,7 +408,8 @@ class FakeMarketServer:
 
     @property
     def received(self) -> list[tuple[int, str]]:
-        """Every frame any client sent, in arrival order, as ``(connection id, text)``."""
+        """The frames clients sent, in arrival order, as ``(connection id, text)`` (the newest ``keep_received``
+        at least)."""
         return self._received
 
     async def wait_subscribed(self, token_ids: Iterable[str] | None = None, timeout: float = 2.0) -> FakeConnection:
@@ -523,6 +552,18 @@ class FakeMarketServer:
         for conn in self._live.values():
             conn._freeze(on)
 
+    def stop_reading(self, on: bool = True) -> None:
+        """Keep sending market data but read nothing more from the client, so its sends block once
+        the socket buffers are full (no ``PONG`` either: only the data keeps the client's inbound clock going).
+
+        Applies to the open connections and to every connection accepted while it is on, right after
+        its subscription frame. Switching it off resumes reading.
+        """
+        self._not_reading = on
+        for conn in self._live.values():
+            if conn._subscription_seen and not conn.frozen:
+                conn._read(not on)
+
     def set_data_stalled(self, on: bool = True) -> None:
         """Keep answering ``PING`` (and bad frames) but send no market data at all, to every connection.
 
@@ -618,13 +659,15 @@ class FakeMarketServer:
                 if conn.frozen:  # was buffered before the freeze; a dead peer never reads it
                     continue
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-                conn.received.append(text)
-                self._received.append((conn.id, text))
+                _keep(conn.received, text, self._keep_received)
+                _keep(self._received, (conn.id, text), self._keep_received)
                 if conn._subscription_seen:
                     self._answer(conn, text)
                 elif not self._subscribe_first(conn, text):
                     await websocket.close(*INVALID_SUBSCRIPTION)
                     break
+                elif self._not_reading:
+                    conn._read(False)
         except ConnectionClosed:
             pass
         finally:

@@ -66,6 +66,13 @@ def socket_down(socket: Any) -> bool:
     return bool(transport.is_disconnected or transport.close_handshake is not None)
 
 
+def asyncio_transport(socket: Any) -> asyncio.Transport:
+    """The asyncio transport under a client socket of either transport."""
+    if isinstance(socket, WebsocketsSocket):
+        return socket.transport
+    return socket._transport.underlying_transport  # a picows WSTransport's
+
+
 def states(client: MarketClient, tokens: list[str]) -> list[State]:
     return [client.store.top(token).state for token in tokens]
 

@@ -1,10 +1,10 @@
 """wss:// with certificate verification on, over both transports.
 
 A certificate authority and a server certificate for 127.0.0.1 are made per test run with the
-``openssl`` command; a TLS front on loopback (:class:`TlsFront`) terminates TLS with them and passes the
+``openssl`` command; a TLS front on loopback (:func:`tls_front`) terminates TLS with them and passes the
 bytes on to a plain :class:`~pm_ws.testing.FakeMarketServer`. The client trusts the authority through
-``SSL_CERT_FILE``, which the default TLS context of both transports reads: so the default settings
-verify the server, and an authority the client does not trust fails the handshake.
+``ssl=`` (a context of its own) or through ``SSL_CERT_FILE``, which the default TLS context of both
+transports reads; a server certificate from an authority the client does not trust fails the handshake.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,13 +94,18 @@ async def tls_front(backend_port: int, key: Path, cert: Path) -> AsyncIterator[s
         server.close()
 
 
+@pytest.mark.parametrize("trust", ["ssl_context", "default_context"])
 async def test_client_wss_verifies_the_server_and_streams(
-    authorities: dict[str, tuple[Path, Path, Path]], monkeypatch: pytest.MonkeyPatch
+    authorities: dict[str, tuple[Path, Path, Path]], monkeypatch: pytest.MonkeyPatch, trust: str
 ) -> None:
     ca, key, cert = authorities["trusted"]
-    monkeypatch.setenv("SSL_CERT_FILE", str(ca))  # the default context (verification on) trusts this CA only
+    if trust == "ssl_context":  # ssl=: a context of the caller's that trusts this CA only
+        options: dict[str, Any] = {"ssl": ssl.create_default_context(cafile=ca)}
+    else:  # no ssl=: the default context (verification on) trusts this CA only
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        options = {}
     async with serving(markets=2, rate_hz=0) as server, tls_front(port_of(server), key, cert) as url:
-        client = MarketClient(url, **FAST)
+        client = MarketClient(url, **options, **FAST)
         await client.subscribe(server.token_ids)
         async with client:
             await wait_until(all_in(client, server.token_ids, State.LIVE), what="books over TLS")

@@ -156,7 +156,8 @@ cdef int book_flaw(const pm_level_t* bids, Py_ssize_t nb, const pm_level_t* asks
 
 
 cdef inline void touch_row(int64_t* row, const pm_book_t* b, const pm_fields_t* f, int64_t recv_ts_ns) noexcept:
-    # Recompute the top of book from the book and stamp the row (exactly once per token per event).
+    # Recompute the top of book from the book and stamp the row (exactly once per token per event,
+    # inside the row's write: between pm_row_open and pm_row_close, which step SEQ by 2).
     # The sides are copied first: for the compiler every row store might change them
     cdef pm_side_t bids = b.bids, asks = b.asks
     if bids.n:
@@ -176,4 +177,3 @@ cdef inline void touch_row(int64_t* row, const pm_book_t* b, const pm_fields_t* 
     if f.has & (1 << K_TIMESTAMP):
         row[PM_EXCH_TS_MS] = f.val[K_TIMESTAMP]
     row[PM_RECV_TS_NS] = recv_ts_ns
-    row[PM_SEQ] += 1
