@@ -69,26 +69,48 @@ def ws_text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-def serve(pipe: Connection, n_frames: int) -> None:
-    """Server process: report (url, token ids, frames per stream), stream to every subscriber until told to stop."""
-    asyncio.run(_serve(pipe, n_frames))
+def serve(pipe: Connection, n_frames: int, pace_hz: float) -> None:
+    """Server process: report (url, token ids, frames per stream), stream to every subscriber until told to stop.
+
+    With ``pace_hz`` each frame is written alone at its due time, and the ``time.monotonic_ns()`` of
+    each write (the clock is the same in every process) goes back over ``pipe`` after the stream.
+    """
+    asyncio.run(_serve(pipe, n_frames, pace_hz))
 
 
-async def _serve(pipe: Connection, n_frames: int) -> None:
+async def _serve(pipe: Connection, n_frames: int, pace_hz: float) -> None:
     server = FakeMarketServer(markets=MARKETS, seed=SERVER_SEED, rate_hz=0)
     start = server.initial_dump()  # rendered before frames() moves the books on
-    frames = server.frames(n_frames, trades=True)[:n_frames]  # a prefix stays consistent
-    stream = b"".join(ws_text_frame(frame.encode()) for frame in [start, *frames])
+    frames = [ws_text_frame(frame.encode()) for frame in [start, *server.frames(n_frames, trades=True)[:n_frames]]]
+    stream = b"".join(frames)
     async with server:
-        pipe.send((server.url, server.token_ids, 1 + len(frames)))
+        pipe.send((server.url, server.token_ids, len(frames)))
         streamed: set[int] = set()
         while not pipe.poll():
             for conn in server.connections:
                 # sent_frames >= 1: the server's own initial dump is out, the socket is ours
                 if conn.id not in streamed and conn.subscribed and conn.sent_frames and not conn.closed:
-                    conn.websocket.transport.write(stream)
                     streamed.add(conn.id)
+                    if pace_hz:
+                        pipe.send(write_paced(conn.websocket.transport, frames, pace_hz))
+                    else:
+                        conn.websocket.transport.write(stream)
             await asyncio.sleep(0.002)
+
+
+def write_paced(transport: asyncio.WriteTransport, frames: list[bytes], pace_hz: float) -> list[int]:
+    """Write ``frames`` one at a time, ``1 / pace_hz`` apart (spinning: a sleep is too coarse); their write times."""
+    clock = time.monotonic_ns
+    period = round(1e9 / pace_hz)
+    due = clock()
+    sent = []
+    for frame in frames:
+        while clock() < due:
+            pass
+        sent.append(clock())
+        transport.write(frame)
+        due += period
+    return sent
 
 
 class Throughput(NamedTuple):
@@ -190,9 +212,11 @@ async def receive(mode: str, url: str, token_ids: list[str], total: int) -> tupl
 class ServerProcess:
     """The FakeMarketServer process; a context manager yielding (url, token ids, frames per stream)."""
 
-    def __init__(self, n_frames: int) -> None:
+    def __init__(self, n_frames: int, pace_hz: float = 0.0) -> None:
         self._pipe, child = multiprocessing.get_context("spawn").Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(target=serve, args=(child, n_frames), daemon=True)
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=serve, args=(child, n_frames, pace_hz), daemon=True
+        )
 
     def __enter__(self) -> tuple[str, list[str], int]:
         self._process.start()
@@ -200,6 +224,12 @@ class ServerProcess:
             raise RuntimeError("the FakeMarketServer process did not start within 60 s")
         url, token_ids, n_stream = self._pipe.recv()
         return url, token_ids, 1 + n_stream  # plus the server's own initial dump
+
+    def write_times(self) -> list[int]:
+        """With ``pace_hz``: the monotonic ns at which the last stream's frames were written."""
+        if not self._pipe.poll(60):
+            raise RuntimeError("the paced stream did not end within 60 s")
+        return list(self._pipe.recv())
 
     def __exit__(self, *exc_info: object) -> None:
         self._pipe.send("stop")

@@ -23,14 +23,7 @@ TRANSPORTS = ("websockets", "picows")  # MarketClient(transport=...): the first 
 
 
 CONNECT_ERRORS = (OSError, asyncio.TimeoutError, WebSocketException)  # a failed attempt: log, back off
-SocketClosed = ConnectionClosed  # what send() and reading raise once the socket is closed
-
-
-class TransportClosed(ConnectionClosed):
-    """:data:`SocketClosed` as another transport than ``websockets`` raises it (no close frame details)."""
-
-    def __init__(self) -> None:
-        super().__init__(None, None)
+SocketClosed = ConnectionClosed  # what send() and reading raise once the socket is closed (picows: a subclass)
 
 
 class Socket(Protocol):
@@ -87,7 +80,12 @@ async def open_socket(
         from . import _transport_picows
 
         return await _transport_picows.open_socket(
-            url, ssl=ssl, proxy=proxy, max_frame_bytes=max_frame_bytes, open_timeout=open_timeout
+            url,
+            ssl=ssl,
+            proxy=proxy,
+            max_frame_bytes=max_frame_bytes,
+            open_timeout=open_timeout,
+            close_timeout=CLOSE_TIMEOUT,
         )
     tls: dict[str, Any] = {} if ssl is None else {"ssl": ssl}  # websockets: ssl=None means "no TLS" on wss://
     socket = await connect(
