@@ -323,8 +323,10 @@ class Shard:
             # The hot loop: keep it this small
             async for frame in socket:
                 now = monotonic()
-                if now >= self.next_check_ns and self.housekeep(now):
-                    break  # the socket is gone: frames still buffered must not revive its tokens
+                if now >= self.next_check_ns:
+                    if self.housekeep(now):
+                        break  # the socket is gone: frames still buffered must not revive its tokens
+                    feed = owner._frame_feed()  # a tap added since (MarketClient.add_tap) applies from here
                 self.frames += 1
                 self.bytes += len(frame)
                 self.last_frame_ns = now

@@ -1,8 +1,8 @@
 """Rebuild a publisher's books from a NATS JetStream stream: the same rows, or none LIVE.
 
 The consumer feeds the publisher's records to its own :class:`~pm_ws.Dispatcher` in stream order: the
-same frames with the same receive times, and the same store operations (add, remove, mark STALE),
-so while it stays in step its rows and books are byte-identical to the publisher's.
+same frames with the same receive times and owners (the client connection each came on), and the same
+store operations (add, set owner, remove, mark STALE), so while it stays in step its rows and books are byte-identical to the publisher's.
 
 It knows when it is not in step, and then no row of it is LIVE until it is again:
 
@@ -242,7 +242,7 @@ class NatsConsumer:
             self.position = number
             self.counters["records"] += 1
             try:
-                self._apply(recv_ns, kind, payload)
+                self._apply(recv_ns, owner, kind, payload)
             except Exception as exc:  # a record the publisher cannot have made: lose track rather than guess
                 self.counters["malformed"] += 1
                 logger.warning("consumer: record %d of %x not applied: %r", number, batch.instance, exc)
@@ -257,13 +257,13 @@ class NatsConsumer:
         if first > 1:
             self._await_all("new publisher instance")
 
-    def _apply(self, recv_ns: int, kind: int, payload: memoryview) -> None:
+    def _apply(self, recv_ns: int, owner: int, kind: int, payload: memoryview) -> None:
         if kind == KIND_SNAPSHOT:
             token = snapshot_token(payload)
             if self._silent:
                 self.counters["snapshots_held"] += 1  # the row stays awaiting: the next beat asks again
             elif token in self.awaiting or token not in self.store:
-                self._restore(*decode_snapshot(payload))
+                self._restore(owner, *decode_snapshot(payload))
             else:
                 self.counters["snapshots_skipped"] += 1
             return
@@ -273,7 +273,7 @@ class NatsConsumer:
             return
         frame = payload.tobytes()
         self.counters["frames"] += 1
-        self.dispatcher.feed(frame.decode("utf-8", "surrogatepass") if kind == KIND_TEXT else frame, recv_ns)
+        self.dispatcher.feed(frame.decode("utf-8", "surrogatepass") if kind == KIND_TEXT else frame, recv_ns, owner)
         if self.awaiting and b'"book"' in frame:  # only a book can make a STALE row LIVE
             self._hold_awaiting()
 
@@ -288,6 +288,13 @@ class NatsConsumer:
         elif op == "add":
             for token in tokens:
                 self.store.add(token)
+        elif op == "owner":
+            for token in tokens:
+                self.store.set_owner(token, int(operation["owner"]))
+        elif op == "held":  # a row the publisher held when it attached: its snapshot record follows
+            for token in tokens:
+                self.store.add(token, int(operation["owner"]))
+                self.awaiting.add(token)
         elif op == "remove":
             for token in tokens:
                 self.store.remove(token)
@@ -301,10 +308,13 @@ class NatsConsumer:
         elif op != "mark":
             raise ValueError(f"unknown store operation {op!r}")
 
-    def _restore(self, token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]) -> None:
+    def _restore(
+        self, owner: int, token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+    ) -> None:
         store = self.store
         if token not in store:
-            store.add(token)
+            store.add(token, owner)
+        store.set_owner(token, owner)  # a late joiner missed the operation that gave it
         frames = book_frames(token, row, bids, asks)
         source_state = row[STATE]
         if source_state == _SUBSCRIBING:
