@@ -152,6 +152,10 @@ def _count(n: int, noun: str) -> str:
 
 async def watch(args: argparse.Namespace) -> int:
     """Run ``pm-ws watch``."""
+    if args.nats is not None:
+        from ._publish import watch_bus
+
+        return await watch_bus(args)
     tokens, labels = await select_tokens(args)
     await check_reachable(args.url)
     client = MarketClient(args.url, capacity=len(tokens))

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ import pytest
 from pm_ws import EPOCH, MISMATCHES, N_FIELDS, SEQ, STATE, State
 from pm_ws.testing import FakeMarketServer
 
-from nats_server import PASSWORD, NatsServer, nats_server_binary
+from nats_server import PASSWORD, NatsServer, nats_server, nats_server_binary  # noqa: F401 - a fixture
 
 pytest.importorskip("nats")
 if nats_server_binary() is None:
@@ -38,16 +38,6 @@ OWN_FIELDS = (SEQ, EPOCH, MISMATCHES)  # a consumer's own after it rebuilt a row
 BEAT = 0.1  # the tests' heartbeat interval (s)
 STALE_AFTER = 1.0  # the fault tests' deadline: 10 beats, room for a loaded CI machine
 PATIENT = 30.0  # the exactness tests' deadline: a busy test loop must not look like a dead publisher
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def rows_and_books(store: Any) -> dict[str, tuple[tuple[int, ...], Any, int]]:
