@@ -52,7 +52,7 @@ EVENT_QUEUE_SIZE = 4096  # default bound of an events() iterator
 
 _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
-_NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID)
+_NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID, int(State.UNCONFIRMED))  # RESOLVED is final
 
 # A synchronous callback cannot be cancelled from outside (cancellation lands on an await), so any
 # CancelledError it raises is its own and is contained like any error; only these still stop the process
