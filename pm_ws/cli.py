@@ -1,7 +1,7 @@
-"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay`` and ``demo``.
+"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay``, ``demo`` and ``peek``.
 
 Exit codes: ``pm_ws._exit.ExitCode``, listed by ``pm-ws --help``. The commands live in ``_live``
-(watch, record), ``_demo`` and ``_replay``, each imported only when it runs.
+(watch, record), ``_demo``, ``_replay`` and ``_peek``, each imported only when it runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,7 +100,7 @@ class _TerminalFormatter(logging.Formatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with its four subcommands."""
+    """Build the argument parser with its subcommands."""
     parser = argparse.ArgumentParser(
         prog="pm-ws",
         description="Watch, record and replay Polymarket CLOB order books from the market WebSocket channel.",
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch = _command(commands, "watch", "live top-of-book table of tokens", _run_watch)
     _add_token_selection(watch)
     _add_connection_options(watch)
+    _add_share_option(watch)
     _add_display_options(watch)
 
     record = _command(commands, "record", "write every raw frame with its receive time to a file", _run_record)
@@ -157,7 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive_float, default=None, metavar="SECONDS",
         help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
     )  # fmt: skip
+    _add_share_option(demo)
     _add_display_options(demo)
+
+    peek = _command(commands, "peek", "show the table another pm-ws process publishes with --share NAME", _run_peek)
+    peek.add_argument("name", metavar="NAME", type=_table_name, help="the shared table's name")
+    peek.add_argument(
+        "--duration", type=_positive_float, default=None, metavar="SECONDS",
+        help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
+    )  # fmt: skip
+    _add_display_options(peek)
     return parser
 
 
@@ -231,6 +241,14 @@ def _add_connection_options(command: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_share_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--share", type=_table_name, default=None, metavar="NAME",
+        help="publish the table in shared memory as NAME (/dev/shm/NAME, this user only): read it from other "
+        "processes with `pm-ws peek NAME` or pm_ws.TopReader(NAME)",
+    )  # fmt: skip
+
+
 def _add_display_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--refresh", type=_positive_float, default=None, metavar="SECONDS",
@@ -249,6 +267,15 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, was {text!r}")
     return value
+
+
+def _table_name(text: str) -> str:
+    from .shared import check_name
+
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -283,11 +310,21 @@ def _run_demo(args: argparse.Namespace) -> int:
     return _run_live(demo(args))
 
 
+def _run_peek(args: argparse.Namespace) -> int:
+    from ._peek import peek
+
+    return _until_interrupted(lambda: peek(args))
+
+
 def _run_live(coroutine: Any) -> int:
-    # Ctrl-C (or SIGTERM) is how watch, record and demo are meant to stop: cleanup runs, exit 0
+    return _until_interrupted(lambda: asyncio.run(coroutine))
+
+
+def _until_interrupted(run: Callable[[], int]) -> int:
+    # Ctrl-C (or SIGTERM) is how watch, record, demo and peek are meant to stop: cleanup runs, exit 0
     with _sigterm_as_interrupt():
         try:
-            return int(asyncio.run(coroutine))
+            return int(run())
         except KeyboardInterrupt:
             return ExitCode.OK
 
