@@ -12,7 +12,7 @@ import random
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
-from ._live import LiveView
+from ._live import LiveView, shared_store
 from .backoff import ExponentialBackoff
 from .client import MarketClient
 from .testing import FakeMarketServer
@@ -31,17 +31,23 @@ async def demo(args: argparse.Namespace) -> int:
             labels[market.yes_id] = f"market {number} YES"
             labels[market.no_id] = f"market {number} NO"
         # short backoff: the refused reconnects of an outage end in a recovery within ~1 s of it
-        client = MarketClient(server.url, capacity=len(server.token_ids), backoff=lambda: ExponentialBackoff(0.1, 1.0))
-        await client.subscribe(server.token_ids)
-        async with client:
-            view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
-            director = asyncio.create_task(_direct(server, view, args.fault_every, random.Random(seed)))
-            try:
-                return await view.run()
-            finally:
-                director.cancel()
-                with suppress(asyncio.CancelledError):
-                    await director
+        store = shared_store(args.share, len(server.token_ids))
+        client = MarketClient(
+            server.url, capacity=len(server.token_ids), store=store, backoff=lambda: ExponentialBackoff(0.1, 1.0)
+        )
+        try:
+            await client.subscribe(server.token_ids)
+            async with client:
+                view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
+                director = asyncio.create_task(_direct(server, view, args.fault_every, random.Random(seed)))
+                try:
+                    return await view.run()
+                finally:
+                    director.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await director
+        finally:
+            client.store.close_shared()
 
 
 async def _direct(server: FakeMarketServer, view: LiveView, fault_every: float, rng: random.Random) -> None:

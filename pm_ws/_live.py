@@ -22,8 +22,10 @@ from . import __version__
 from ._exit import CliError, ExitCode
 from ._token_selection import select_tokens
 from ._watch_view import LABEL_WIDTH, RateMeter, TopTable, can_encode, screen_for, short_token, shorten, state_counts
+from ._core import BookStore
 from .client import CAUSE_MARKED, ClientEvent, MarketClient
 from .recording import FORMAT_VERSION, RecordingWriter
+from .shared import SharedTableError
 
 CONNECT_CHECK_TIMEOUT = 10.0  # seconds to wait for the first handshake before calling a URL unreachable
 NOTE_GATHER_SECONDS = 0.05  # events closer than this share one note
@@ -46,6 +48,20 @@ async def check_reachable(url: str) -> None:
         raise CliError(f"cannot reach {url}: {exc}", ExitCode.UNREACHABLE) from None
 
 
+def shared_store(name: str | None, capacity: int) -> BookStore | None:
+    """The store ``--share NAME`` publishes as a shared table (None without it); exit 2 if NAME is in use.
+
+    Give it to the client and call its ``close_shared()`` when done (``pm-ws peek NAME`` then sees the
+    table closed, the name unlinked).
+    """
+    if name is None:
+        return None
+    try:
+        return BookStore(capacity, shared=name)
+    except SharedTableError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
+
+
 def fail_without_books(client: MarketClient, book_timeout: float | None, elapsed: float) -> None:
     """Give up (exit 3) when no token got a book within --book-timeout: the server takes unknown ids silently."""
     if book_timeout is None or elapsed < book_timeout or client.dispatcher.stats()["ev_book"]:
@@ -66,7 +82,7 @@ class LiveView:
         self.duration: float | None = args.duration
         self.book_timeout: float | None = getattr(args, "book_timeout", None)
         self.labels = labels
-        self.title = title
+        self.title = title if client.store.shared is None else f"{title} shared as {client.store.shared}"
         self.frame_rate = RateMeter()
         self.started = time.monotonic()
         self._events = client.events()  # registered now: the first connection's events are not missed
@@ -158,10 +174,13 @@ async def watch(args: argparse.Namespace) -> int:
         return await watch_bus(args)
     tokens, labels = await select_tokens(args)
     await check_reachable(args.url)
-    client = MarketClient(args.url, capacity=len(tokens))
-    await client.subscribe(tokens)
-    async with client:
-        return await LiveView(client, labels, args, f"pm-ws watch {args.url}").run()
+    client = MarketClient(args.url, capacity=len(tokens), store=shared_store(args.share, len(tokens)))
+    try:
+        await client.subscribe(tokens)
+        async with client:
+            return await LiveView(client, labels, args, f"pm-ws watch {args.url}").run()
+    finally:
+        client.store.close_shared()
 
 
 async def record(args: argparse.Namespace) -> int:

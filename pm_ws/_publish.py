@@ -17,11 +17,12 @@ from types import ModuleType
 from typing import Any
 
 from ._exit import CliError, ExitCode
-from ._live import check_reachable, fail_without_books
+from ._live import check_reachable, fail_without_books, shared_store
 from ._token_selection import select_tokens
 from ._watch_view import RateMeter, TopTable, can_encode, screen_for, state_counts
 
 PROGRESS_PERIOD = 1.0  # seconds between two progress lines of pm-ws publish
+CONSUMER_CAPACITY = 4096  # rows of watch --nats (the publisher's tokens)
 
 # Environment variable -> nats.connect option; files are named by path, as nats.connect takes them
 NATS_ENV = {
@@ -87,13 +88,25 @@ def _progress(stats: dict[str, Any], store: Any, where: str) -> str:
 async def watch_bus(args: argparse.Namespace) -> int:
     """Run ``pm-ws watch --nats``: the table of a consumer's rows, rebuilt from the stream."""
     if args.tokens or args.market or args.slug:
-        raise CliError("watch --nats shows the publisher's tokens: name no TOKEN_ID, --market or --slug", ExitCode.USAGE)
+        message = "watch --nats shows the publisher's tokens: name no TOKEN_ID, --market or --slug"
+        raise CliError(message, ExitCode.USAGE)
     bus = _bus()
-    consumer = bus.NatsConsumer(args.nats.split(","), stream=args.stream, **nats_options(os.environ))
-    await _started(consumer)
+    store = shared_store(args.share, CONSUMER_CAPACITY)
+    consumer = bus.NatsConsumer(
+        args.nats.split(","), stream=args.stream, capacity=CONSUMER_CAPACITY, store=store, **nats_options(os.environ)
+    )
+    try:
+        await _started(consumer)
+        return await _show(consumer, args, bus.redact(args.nats))
+    finally:
+        await consumer.close()
+        consumer.store.close_shared()
+
+
+async def _show(consumer: Any, args: argparse.Namespace, where: str) -> int:
     screen, refresh = screen_for(sys.stdout, plain=args.plain, refresh=args.refresh)
     table = TopTable(consumer.store, ascii_only=not can_encode(sys.stdout, "×…"))
-    title = f"pm-ws watch {bus.redact(args.nats)} stream {args.stream}"
+    title = f"pm-ws watch {where} stream {args.stream}"
     rate = RateMeter()
     started = time.monotonic()
     try:
@@ -114,4 +127,3 @@ async def watch_bus(args: argparse.Namespace) -> int:
             await asyncio.sleep(max(0.0, wait))
     finally:
         screen.close()
-        await consumer.close()

@@ -1,7 +1,8 @@
-"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay``, ``demo`` and ``publish``.
+"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay``, ``demo``, ``peek`` and ``publish``.
 
 Exit codes: ``pm_ws._exit.ExitCode``, listed by ``pm-ws --help``. The commands live in ``_live``
-(watch, record), ``_demo``, ``_replay`` and ``_publish`` (publish, watch --nats), each imported only when it runs.
+(watch, record), ``_demo``, ``_replay``, ``_peek`` and ``_publish`` (publish, watch --nats), each imported only
+when it runs.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -100,7 +101,7 @@ class _TerminalFormatter(logging.Formatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with its four subcommands."""
+    """Build the argument parser with its subcommands."""
     parser = argparse.ArgumentParser(
         prog="pm-ws",
         description="Watch, record and replay Polymarket CLOB order books from the market WebSocket channel.",
@@ -114,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch = _command(commands, "watch", "live top-of-book table of tokens", _run_watch)
     _add_token_selection(watch)
     _add_connection_options(watch)
+    _add_share_option(watch)
     _add_display_options(watch)
     _add_nats_options(watch, "show the rows a `pm-ws publish` publishes on this NATS server instead (no tokens)")
 
@@ -158,7 +160,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive_float, default=None, metavar="SECONDS",
         help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
     )  # fmt: skip
+    _add_share_option(demo)
     _add_display_options(demo)
+
+    peek = _command(commands, "peek", "show the table another pm-ws process publishes with --share NAME", _run_peek)
+    peek.add_argument("name", metavar="NAME", type=_table_name, help="the shared table's name")
+    peek.add_argument(
+        "--duration", type=_positive_float, default=None, metavar="SECONDS",
+        help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
+    )  # fmt: skip
+    _add_display_options(peek)
 
     publish = _command(
         commands, "publish", "publish the books on a NATS JetStream stream (`watch --nats` shows them)", _run_publish
@@ -239,6 +250,14 @@ def _add_connection_options(command: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_share_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--share", type=_table_name, default=None, metavar="NAME",
+        help="publish the table in shared memory as NAME (/dev/shm/NAME, this user only): read it from other "
+        "processes with `pm-ws peek NAME` or pm_ws.TopReader(NAME)",
+    )  # fmt: skip
+
+
 def _add_nats_options(command: argparse.ArgumentParser, summary: str, *, required: bool = False) -> None:
     command.add_argument(
         "--nats", metavar="NATS_URL", required=required, default=None,
@@ -266,6 +285,15 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, was {text!r}")
     return value
+
+
+def _table_name(text: str) -> str:
+    from .shared import check_name
+
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -306,11 +334,21 @@ def _run_demo(args: argparse.Namespace) -> int:
     return _run_live(demo(args))
 
 
+def _run_peek(args: argparse.Namespace) -> int:
+    from ._peek import peek
+
+    return _until_interrupted(lambda: peek(args))
+
+
 def _run_live(coroutine: Any) -> int:
-    # Ctrl-C (or SIGTERM) is how watch, record and demo are meant to stop: cleanup runs, exit 0
+    return _until_interrupted(lambda: asyncio.run(coroutine))
+
+
+def _until_interrupted(run: Callable[[], int]) -> int:
+    # Ctrl-C (or SIGTERM) is how watch, record, demo and peek are meant to stop: cleanup runs, exit 0
     with _sigterm_as_interrupt():
         try:
-            return int(asyncio.run(coroutine))
+            return int(run())
         except KeyboardInterrupt:
             return ExitCode.OK
 

@@ -4,12 +4,12 @@ Pure asyncio. Every connection (a :class:`~pm_ws._shard.Shard`) feeds its frames
 shared :class:`~pm_ws.Dispatcher`, which applies them to ONE shared :class:`~pm_ws.BookStore`; the
 client only decides which tokens go on which connection, when a token is STALE, and who hears about it.
 
-Per frame the reader does two clock reads (monotonic for the deadlines, wall for the row's
-``RECV_TS_NS``), one integer compare, ``feed(frame, wall(), number)`` and three attribute stores (plus
-the ``on_frame`` and :meth:`MarketClient.add_tap` calls when there are any). The connection's number makes the dispatcher change only the
-rows of tokens that connection owns (the rest is counted ``skip_foreign``). Everything else (resync
-queue, pending snapshots, timeouts) runs at most every ``HOUSEKEEPING_NS`` from the reader or on the watchdog's tick, never per frame.
-Nothing logs per frame.
+Per frame the reader does two clock reads (monotonic for the deadlines, wall for the row's ``RECV_TS_NS``),
+one integer compare, ``feed(frame, wall(), number)`` and three attribute stores (plus the ``on_frame`` and
+:meth:`MarketClient.add_tap` calls when there are any). The connection's number makes the dispatcher change
+only the rows of tokens that connection owns (the rest is counted ``skip_foreign``). Everything else (resync
+queue, pending snapshots, timeouts) runs at most every ``HOUSEKEEPING_NS`` from the reader or on the
+watchdog's tick, never per frame. Nothing logs per frame.
 """
 
 from __future__ import annotations
@@ -310,7 +310,7 @@ class MarketClient:
         )
         for shard in self._shards:
             shard.start()
-        waiters = [asyncio.ensure_future(self._stop.wait())]
+        waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._beat())]
         if stop_event is not None:
             waiters.append(asyncio.ensure_future(stop_event.wait()))
         try:
@@ -585,6 +585,12 @@ class MarketClient:
         logger.info("pm_ws client stopped; dispatcher counters: %s", self._nonzero_counters())
 
     # ------------------------------------------------------------------ helpers
+
+    async def _beat(self) -> None:
+        # Readers of a shared table: this process is alive, sockets up or not (rows say STALE then)
+        while True:
+            self.store.beat()
+            await asyncio.sleep(self._tick)
 
     def _row(self, token: str, field: int) -> int:
         return int(self.store.view[self.store.slot(token), field])

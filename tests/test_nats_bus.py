@@ -275,6 +275,7 @@ async def test_publisher_silent_turns_rows_stale_then_snapshots_bring_them_back(
         silenced = time.monotonic()
         await wait_for(lambda: all_not_live(consumer), 5.0)
         detected = time.monotonic() - silenced
+        after_last_beat = since_last_beat(consumer)
         assert consumer.counters["silences"] == 1
         rig.publisher.request_snapshots()  # records and snapshots flow, but nothing proves the publisher is here
         await rig.market.step(20)
@@ -286,7 +287,8 @@ async def test_publisher_silent_turns_rows_stale_then_snapshots_bring_them_back(
         await settle(rig.publisher, consumer)
         assert_same_books(rig.publisher.store, consumer, exact_rows=False)
     assert checker.violations == []
-    assert STALE_AFTER - BEAT - 0.05 <= detected < STALE_AFTER + 0.5
+    # the deadline runs from the last beat heard, which a loaded machine may have delivered late
+    assert STALE_AFTER <= after_last_beat < STALE_AFTER + 0.5 and detected < STALE_AFTER + 0.5
 
 
 async def test_overflow_is_counted_and_consumers_recover(nats_server: NatsServer) -> None:
@@ -387,6 +389,7 @@ async def test_publisher_killed_and_restarted(nats_server: NatsServer, tmp_path:
                 killed = time.monotonic()
                 await wait_for(lambda: all_not_live(consumer), 5.0)
                 detected = time.monotonic() - killed
+                after_last_beat = since_last_beat(consumer)
                 publisher = start_publisher()
                 restarted = time.monotonic()
                 await market.step(30)
@@ -396,7 +399,8 @@ async def test_publisher_killed_and_restarted(nats_server: NatsServer, tmp_path:
         finally:
             publisher.kill()
             publisher.wait()
-    assert STALE_AFTER - BEAT - 0.05 <= detected < STALE_AFTER + 0.5
+    # the deadline runs from the last beat heard, which a loaded machine may have delivered late
+    assert STALE_AFTER <= after_last_beat < STALE_AFTER + 0.5 and detected < STALE_AFTER + 0.5
     print(f"publisher kill -9: detected {detected:.3f}s, recovered {recovered:.3f}s after restart")
 
 
@@ -410,6 +414,11 @@ async def all_live(rig: Rig, consumer: NatsConsumer) -> None:
         await rig.market.step(1)
         await asyncio.sleep(0.02)
     raise AssertionError("rows never all LIVE")
+
+
+def since_last_beat(consumer: NatsConsumer) -> float:
+    """Seconds from the consumer's last heartbeat to now."""
+    return (time.monotonic_ns() - consumer._last_beat_ns) / 1e9
 
 
 def all_not_live(consumer: NatsConsumer) -> bool:

@@ -1,8 +1,9 @@
 """Rebuild a publisher's books from a NATS JetStream stream: the same rows, or none LIVE.
 
-The consumer feeds the publisher's records to its own :class:`~pm_ws.Dispatcher` in stream order: the
-same frames with the same receive times and owners (the client connection each came on), and the same
-store operations (add, set owner, remove, mark STALE), so while it stays in step its rows and books are byte-identical to the publisher's.
+The consumer feeds the publisher's records to its own :class:`~pm_ws.Dispatcher` in stream order: the same
+frames with the same receive times and owners (the client connection each came on), and the same store
+operations (add, set owner, remove, mark STALE), so while it stays in step its rows and books are
+byte-identical to the publisher's.
 
 It knows when it is not in step, and then no row of it is LIVE until it is again:
 
@@ -65,7 +66,9 @@ class NatsConsumer:
     stream : str
         The publisher's stream name.
     capacity : int
-        Slots of the store (at least the publisher's token count).
+        Slots of the store made when ``store`` is None (at least the publisher's token count).
+    store : BookStore, optional
+        The store to fill, e.g. a shared table (``BookStore(capacity, shared=NAME)``): the consumer beats it.
     stale_after : float
         Seconds without a heartbeat after which every row turns STALE (default 2.0; the publisher
         beats every 0.5 s).
@@ -81,6 +84,7 @@ class NatsConsumer:
         *,
         stream: str = "PMWS",
         capacity: int = 4096,
+        store: BookStore | None = None,
         stale_after: float = 2.0,
         **connect_options: Any,
     ) -> None:
@@ -90,7 +94,7 @@ class NatsConsumer:
         self.servers = servers
         self.stale_after = stale_after
         self._connect_options = connect_options
-        self.store = BookStore(capacity)
+        self.store = store if store is not None else BookStore(capacity)
         self._core = sys.modules[type(self.store).__module__]
         self.dispatcher = self._new_dispatcher()
         self.instance = 0  # the publisher instance followed (0: none yet)
@@ -371,6 +375,7 @@ class NatsConsumer:
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_TICK)
+            self.store.beat()  # readers of a shared table: this process is alive
             if not self._silent and time.monotonic_ns() - self._heard_ns > self.stale_after * 1e9:
                 self._silent = True
                 self.counters["silences"] += 1

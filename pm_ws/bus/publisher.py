@@ -1,11 +1,11 @@
 """Publish what a :class:`~pm_ws.MarketClient` receives and does to a NATS JetStream stream.
 
 The publisher sits beside the client's hot path, never in it: it attaches to a client through
-:meth:`~pm_ws.MarketClient.add_tap`, the client's ``feed`` is unchanged, then ``on_frame`` appends the
-frame (its bytes and a 17-byte record header) to a bounded list and returns. A task on the same loop cuts that list into batches and publishes them; another heartbeats
-and asks JetStream for an acknowledgement every ``heartbeat_interval`` (the stream sequence it
-returns is where a late joiner starts reading); a third writes snapshots into the stream, in order
-with the frames, and points the key-value bucket at them.
+:meth:`~pm_ws.MarketClient.add_tap`, the client's ``feed`` is unchanged, then ``on_frame`` appends the frame
+(its bytes and a 17-byte record header) to a bounded list and returns. A task on the same loop cuts that list
+into batches and publishes them; another heartbeats and asks JetStream for an acknowledgement every
+``heartbeat_interval`` (the stream sequence it returns is where a late joiner starts reading); a third writes
+snapshots into the stream, in order with the frames, and points the key-value bucket at them.
 
 Bounded: records not yet handed to NATS take at most ``max_pending_bytes``; beyond, records are
 dropped and counted (``stats()["overflow_records"]``) but still numbered, so every consumer sees
