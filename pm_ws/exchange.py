@@ -55,6 +55,8 @@ logger = logging.getLogger("pm_ws")
 
 TICK = 0.1  # seconds between two rounds of the follower's upkeep
 LISTING_RETRY = 5.0  # seconds before a failed listing is tried again
+# Default wait before a REST book: past the first re-drive's deadline, before the second miss would rebuild
+BOOTSTRAP_AFTER_TIMEOUTS = 1.5
 BOOTSTRAP_SCAN_EVERY = 5  # upkeep rounds between two scans for tokens waiting too long (a scan reads every row)
 
 
@@ -77,8 +79,9 @@ class ExchangeFollower:
         Announced markets are gathered this long, then subscribed together.
     bootstrap_after : float or None
         Seconds without a book before a token's REST book is asked; by default
-        ``snapshot_timeout`` × 2 (its first re-drive found nothing either); None switches the
-        REST bootstrap off.
+        ``snapshot_timeout`` × 1.5 (its first re-drive found nothing either, and the second miss,
+        which would rebuild its connection, has not come yet); None switches the REST bootstrap off.
+        A token handed to the REST bootstrap no longer costs its connection a rebuild.
     http : HttpClient, optional
         The HTTP client (its rate limit covers every REST request); a default one otherwise.
     on_event, on_frame : callable, optional
@@ -122,7 +125,7 @@ class ExchangeFollower:
         self.client = MarketClient(url, on_event=self._on_event, on_frame=self._on_frame, **client_options)
         self.store = self.client.store
         if bootstrap_after is not None and bootstrap_after < 0:
-            bootstrap_after = self.client.snapshot_timeout * 2
+            bootstrap_after = self.client.snapshot_timeout * BOOTSTRAP_AFTER_TIMEOUTS
         self.bootstrap = (
             RestBootstrap(self.store, self.http, clob_url, bootstrap_after) if bootstrap_after is not None else None
         )
@@ -251,6 +254,7 @@ class ExchangeFollower:
         if self.bootstrap is not None and self._rounds % BOOTSTRAP_SCAN_EVERY == 0:
             tokens = self.bootstrap.due(list(self.client._owner), time.monotonic_ns())
             if tokens:
+                self._stop_awaiting(tokens)
                 self._spawn(self.bootstrap.fetch(tokens), "bootstrap")
 
     async def _listing(self) -> None:
@@ -316,6 +320,16 @@ class ExchangeFollower:
             self.bootstrap.forget(tokens)
         self.counters["unsubscribed"] += len(tokens)
         await self.client.unsubscribe(tokens)
+
+    def _stop_awaiting(self, tokens: list[str]) -> None:
+        # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection
+        # (and disturb every neighbour); if the REST book does not come, the bootstrap asks again
+        owner = self.client._owner
+        for token in tokens:
+            shard = owner.get(token)
+            if shard is not None:
+                shard.awaiting.pop(token, None)
+                shard.redriven.discard(token)
 
     def _spawn(self, work: Any, name: str) -> None:
         task = asyncio.create_task(work, name=name)
