@@ -42,12 +42,15 @@ from typing import Any
 
 import orjson
 
-from ._bootstrap import DEFAULT_CLOB_URL, RestBootstrap
+from ._bootstrap import RestBootstrap
 from ._http import HttpClient
 from .client import DEFAULT_URL, ClientEvent, EventCallback, MarketClient
 from .errors import CapacityError
 from .row import TOKEN_ID
-from .gamma import DEFAULT_GAMMA_URL, GammaError, GammaMarket, MarketFilter, list_markets, markets_by_condition_ids
+from .gamma import (
+    DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL, GammaError, GammaMarket, MarketFilter, list_markets, markets_by_condition_ids,
+    string_list,
+)
 
 __all__ = ["ExchangeFollower"]
 
@@ -86,6 +89,9 @@ class ExchangeFollower:
         The HTTP client (its rate limit covers every REST request); a default one otherwise.
     on_event, on_frame : callable, optional
         As for :class:`~pm_ws.MarketClient` (the follower sees the events and frames first).
+    on_tokens : callable, optional
+        ``on_tokens("subscribe" | "unsubscribe", tokens)``, called just before the follower subscribes or
+        unsubscribes tokens (a recorder writes them down, so a replay adds and removes the same rows).
     **client_options
         Passed to :class:`~pm_ws.MarketClient` (``capacity`` defaults to 65,536 here;
         ``custom_features`` is always on).
@@ -105,6 +111,7 @@ class ExchangeFollower:
         http: HttpClient | None = None,
         on_event: EventCallback | None = None,
         on_frame: Callable[[str | bytes, int], None] | None = None,
+        on_tokens: Callable[[str, list[str]], None] | None = None,
         **client_options: Any,
     ) -> None:
         for name, value in (("relist_interval", relist_interval), ("subscribe_delay", subscribe_delay)):
@@ -120,6 +127,7 @@ class ExchangeFollower:
         self.http = http if http is not None else HttpClient()
         self._user_event = on_event
         self._user_frame = on_frame
+        self._on_tokens = on_tokens
         client_options.setdefault("capacity", 65_536)
         client_options["custom_features"] = True
         self.client = MarketClient(url, on_event=self._on_event, on_frame=self._on_frame, **client_options)
@@ -130,6 +138,7 @@ class ExchangeFollower:
             RestBootstrap(self.store, self.http, clob_url, bootstrap_after) if bootstrap_after is not None else None
         )
         self.markets: dict[str, tuple[str, ...]] = {}  # followed: condition id -> token ids
+        self.labels: dict[str, str] = {}  # token id -> "<outcome> <question>" of followed (and announced) markets
         self.listed = asyncio.Event()  # set once the first listing is subscribed
         self._announced: dict[str, tuple[str, ...]] = {}  # new_market not subscribed yet
         self._resolved_at: dict[str, float] = {}  # condition id -> when it resolved (monotonic s)
@@ -215,6 +224,7 @@ class ExchangeFollower:
             return
         self.counters["announced"] += 1
         self._announced[condition_id] = tokens
+        self._label(tokens, string_list(payload.get("outcomes")), _text(payload.get("question")))
 
     def _resolve_event(self, payload: dict[str, Any]) -> None:
         condition_id = _text(payload.get("market") or payload.get("condition_id"))
@@ -267,6 +277,9 @@ class ExchangeFollower:
             return
         self.counters["listings"] += 1
         listed = {market.condition_id: market for market in markets}
+        for cid, market in listed.items():
+            if cid not in self.markets:
+                self._label(market.token_ids, market.outcomes, market.question)
         await self._follow({cid: m.token_ids for cid, m in listed.items() if cid not in self.markets})
         gone = [cid for cid in self.markets if cid not in listed and cid not in self._resolved_at]
         if gone:
@@ -304,6 +317,8 @@ class ExchangeFollower:
         if not tokens:
             return
         try:
+            if self._on_tokens is not None:
+                self._on_tokens("subscribe", tokens)
             await self.client.subscribe(tokens)
         except CapacityError as exc:
             self.counters["capacity_full"] += 1
@@ -318,8 +333,17 @@ class ExchangeFollower:
             tokens.extend(self.markets.pop(condition_id, ()))
         if self.bootstrap is not None:
             self.bootstrap.forget(tokens)
+        for token in tokens:
+            self.labels.pop(token, None)
         self.counters["unsubscribed"] += len(tokens)
+        if self._on_tokens is not None:
+            self._on_tokens("unsubscribe", tokens)
         await self.client.unsubscribe(tokens)
+
+    def _label(self, tokens: tuple[str, ...], outcomes: tuple[str, ...], question: str) -> None:
+        for index, token in enumerate(tokens):
+            outcome = outcomes[index] if index < len(outcomes) else f"#{index}"
+            self.labels[token] = f"{outcome} {question}".strip()
 
     def _stop_awaiting(self, tokens: list[str]) -> None:
         # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection
