@@ -226,7 +226,9 @@ def _add_token_selection(command: argparse.ArgumentParser) -> None:
         "--all", action="store_true",
         help="every active order-book market (listed through Gamma), following new and resolved markets",
     )  # fmt: skip
-    everything.add_argument("--tag", type=_positive_int, default=None, metavar="TAG_ID", help="with --all: Gamma tag id")
+    everything.add_argument(
+        "--tag", type=_positive_int, default=None, metavar="TAG_ID", help="with --all: Gamma tag id"
+    )
     everything.add_argument(
         "--min-volume", type=_positive_float, default=None, metavar="USDC", help="with --all: minimum volume"
     )

@@ -73,7 +73,9 @@ async def test_demo_all_opens_and_resolves_markets(capsys: pytest.CaptureFixture
         (["record", "x.pmws", "--min-volume", "5", "--min-liquidity", "1", "1"], "--min-volume, --min-liquidity"),
     ],
 )
-def test_filters_need_all_and_all_takes_no_ids(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_filters_need_all_and_all_takes_no_ids(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == ExitCode.USAGE
     assert message in capsys.readouterr().err
 
