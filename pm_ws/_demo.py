@@ -9,8 +9,9 @@ import argparse
 import asyncio
 import itertools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
+from typing import Any
 
 from ._live import LiveView
 from .backoff import ExponentialBackoff
@@ -39,13 +40,18 @@ async def demo(args: argparse.Namespace) -> int:
         await client.subscribe(server.token_ids)
         async with client:
             view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
-            director = asyncio.create_task(_direct(server, view, args.fault_every, random.Random(seed)))
-            try:
-                return await view.run()
-            finally:
-                director.cancel()
-                with suppress(asyncio.CancelledError):
-                    await director
+            return await _run_directed(view, _direct(server, view, args.fault_every, random.Random(seed)))
+
+
+async def _run_directed(view: LiveView, director: Coroutine[Any, Any, None]) -> int:
+    """Run the view while ``director`` stages the server's events; stop the director with the view."""
+    task = asyncio.create_task(director)
+    try:
+        return await view.run()
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 async def _direct(server: FakeMarketServer, view: LiveView, fault_every: float, rng: random.Random) -> None:
@@ -98,13 +104,7 @@ async def _demo_exchange(args: argparse.Namespace, seed: int) -> int:
         async with follower:
             await follower.listed.wait()
             view = LiveView(follower.client, follower.labels, args, f"pm-ws demo --all {rest.url} (seed {seed})")
-            director = asyncio.create_task(_open_and_resolve(server, view, args.fault_every, random.Random(seed)))
-            try:
-                return await view.run()
-            finally:
-                director.cancel()
-                with suppress(asyncio.CancelledError):
-                    await director
+            return await _run_directed(view, _open_and_resolve(server, view, args.fault_every, random.Random(seed)))
 
 
 async def _open_and_resolve(server: FakeMarketServer, view: LiveView, every: float, rng: random.Random) -> None:
