@@ -22,7 +22,7 @@ from . import __version__
 from ._exit import CliError, ExitCode, exit_codes_help
 from ._watch_view import terminal_text
 from .client import DEFAULT_URL
-from .gamma import DEFAULT_GAMMA_URL
+from .gamma import DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL
 
 RECORDING_FORMAT_HELP = """\
 recording format (pm_ws.recording, version 2, little-endian):
@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
     )  # fmt: skip
     _add_share_option(demo)
+    demo.add_argument(
+        "--all", action="store_true",
+        help="the whole fake exchange through Gamma and CLOB REST on loopback: markets open and resolve every "
+        "--fault-every seconds (instead of the faults), followed as `watch --all` does",
+    )  # fmt: skip
     _add_display_options(demo)
 
     peek = _command(commands, "peek", "show the table another pm-ws process publishes with --share NAME", _run_peek)
@@ -234,6 +239,24 @@ def _add_token_selection(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--gamma-url", default=DEFAULT_GAMMA_URL, metavar="URL",
         help=f"Gamma REST API base URL (default {DEFAULT_GAMMA_URL})",
+    )  # fmt: skip
+    everything = command.add_argument_group("the whole exchange (instead of TOKEN_IDs, --market and --slug)")
+    everything.add_argument(
+        "--all", action="store_true",
+        help="every active order-book market (listed through Gamma), following new and resolved markets",
+    )  # fmt: skip
+    everything.add_argument(
+        "--tag", type=_positive_int, default=None, metavar="TAG_ID", help="with --all: Gamma tag id"
+    )
+    everything.add_argument(
+        "--min-volume", type=_positive_float, default=None, metavar="USDC", help="with --all: minimum volume"
+    )
+    everything.add_argument(
+        "--min-liquidity", type=_positive_float, default=None, metavar="USDC", help="with --all: minimum liquidity"
+    )
+    everything.add_argument(
+        "--clob-url", default=DEFAULT_CLOB_URL, metavar="URL",
+        help=f"with --all: CLOB REST base URL for books the WebSocket never sends (default {DEFAULT_CLOB_URL})",
     )  # fmt: skip
 
 
