@@ -170,10 +170,6 @@ def _count(n: int, noun: str) -> str:
 
 async def watch(args: argparse.Namespace) -> int:
     """Run ``pm-ws watch``."""
-    if args.nats is not None:
-        from ._publish import watch_bus
-
-        return await watch_bus(args)
     where = exchange_filter(args)
     if where is not None:
         await check_reachable(args.url)

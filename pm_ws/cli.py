@@ -334,6 +334,10 @@ def _positive_int(text: str) -> int:
 
 
 def _run_watch(args: argparse.Namespace) -> int:
+    if args.nats is not None:
+        from ._publish import watch_bus
+
+        return _run_live(watch_bus(args))
     from ._live import watch
 
     return _run_live(watch(args))
