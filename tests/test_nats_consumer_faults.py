@@ -187,8 +187,12 @@ async def converge(watcher: Watcher, dump: Path, timeout: float = 30.0) -> float
     return await until(lambda: watcher.books_equal(dump), timeout, "consumer books equal to the publisher's")
 
 
-async def test_consumer_paused_10s_then_resumed_shows_no_wrong_live_row_and_exact_books(setup: Any) -> None:
-    market, watcher, dump, processes, _ = setup
+async def fault_scene(setup: Any, fault: Any, down: float, recover: Any) -> tuple[float, float]:
+    """Converge, keep the market moving, ``fault()``, wait ``down`` s, ``recover()``: (seen by readers, exact) in s.
+
+    The market keeps moving until 1 s after the recovery, then the consumer must hold the publisher's books.
+    """
+    market, watcher, dump, _, _ = setup
     await watcher.open()
     polling = asyncio.create_task(watcher.run())
     stop = asyncio.Event()
@@ -197,49 +201,43 @@ async def test_consumer_paused_10s_then_resumed_shows_no_wrong_live_row_and_exac
         await converge(watcher, dump)
         stepping = asyncio.create_task(steady(market, stop))
         await asyncio.sleep(1.0)
-        os.kill(processes[0].pid, signal.SIGSTOP)
-        detected = await until(lambda: not watcher.live(), TABLE_DEADLINE + 1.0, "rows not LIVE while paused")
-        await asyncio.sleep(PAUSE - detected)
-        assert not watcher.live()  # still STALE for readers at the end of the pause
-        os.kill(processes[0].pid, signal.SIGCONT)
-        resumed = time.monotonic()
+        fault()
+        detected = await until(lambda: not watcher.live(), TABLE_DEADLINE + 1.0, "rows not LIVE after the fault")
+        await asyncio.sleep(down - detected)
+        assert not watcher.live()  # still STALE for readers at the end
+        recover()
+        recovered_at = time.monotonic()
         await asyncio.sleep(1.0)
         stop.set()
         await stepping
         await converge(watcher, dump)
-        recovered = time.monotonic() - resumed
-        print(f"consumer paused {PAUSE:g}s: seen by readers after {detected:.3f}s, exact {recovered:.3f}s after resume")
-    finally:
-        polling.cancel()
-    assert watcher.violations == [] and watcher.reads > 1000
-    assert detected < TABLE_DEADLINE + 0.5
-
-
-async def test_consumer_killed_and_restarted_shows_no_wrong_live_row_and_exact_books(setup: Any) -> None:
-    market, watcher, dump, processes, start = setup
-    await watcher.open()
-    polling = asyncio.create_task(watcher.run())
-    stop = asyncio.Event()
-    try:
-        await market.step(20)
-        await converge(watcher, dump)
-        stepping = asyncio.create_task(steady(market, stop))
-        await asyncio.sleep(1.0)
-        processes[0].kill()
-        processes[0].wait()
-        detected = await until(lambda: not watcher.live(), TABLE_DEADLINE + 1.0, "rows not LIVE once killed")
-        await asyncio.sleep(2.0)
-        dump.unlink(missing_ok=True)
-        processes.append(start())  # takes the dead writer's table over; a late joiner on the stream
-        restarted = time.monotonic()
-        await asyncio.sleep(1.0)
-        stop.set()
-        await stepping
-        await converge(watcher, dump)
-        recovered = time.monotonic() - restarted
-        print(f"consumer kill -9: seen by readers after {detected:.3f}s, exact {recovered:.3f}s after restart")
+        recovered = time.monotonic() - recovered_at
     finally:
         polling.cancel()
     assert watcher.violations == [] and watcher.reads > 500
-    assert watcher.reader.reattaches >= 1
     assert detected < TABLE_DEADLINE + 0.5
+    return detected, recovered
+
+
+async def test_consumer_paused_10s_then_resumed_shows_no_wrong_live_row_and_exact_books(setup: Any) -> None:
+    process = setup[3][0]
+    detected, recovered = await fault_scene(
+        setup, lambda: os.kill(process.pid, signal.SIGSTOP), PAUSE, lambda: os.kill(process.pid, signal.SIGCONT)
+    )
+    print(f"consumer paused {PAUSE:g}s: seen by readers after {detected:.3f}s, exact {recovered:.3f}s after resume")
+
+
+async def test_consumer_killed_and_restarted_shows_no_wrong_live_row_and_exact_books(setup: Any) -> None:
+    _, watcher, dump, processes, start = setup
+
+    def kill() -> None:
+        processes[0].kill()
+        processes[0].wait()
+        dump.unlink(missing_ok=True)
+
+    def restart() -> None:
+        processes.append(start())  # takes the dead writer's table over; a late joiner on the stream
+
+    detected, recovered = await fault_scene(setup, kill, 3.0, restart)
+    assert watcher.reader.reattaches >= 1
+    print(f"consumer kill -9: seen by readers after {detected:.3f}s, exact {recovered:.3f}s after restart")
