@@ -39,8 +39,8 @@ from .._core import BookStore
 from ..client_events import ClientEvent, EventStream
 from ..row import RECV_TS_NS, STATE, State
 from .connection import DEFAULT_NATS_URL, connect, logger
-from .wire import KIND_META, KIND_SNAPSHOT, KIND_TEXT, MalformedBatch, Subjects, book_frames, decode_snapshot
-from .wire import parse_batch, snapshot_token
+from .wire import KIND_META, KIND_PIECE, KIND_SNAPSHOT, KIND_TEXT, PIECE_FIRST, PIECE_HEADER, PIECE_LAST
+from .wire import MalformedBatch, Subjects, book_frames, decode_snapshot, parse_batch, snapshot_token
 
 __all__ = ["CAUSE_BUS", "CAUSE_PUBLISHER", "NatsConsumer"]
 
@@ -101,6 +101,7 @@ class NatsConsumer:
         self.position = 0  # number of its last record applied
         self.stream_seq = 0  # stream sequence of the last message handled
         self.awaiting: set[str] = set()  # rows kept from LIVE until their snapshot
+        self._pieces: list[bytes] = []  # the pieces so far of a record bigger than a batch
         self._restoring = False
         self._last_beat_ns = 0  # monotonic; 0: none since (re)start
         self._heard_ns = 0  # monotonic: the last heartbeat, or the start (the first beat's deadline runs from it)
@@ -236,6 +237,7 @@ class NatsConsumer:
             self._follow_instance(batch.instance, batch.first)
         elif batch.first > self.position + 1:
             self.counters["gaps"] += 1
+            self._pieces = []
             self._await_all(f"records {self.position + 1}-{batch.first - 1} missed")
         number = batch.first - 1
         for recv_ns, owner, kind, payload in batch.records():
@@ -246,11 +248,30 @@ class NatsConsumer:
             self.position = number
             self.counters["records"] += 1
             try:
+                if kind == KIND_PIECE:
+                    whole = self._assemble(payload)
+                    if whole is None:
+                        continue
+                    kind, payload = whole
                 self._apply(recv_ns, owner, kind, payload)
             except Exception as exc:  # a record the publisher cannot have made: lose track rather than guess
                 self.counters["malformed"] += 1
                 logger.warning("consumer: record %d of %x not applied: %r", number, batch.instance, exc)
                 self._await_all("malformed record")
+
+    def _assemble(self, piece: memoryview) -> tuple[int, memoryview] | None:
+        # (kind, payload) of the whole record at its last piece; a piece without its first loses track
+        kind, flags = PIECE_HEADER.unpack_from(piece)
+        if flags & PIECE_FIRST:
+            self._pieces = []
+        elif not self._pieces:
+            self._await_all("a record's first piece missed")
+            return None
+        self._pieces.append(piece[PIECE_HEADER.size :].tobytes())
+        if not flags & PIECE_LAST:
+            return None
+        whole, self._pieces = b"".join(self._pieces), []
+        return kind, memoryview(whole)
 
     def _follow_instance(self, instance: int, first: int) -> None:
         # Another publisher run: from its first record (hello) we rebuild exactly; from its middle, by snapshots
@@ -258,6 +279,7 @@ class NatsConsumer:
             self.counters["resets"] += 1
         self.instance = instance
         self.position = first - 1
+        self._pieces = []
         if first > 1:
             self._await_all("new publisher instance")
 

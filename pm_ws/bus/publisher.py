@@ -28,7 +28,8 @@ from nats.js.errors import BadRequestError
 
 from ..client import DEFAULT_URL, MarketClient
 from .connection import DEFAULT_NATS_URL, connect, logger
-from .wire import BATCH_HEADER, BATCH_MAGIC, KIND_BINARY, KIND_META, KIND_SNAPSHOT, KIND_TEXT, RECORD_HEADER
+from .wire import BATCH_HEADER, BATCH_MAGIC, KIND_BINARY, KIND_META, KIND_PIECE, KIND_SNAPSHOT, KIND_TEXT, PIECE_FIRST
+from .wire import PIECE_HEADER, PIECE_LAST, RECORD_HEADER
 from .wire import Subjects, encode_snapshot, snapshot_key
 
 __all__ = ["NatsPublisher"]
@@ -107,7 +108,7 @@ class NatsPublisher:
         self._tasks: list[asyncio.Task[None]] = []
         self.counters = dict.fromkeys(
             ("records", "frames", "batches", "bytes", "overflow_records", "lost_records", "acks", "ack_failures",
-             "snapshots", "snapshot_rounds", "resnapshot_requests", "disconnects"), 0,
+             "snapshots", "snapshot_rounds", "resnapshot_requests", "disconnects", "pieced_records"), 0,
         )  # fmt: skip
         self._meta({"op": "hello"})
 
@@ -149,6 +150,19 @@ class NatsPublisher:
         self._record(time.time_ns(), NO_OWNER, KIND_META, orjson.dumps(operation))
 
     def _record(self, recv_ns: int, owner: int, kind: int, payload: bytes) -> bool:
+        # A record bigger than a batch goes as consecutive pieces (a consumer applies it after the last)
+        room = self.max_batch_bytes - RECORD_HEADER.size - PIECE_HEADER.size
+        if RECORD_HEADER.size + len(payload) <= self.max_batch_bytes or room <= 0:
+            return self._put(recv_ns, owner, kind, payload)
+        self.counters["pieced_records"] += 1
+        kept = True
+        for start in range(0, len(payload), room):
+            flags = (PIECE_FIRST if start == 0 else 0) | (PIECE_LAST if start + room >= len(payload) else 0)
+            piece = PIECE_HEADER.pack(kind, flags) + payload[start : start + room]
+            kept = self._put(recv_ns, owner, KIND_PIECE, piece) and kept
+        return kept
+
+    def _put(self, recv_ns: int, owner: int, kind: int, payload: bytes) -> bool:
         self._seq += 1
         size = RECORD_HEADER.size + len(payload)
         pending = self._pending

@@ -19,6 +19,7 @@ A batch (one NATS message, all integers little-endian)::
     record  := recv_ns:i64 owner:i32 kind:u8 length:u32 payload[length]
     kind    := 0 text frame (UTF-8) | 1 binary frame | 2 store operation (a UTF-8 JSON object)
              | 3 snapshot: token_length:u8 token JSON {"row": [...], "bids": [[px, sz]...], "asks": ...}
+             | 4 piece of a record too big for one batch: kind:u8 flags:u8 bytes (flags: 1 first, 2 last)
 
 ``instance`` names one run of a publisher (random); ``first`` is the publisher's sequence number of the first
 record (each record has the next one, counted from 1 per instance): a consumer that sees a number skipped
@@ -55,7 +56,11 @@ __all__ = [
     "Batch",
     "MalformedBatch",
     "Subjects",
+    "KIND_PIECE",
     "KIND_SNAPSHOT",
+    "PIECE_FIRST",
+    "PIECE_HEADER",
+    "PIECE_LAST",
     "book_frames",
     "decode_snapshot",
     "encode_snapshot",
@@ -68,7 +73,11 @@ BATCH_MAGIC = b"PMB\x01"  # the last byte is the envelope version
 BATCH_HEADER = struct.Struct("<4sQQI")  # magic, instance, first sequence number, record count
 RECORD_HEADER = struct.Struct("<qiBI")  # recv_ns, owner, kind, payload length
 KIND_SNAPSHOT = 3  # after the recording's kinds: a token's row and book, see encode_snapshot
-_KINDS = (KIND_TEXT, KIND_BINARY, KIND_META, KIND_SNAPSHOT)
+KIND_PIECE = 4  # a piece of a record bigger than a batch: the pieces are consecutive records
+PIECE_HEADER = struct.Struct("<BB")  # the whole record's kind, flags
+PIECE_FIRST = 1
+PIECE_LAST = 2
+_KINDS = (KIND_TEXT, KIND_BINARY, KIND_META, KIND_SNAPSHOT, KIND_PIECE)
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also valid in subjects and key-value bucket names
 _PLAIN_KEY = re.compile(r"[0-9A-Za-z_-]+")
 
