@@ -3,7 +3,7 @@
 Imported only when a client is built with ``transport="picows"`` (``pip install 'pm_ws[fast]'``), so
 the plain install never needs picows. picows hands each frame to a callback while it still points into
 the read buffer; the socket copies the payload out (``str`` for a text frame, ``bytes`` for binary, as
-``websockets`` delivers them) into the :class:`~pm_ws._transport.FrameBuffer` the shard's reader drains.
+``websockets`` delivers them) into the :class:`~pm_ws._inbox.FrameBuffer` the shard's reader drains.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from websockets.exceptions import ConnectionClosed
 
-from ._transport import FrameBuffer
+from ._inbox import FrameBuffer
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
@@ -54,9 +54,12 @@ class PicowsSocket(WSListener, FrameBuffer):
         kind = frame.msg_type  # read once: picows builds the enum member on every read
         if kind is _TEXT and frame.fin and not self._fragments:  # the hot path: one whole text frame
             try:
-                self.text(frame.get_payload_as_utf8_text())
+                self.frames.append(frame.get_payload_as_utf8_text())  # self.text() inlined: once per frame
             except UnicodeDecodeError:
                 self._fail(WSCloseCode.INVALID_TEXT)
+                return
+            if self._reader is not None:
+                self._wake_reader()
         elif kind is _CLOSE:
             self._closing(transport)
         elif kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
