@@ -8,6 +8,7 @@ import mmap
 import os
 import re
 import stat
+import struct
 import uuid
 from pathlib import Path
 from collections.abc import Callable
@@ -187,3 +188,13 @@ def test_private_store_has_no_table(impl: ModuleType) -> None:
 
 def test_public_reader_matches_the_core() -> None:
     assert pm_ws.TopReader.__module__ == ("pm_ws._shared_py" if pm_ws.IMPLEMENTATION == "python" else "pm_ws._shared_c")
+
+
+def test_view_obj_of_a_shared_store_not_writable(table: Any) -> None:
+    # The view of a shared store exports no writable mapping of the segment either
+    before = bytes(table.view)
+    obj = table.view.obj
+    with pytest.raises(TypeError):
+        struct.pack_into("q", obj, STATE * 8, State.LIVE)
+    assert memoryview(obj).readonly
+    assert bytes(table.view) == before
