@@ -28,8 +28,8 @@ def parse_error(field: str, text: str, reason: str) -> ParseError:
 
 
 def capacity_error(token_id: str, capacity: int) -> CapacityError:
-    """Build the CapacityError both cores raise: ``BookStore is full: no slot for token 'abc': all 2 slots ...``."""
-    return CapacityError(f"BookStore is full: no slot for token {token_id!r}: all {capacity} slots hold a token")
+    """Build the CapacityError both cores raise: ``BookStore is full (2 slots): no slot for token 'abc'``."""
+    return CapacityError(f"BookStore is full ({capacity} slots): no slot for token {token_id!r}")
 
 
 def token_id_type_error(value: object) -> TypeError:
