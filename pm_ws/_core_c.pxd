@@ -46,6 +46,8 @@ cdef enum:  # pm_state
     PM_LIVE = 2
     PM_STALE = 3
     PM_INVALID = 4
+    PM_RESOLVED = 5  # final: the market resolved
+    PM_UNCONFIRMED = 6  # loaded by load_book, LIVE once the WebSocket's best prices match
 
 cdef enum:  # pm_side
     PM_SIDE_NONE = 0
@@ -236,6 +238,7 @@ cdef class BookStore:
     cdef int64_t* _header  # the segment's header words, NULL for a private store
     cdef char* _dir  # the segment's token directory, NULL for a private store
     cdef dict _resync  # token ids awaiting a fresh snapshot, first-queued first (values unused)
+    cdef dict _resolved  # resolved token ids -> won (True/False, None: unknown)
 
     cdef int32_t lookup(self, const char* p, Py_ssize_t n, uint64_t h) noexcept
     cdef int32_t _slot_of(self, object token_id) except -2

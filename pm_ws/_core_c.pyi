@@ -52,6 +52,17 @@ class BookStore:
         self, token_id: str | bytes, depth: int | None = 10
     ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]: ...
     def mark_stale(self, token_ids: Iterable[str | bytes]) -> None: ...
+    def load_book(
+        self,
+        token_id: str | bytes,
+        bids: Iterable[tuple[int, int]],
+        asks: Iterable[tuple[int, int]],
+        tick: int,
+        exch_ts_ms: int,
+        recv_ts_ns: int,
+    ) -> bool: ...
+    def resolve(self, token_id: str | bytes, won: bool | None) -> None: ...
+    def resolution(self, token_id: str | bytes) -> bool | None: ...
 
 @final
 class Dispatcher:

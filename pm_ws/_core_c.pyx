@@ -23,10 +23,12 @@ from libc.stdlib cimport qsort
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 from pm_ws._shared_layout cimport DIR_ENTRY_BYTES, E_ID, E_LENGTH, E_SEQ, E_TAG, H_HEARTBEAT_NS
+import operator
 
 import orjson
 
 from pm_ws._events import NEW_MARKET_ID_KEYS, STAT_KEYS
+from pm_ws._rest_levels import wire_levels
 from pm_ws.errors import capacity_error, parse_error, token_id_type_error, token_ids_type_error
 from pm_ws.row import (DEFAULT_MAX_FRAME_BYTES, OWNER_MAX, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top,
                        check_owner)
@@ -130,6 +132,7 @@ cdef class BookStore:
         self._strides[1] = sizeof(int64_t)
         self._names = [None] * capacity
         self._resync = {}
+        self._resolved = {}
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -355,6 +358,7 @@ cdef class BookStore:
         if slot >= 0:
             self._free_slot(slot)
             self._resync.pop(self._names[slot], None)  # a removed token leaves the resync queue
+            self._resolved.pop(self._names[slot], None)
             self._names[slot] = None
 
     def set_owner(self, token_id, owner):
@@ -475,11 +479,98 @@ cdef class BookStore:
         for slot in slots:
             if slot >= 0:
                 row = self._rows + slot * PM_N_FIELDS
+                if row[PM_STATE] == PM_RESOLVED:
+                    continue  # final
                 seq = pm_row_open(&row[PM_SEQ])
                 row[PM_STATE] = PM_STALE
                 row[PM_EPOCH] += 1
                 pm_row_close(&row[PM_SEQ], seq)
                 self._books[slot].tick_unconfirmed = self._books[slot].books_name_tick
+
+    def load_book(self, token_id, bids, asks, tick, exch_ts_ms, recv_ts_ns):
+        """Load a book from elsewhere than the WebSocket (a REST snapshot): state ``UNCONFIRMED``.
+
+        ``price_change`` deltas apply to an UNCONFIRMED book; the first ``price_change`` entry or
+        ``best_bid_ask`` whose best prices match it turns it LIVE (``CONFIRM_TS_NS`` stamped), a
+        ``price_change`` whose best prices do not is INVALID and queued for resync; a ``book`` replaces it.
+
+        Parameters
+        ----------
+        token_id : str or bytes
+            A held token.
+        bids, asks : iterables of (int, int)
+            ``(price units, size units)`` levels in any order.
+        tick : int
+            Tick size in price units (0: keep the row's).
+        exch_ts_ms, recv_ts_ns : int
+            The snapshot's exchange time and its receive time.
+
+        Returns
+        -------
+        bool
+            False (nothing changed) when the token is LIVE or RESOLVED: the WebSocket already
+            delivered, or the market is over.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        ValueError
+            An impossible book (see ``pm_ws._rest_levels.wire_levels``).
+        """
+        cdef int32_t slot = self._slot_of(token_id)
+        cdef int64_t* row
+        cdef pm_book_t* book
+        cdef int64_t exch_ms = exch_ts_ms, recv_ns = recv_ts_ns, seq
+        if slot < 0:
+            raise KeyError(token_id)
+        row = self._rows + slot * PM_N_FIELDS
+        tick = operator.index(tick) or row[PM_TICK]
+        bid_levels, ask_levels = wire_levels(bids, asks, tick)
+        if row[PM_STATE] == PM_LIVE or row[PM_STATE] == PM_RESOLVED:
+            return False
+        book = &self._books[slot]
+        side_copy(&book.bids, bid_levels)
+        side_copy(&book.asks, ask_levels)
+        book.books_name_tick = True
+        book.tick_unconfirmed = False
+        seq = pm_row_open(&row[PM_SEQ])
+        row[PM_TICK] = tick
+        row[PM_STATE] = PM_UNCONFIRMED
+        row[PM_EPOCH] += 1
+        row[PM_EXCH_TS_MS] = exch_ms
+        stamp_row(row, book, recv_ns)
+        pm_row_close(&row[PM_SEQ], seq)
+        return True
+
+    def resolve(self, token_id, won):
+        """Mark a held token's market resolved: state ``RESOLVED`` for good (no frame changes it again).
+
+        ``won``: whether this token is the winning outcome (None: not known). The book is kept.
+        KeyError if the token is not held.
+        """
+        cdef int32_t slot = self._slot_of(token_id)
+        cdef int64_t* row
+        cdef int64_t seq
+        if slot < 0:
+            raise KeyError(token_id)
+        self._resolved[self._names[slot]] = None if won is None else bool(won)
+        row = self._rows + slot * PM_N_FIELDS
+        if row[PM_STATE] != PM_RESOLVED:
+            seq = pm_row_open(&row[PM_SEQ])
+            row[PM_STATE] = PM_RESOLVED
+            row[PM_EPOCH] += 1
+            pm_row_close(&row[PM_SEQ], seq)
+
+    def resolution(self, token_id):
+        """True/False: the resolved token won/lost; None: not resolved or the winner is unknown.
+
+        KeyError if the token is not held.
+        """
+        cdef int32_t slot = self._slot_of(token_id)
+        if slot < 0:
+            raise KeyError(token_id)
+        return self._resolved.get(self._names[slot])
 
 
 cdef inline str id_text(cptr p, Py_ssize_t n):
@@ -721,6 +812,9 @@ cdef class Dispatcher:
         cdef int flaw
         if slot < 0:
             return 0
+        if self.store._rows[slot * PM_N_FIELDS + PM_STATE] == PM_RESOLVED:  # final: no book changes it again
+            self._stats[ST_SKIP_NOT_LIVE] += 1
+            return 0
         book = &self.store._books[slot]
         if (side_load(&book.bids, self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], True) < 0
                 or side_load(&book.asks, self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS], False) < 0):
@@ -771,7 +865,7 @@ cdef class Dispatcher:
             if self._foreign(slot):
                 continue
             row = store._rows + slot * PM_N_FIELDS
-            if row[PM_STATE] != PM_LIVE:
+            if row[PM_STATE] != PM_LIVE and row[PM_STATE] != PM_UNCONFIRMED:
                 self._stats[ST_SKIP_NOT_LIVE] += 1
                 continue
             book = &store._books[slot]
@@ -816,6 +910,7 @@ cdef class Dispatcher:
                 invalidate_row(row)
             elif en.best_bid >= 0 and en.best_ask >= 0:
                 row[PM_CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
+                row[PM_STATE] = PM_LIVE  # confirms an UNCONFIRMED (REST) book too
             pm_row_close(&row[PM_SEQ], seq)
             if stat:
                 self._invalidated(slot, stat)
@@ -872,7 +967,7 @@ cdef class Dispatcher:
         return 1
 
     cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept:
-        # A cross-check of a LIVE book: a match confirms the top of book, a mismatch is only counted
+        # A cross-check of a LIVE or UNCONFIRMED book: a match confirms the top of book, a mismatch is only counted
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef pm_book_t* book
@@ -883,13 +978,14 @@ cdef class Dispatcher:
         self._count(ST_EV_BEST_BID_ASK)
         book = &self.store._books[slot]
         row = self.store._rows + slot * PM_N_FIELDS
-        if row[PM_STATE] != PM_LIVE:
+        if row[PM_STATE] != PM_LIVE and row[PM_STATE] != PM_UNCONFIRMED:
             return 1
         if f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book):
             self._stats[ST_BBA_MISMATCH] += 1
         else:
             seq = pm_row_open(&row[PM_SEQ])
             row[PM_CONFIRM_TS_NS] = recv_ts_ns
+            row[PM_STATE] = PM_LIVE  # confirms an UNCONFIRMED (REST) book too
             row[PM_RECV_TS_NS] = recv_ts_ns
             pm_row_close(&row[PM_SEQ], seq)
         return 1
@@ -981,7 +1077,7 @@ C_CONSTANTS = {
     "FIRST_SPARE": PM_FIRST_SPARE,
     "SIDE_BUY": PM_SIDE_BUY, "SIDE_SELL": PM_SIDE_SELL,
     "EMPTY": PM_EMPTY, "SUBSCRIBING": PM_SUBSCRIBING, "LIVE": PM_LIVE, "STALE": PM_STALE,
-    "INVALID": PM_INVALID, "N_STATS": ST_COUNT,
+    "INVALID": PM_INVALID, "RESOLVED": PM_RESOLVED, "UNCONFIRMED": PM_UNCONFIRMED, "N_STATS": ST_COUNT,
 }
 C_LIMITS = {
     "PRICE_DECIMALS": PM_PRICE_DECIMALS, "SIZE_DECIMALS": PM_SIZE_DECIMALS, "TOKEN_ID_MAX": PM_TOKEN_ID_MAX,

@@ -74,6 +74,7 @@ from ._events import (
     EventType,
     ValueKind,
 )
+from ._rest_levels import wire_levels
 from .errors import ParseError, capacity_error, parse_error, token_id_type_error, token_ids_type_error
 from .row import (
     ASK_LEVELS,
@@ -399,6 +400,7 @@ class BookStore:
         self._ids: list[str | None] = [None] * capacity
         self._books: list[_Book | None] = [None] * capacity
         self._owners = [0] * capacity  # per slot: the owner given to add/set_owner, 0 for none
+        self._resolved: dict[str, bool | None] = {}  # resolved tokens -> won (None: winner unknown)
         self._free = list(range(capacity))  # a min-heap, so the lowest free slot is reused first
         self._resync: dict[str, None] = {}  # insertion-ordered set of tokens awaiting a snapshot
 
@@ -501,6 +503,7 @@ class BookStore:
         if self._segment is not None:
             self._segment.write_entry(slot, None)
         self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
+        self._resolved.pop(key, None)
         heapq.heappush(self._free, slot)
 
     def set_owner(self, token_id: str | bytes, owner: int) -> None:
@@ -586,12 +589,92 @@ class BookStore:
             if slot is None:
                 continue
             row = self._read_row(slot)
+            if row[STATE] == State.RESOLVED:
+                continue  # final
             row[STATE] = State.STALE
             book = self._books[slot]
             assert book is not None
             book.tick_unconfirmed = book.books_name_tick
             row[EPOCH] += 1
             self._write_row(slot, row)
+
+    def load_book(
+        self,
+        token_id: str | bytes,
+        bids: Iterable[tuple[int, int]],
+        asks: Iterable[tuple[int, int]],
+        tick: int,
+        exch_ts_ms: int,
+        recv_ts_ns: int,
+    ) -> bool:
+        """Load a book from elsewhere than the WebSocket (a REST snapshot): state ``UNCONFIRMED``.
+
+        ``price_change`` deltas apply to an UNCONFIRMED book; the first ``price_change`` entry or
+        ``best_bid_ask`` whose best prices match it turns it LIVE (``CONFIRM_TS_NS`` stamped), a
+        ``price_change`` whose best prices do not is INVALID and queued for resync; a ``book`` replaces it.
+
+        Parameters
+        ----------
+        token_id : str or bytes
+            A held token.
+        bids, asks : iterables of (int, int)
+            ``(price units, size units)`` levels in any order.
+        tick : int
+            Tick size in price units (0: keep the row's).
+        exch_ts_ms, recv_ts_ns : int
+            The snapshot's exchange time and its receive time.
+
+        Returns
+        -------
+        bool
+            False (nothing changed) when the token is LIVE or RESOLVED: the WebSocket already
+            delivered, or the market is over.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        ValueError
+            An impossible book (see ``pm_ws._rest_levels.wire_levels``).
+        """
+        slot = self.slot(token_id)
+        row = self._read_row(slot)
+        tick = operator.index(tick) or row[TICK]
+        bid_levels, ask_levels = wire_levels(bids, asks, tick)
+        if row[STATE] in (State.LIVE, State.RESOLVED):
+            return False
+        book = self._books[slot]
+        assert book is not None
+        book.bids, book.asks = bid_levels, ask_levels
+        book.books_name_tick = True
+        book.tick_unconfirmed = False
+        row[TICK] = tick
+        row[STATE] = State.UNCONFIRMED
+        row[EPOCH] += 1
+        _touch(row, book, operator.index(exch_ts_ms), operator.index(recv_ts_ns))
+        self._write_row(slot, row)
+        return True
+
+    def resolve(self, token_id: str | bytes, won: bool | None) -> None:
+        """Mark a held token's market resolved: state ``RESOLVED`` for good (no frame changes it again).
+
+        ``won``: whether this token is the winning outcome (None: not known). The book is kept.
+        KeyError if the token is not held.
+        """
+        slot = self.slot(token_id)
+        row = self._read_row(slot)
+        self._resolved[str(self._ids[slot])] = None if won is None else bool(won)
+        if row[STATE] != State.RESOLVED:
+            row[STATE] = State.RESOLVED
+            row[EPOCH] += 1
+            self._write_row(slot, row)
+
+    def resolution(self, token_id: str | bytes) -> bool | None:
+        """True/False: the resolved token won/lost; None: not resolved or the winner is unknown.
+
+        KeyError if the token is not held.
+        """
+        return self._resolved.get(str(self._ids[self.slot(token_id)]))
 
     def _lookup(self, token_id: object) -> int | None:
         # An invalid id is simply not held (only add() raises ValueError); not str or bytes: TypeError
@@ -992,6 +1075,9 @@ class Dispatcher:
             return 0
         book = store._books[slot]
         assert book is not None
+        if store._read_row(slot)[STATE] == State.RESOLVED:  # final: no book changes it again
+            self._stats["skip_not_live"] += 1
+            return 0
         book.bids = _wire_order(fields["bids"], _bid_key)
         book.asks = _wire_order(fields["asks"], _ask_key)
         row = store._read_row(slot)
@@ -1032,7 +1118,7 @@ class Dispatcher:
                 row = rows[slot] = store._read_row(slot)
             if self._foreign(slot):
                 continue
-            if row[STATE] != State.LIVE:
+            if row[STATE] != State.LIVE and row[STATE] != State.UNCONFIRMED:
                 self._stats["skip_not_live"] += 1
                 continue
             book = store._books[slot]
@@ -1059,6 +1145,7 @@ class Dispatcher:
                 self._invalidate(row, change["asset_id"], "crossed_book")
             elif None not in best:
                 row[CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
+                row[STATE] = State.LIVE  # confirms an UNCONFIRMED (REST) book too
             store._write_row(slot, row)
         return self._count_event("ev_price_change")
 
@@ -1122,14 +1209,15 @@ class Dispatcher:
             return 0
         applied = self._count_event("ev_best_bid_ask")
         row = store._read_row(slot)
-        # A cross-check of a LIVE book (best_bid_ask is intermittent and sometimes wrong): a match
-        # confirms the top of book, a mismatch is only counted
-        if row[STATE] != State.LIVE:
+        # A cross-check of a LIVE or UNCONFIRMED book (best_bid_ask is intermittent and sometimes
+        # wrong): a match confirms the top of book, a mismatch is only counted
+        if row[STATE] != State.LIVE and row[STATE] != State.UNCONFIRMED:
             return applied
         if (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
             self._stats["bba_mismatch"] += 1
         else:
             row[CONFIRM_TS_NS] = row[RECV_TS_NS] = recv_ts_ns
+            row[STATE] = State.LIVE  # confirms an UNCONFIRMED (REST) book too
             store._write_row(slot, row)
         return applied
 

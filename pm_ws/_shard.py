@@ -70,6 +70,7 @@ class ShardOwner(Protocol):
     write_timeout: float  # inf: no write deadline
     custom_features: bool
     compression: bool
+    transport: str  # "websockets" or "picows"
     max_frame_bytes: int
     store: BookStore
     dispatcher: Any
@@ -244,6 +245,7 @@ class Shard:
                     try:
                         socket = await open_socket(
                             owner.url,
+                            transport=owner.transport,
                             ssl=owner.ssl,
                             proxy=owner.proxy,
                             compression=owner.compression,

@@ -45,7 +45,7 @@ cdef enum:
 cdef tuple STATES = tuple(State)  # State members by value: no IntEnum call per read
 cdef object TOP = Top
 
-if (FIRST_SPARE, N_FIELDS, SEQ, STATE) != (N_TOP, ROW_WORDS, F_SEQ, F_STATE) or [int(s) for s in STATES] != [0, 1, 2, 3, 4]:
+if (FIRST_SPARE, N_FIELDS, SEQ, STATE) != (N_TOP, ROW_WORDS, F_SEQ, F_STATE) or [int(s) for s in STATES] != list(range(len(STATES))):
     raise ImportError("pm_ws._shared_c no longer matches pm_ws.row")
 
 

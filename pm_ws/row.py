@@ -82,6 +82,8 @@ class State(IntEnum):
     LIVE = 2  # built from a snapshot and every delta since
     STALE = 3  # connection lost, silent, or tick size changed; waiting for a snapshot
     INVALID = 4  # local book disagrees with the server; resync under way
+    RESOLVED = 5  # the market resolved: final, never traded again (BookStore.resolution names the winner)
+    UNCONFIRMED = 6  # book loaded from REST (BookStore.load_book): LIVE once a WebSocket best bid/ask matches it
 
 
 class Top(NamedTuple):

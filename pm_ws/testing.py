@@ -63,7 +63,7 @@ from websockets.exceptions import ConnectionClosed
 from ._decimal_text import PRICE_DECIMALS, SIZE_DECIMALS, units_text
 from .row import PRICE_SCALE, SIZE_SCALE
 
-__all__ = ["FakeConnection", "FakeMarket", "FakeMarketServer", "MALFORMED_KINDS", "TICK_SIZES"]
+__all__ = ["FakeConnection", "FakeMarket", "FakeMarketServer", "FakeRestServer", "MALFORMED_KINDS", "TICK_SIZES"]
 
 # Every tick size Polymarket uses, in price units (1e-4)
 TICK_SIZES = {"0.1": 1000, "0.01": 100, "0.005": 50, "0.0025": 25, "0.001": 10, "0.0001": 1}
@@ -87,6 +87,15 @@ MALFORMED_KINDS = (
 )  # fmt: skip
 
 _PRICE_TEXT = tuple(units_text(units, PRICE_DECIMALS) for units in range(PRICE_SCALE + 1))
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP side (Gamma listing, CLOB books) needs aiohttp, the pm_ws[exchange] extra: imported on first use
+    if name == "FakeRestServer":
+        from ._fake_rest import FakeRestServer
+
+        return FakeRestServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _hash40(rng: random.Random) -> str:
@@ -340,6 +349,7 @@ class FakeMarketServer:
         self._unresponsive = False
         self._not_reading = False
         self._rejecting = False
+        self._resolved: dict[str, str | None] = {}  # condition id -> winning token id (None: unknown)
         self._server: Server | None = None
         self._driver: asyncio.Task[None] | None = None
 
@@ -402,6 +412,11 @@ class FakeMarketServer:
         return list(self._markets)
 
     @property
+    def resolved(self) -> dict[str, str | None]:
+        """Markets resolved by :meth:`resolve_market`: condition id -> winning token id."""
+        return dict(self._resolved)
+
+    @property
     def connections(self) -> list[FakeConnection]:
         """Every connection ever accepted, oldest first (closed ones included)."""
         return self._connections
@@ -457,6 +472,10 @@ class FakeMarketServer:
         """
         bids, asks = self._book_of[token_id].levels(token_id)
         return bids[::-1], asks[::-1]
+
+    def condition_id(self, token_id: str) -> str:
+        """Return the condition id of a token's market (``KeyError`` if unknown)."""
+        return self._book_of[token_id].market.condition_id
 
     def tick(self, token_id: str) -> int:
         """Return the current tick size of a token in price units (``KeyError`` if unknown)."""
@@ -637,6 +656,55 @@ class FakeMarketServer:
                 self._send_book(token)
         await self._flush()
 
+    async def open_market(self, *, tick: str = "0.01", copies: int = 1) -> FakeMarket:
+        """Open a new binary market and announce it with ``new_market`` to custom-feature connections.
+
+        The real announcement is global (every connection gets it, whatever it subscribed) and
+        repeated; ``copies`` sends it that many times (0: not announced, as when the event is lost).
+        Its book starts changing at once.
+        """
+        if tick not in TICK_SIZES:
+            raise ValueError(f"unknown tick size {tick!r}, expected one of {sorted(TICK_SIZES)}")
+        yes_id, no_id = (str(self._rng.randrange(10**76, 2**256)) for _ in range(2))
+        market = FakeMarket(f"0x{self._rng.getrandbits(256):064x}", yes_id, no_id)
+        book = self._initial_book(market, tick)
+        self._markets.append(market)
+        self._books.append(book)
+        self._book_of[yes_id] = self._book_of[no_id] = book
+        ids = orjson.dumps([yes_id, no_id]).decode()
+        frame = (
+            f'{{"event_type":"new_market","id":"{len(self._markets)}","question":"Market {len(self._markets)}?",'
+            f'"market":"{market.condition_id}","slug":"market-{len(self._markets)}","assets_ids":{ids},'
+            f'"outcomes":["Yes","No"],"timestamp":"{_now_ms()}","tags":[],"condition_id":"{market.condition_id}",'
+            f'"active":true,"clob_token_ids":{ids},"order_price_min_tick_size":"{tick}"}}'
+        )
+        self._send_custom([frame] * copies)
+        await self._flush()
+        return market
+
+    async def resolve_market(self, condition_id: str, winner: str | None = None, *, announce: bool = True) -> None:
+        """Resolve a market: ``market_resolved`` (winner: ``winner`` or its YES token) to custom-feature
+        connections (``announce=False``: the event is lost); its book stops changing (it keeps answering
+        :meth:`truth`). KeyError: not an open market."""
+        book = next((book for book in self._books if book.market.condition_id == condition_id), None)
+        if book is None:
+            raise KeyError(f"no open market with condition id {condition_id!r}")
+        market = book.market
+        winner = market.yes_id if winner is None else winner
+        self._books.remove(book)
+        self._resolved[condition_id] = winner
+        outcome = "Yes" if winner == market.yes_id else "No"
+        if not announce:
+            return
+        self._send_custom(
+            [
+                f'{{"event_type":"market_resolved","id":"{self._markets.index(market) + 1}",'
+                f'"market":"{condition_id}","assets_ids":["{market.yes_id}","{market.no_id}"],'
+                f'"winning_asset_id":"{winner}","winning_outcome":"{outcome}","timestamp":"{_now_ms()}","tags":[]}}'
+            ]
+        )
+        await self._flush()
+
     def reject_connections(self, on: bool = True) -> None:
         """Complete each new WebSocket handshake, then close at once (1013 "try again later")."""
         self._rejecting = on
@@ -746,6 +814,15 @@ class FakeMarketServer:
             for book_token in market[1:]:
                 self._send_book(book_token)
 
+    def _send_custom(self, frames: list[str]) -> None:
+        # The custom-feature events are global: every connection that asked for them gets them
+        if self._stalled:
+            return
+        for conn in self._live.values():
+            if conn.custom_features:
+                for frame in frames:
+                    conn._enqueue(frame)
+
     def _send_market(self, book: _Book, frame: str) -> None:
         if self._stalled:
             return
@@ -763,6 +840,8 @@ class FakeMarketServer:
                 wait.cancel()
 
     def _advance(self, n: int) -> None:
+        if not self._books:  # every market resolved: nothing trades
+            return
         for _ in range(n):
             book, frame = self._random_change()
             self._send_market(book, frame)

@@ -174,14 +174,18 @@ NOT_ID_NAMES = ["None", "int", "float", "list", "bytearray", "memoryview"]
 
 
 @pytest.mark.parametrize("token_id", NOT_IDS, ids=NOT_ID_NAMES)
-@pytest.mark.parametrize("method", ["add", "remove", "slot", "top", "book", "owner", "set_owner"])
-def test_non_string_id_type_error_store_unchanged(impl, method, token_id):
+@pytest.mark.parametrize(
+    "method, more",
+    [("add", ()), ("remove", ()), ("slot", ()), ("top", ()), ("book", ()), ("owner", ()), ("set_owner", (1,)),
+     ("load_book", ([], [], 100, 1, 2)), ("resolve", (True,)), ("resolution", ())],
+    ids=lambda value: value if isinstance(value, str) else "",
+)  # fmt: skip
+def test_non_string_id_type_error_store_unchanged(impl, method, more, token_id):
     store = impl.BookStore(2)
     store.add(YES)
     before = bytes(store.view)
-    args = (token_id, 1) if method == "set_owner" else (token_id,)
     with pytest.raises(TypeError, match="token id must be str or bytes"):
-        getattr(store, method)(*args)
+        getattr(store, method)(token_id, *more)
     assert bytes(store.view) == before
     assert store.tokens() == [YES]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from client_helpers import FAST, all_in, books_match, figures, serving, started, states, wait_until
+from client_helpers import FAST, all_in, asyncio_transport, books_match, figures, serving, started, states, wait_until
 from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import ClientEvent, MarketClient
 from pm_ws.row import State
@@ -20,6 +20,7 @@ from pm_ws.row import State
 # ------------------------------------------------------------------ user callbacks raising BaseException
 
 
+@pytest.mark.usefixtures("transport")  # over websockets, then picows
 @pytest.mark.parametrize("option", ["on_event", "on_frame"])
 async def test_client_callback_raising_cancelled_error_is_contained_and_the_connection_goes_on(option: str) -> None:
     raised = 0
@@ -42,6 +43,7 @@ async def test_client_callback_raising_cancelled_error_is_contained_and_the_conn
             assert stats["connections"][0]["reconnects"] == 0 and stats["connections"][0]["state"] == "open"
 
 
+@pytest.mark.usefixtures("transport")  # over websockets, then picows
 async def test_client_on_event_raising_on_disconnect_neither_kills_the_connection_nor_hangs_close() -> None:
     def on_event(event: ClientEvent) -> None:
         if event.kind == "disconnected":
@@ -94,6 +96,7 @@ async def test_client_async_with_while_run_runs_elsewhere_is_refused_and_leaves_
 # ------------------------------------------------------------------ a peer that stops reading
 
 
+@pytest.mark.usefixtures("transport")  # over websockets, then picows
 async def test_client_peer_that_stops_reading_costs_the_socket_after_write_timeout_and_subscribe_never_hangs() -> None:
     write_timeout = 0.5
     ids = iter(range(10**6))
@@ -110,7 +113,7 @@ async def test_client_peer_that_stops_reading_costs_the_socket_after_write_timeo
         async with client:
             await wait_until(all_in(client, server.token_ids, State.LIVE))
             # Small buffers on the client's end too: the fault shows after ~100 KiB instead of ~4 MiB
-            sock = client._shards[0].socket.transport.get_extra_info("socket")  # type: ignore[union-attr]
+            sock = asyncio_transport(client._shards[0].socket).get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             server.stop_reading()
             start = time.perf_counter()
@@ -212,6 +215,7 @@ async def test_client_events_opened_after_run_returned_end_at_once_and_dropped_e
             assert [event async for event in late] == []
 
 
+@pytest.mark.usefixtures("transport")  # over websockets, then picows
 async def test_client_never_logs_the_credentials_of_its_url(caplog: pytest.LogCaptureFixture) -> None:
     async with serving(markets=1, rate_hz=0) as server:
         address = server.url.removeprefix("ws://")
@@ -227,6 +231,7 @@ async def test_client_never_logs_the_credentials_of_its_url(caplog: pytest.LogCa
         assert "s3cret" not in caplog.text and "trader" not in caplog.text
 
 
+@pytest.mark.usefixtures("transport")  # over websockets, then picows
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy"])  # the one websockets reads for ws://
 async def test_client_ignores_proxy_variables_unless_asked(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
     monkeypatch.setenv(variable, "http://127.0.0.1:9")  # nothing listens there
