@@ -407,7 +407,6 @@ class Shard:
         watchdogs = [watchdog.check for watchdog in self.owner._watchdogs]
         while self.up:
             await asyncio.sleep(self.owner._tick)
-            self.owner.store.beat()  # readers of a shared table: this process is alive
             now = time.monotonic_ns()
             for check in watchdogs:
                 check(self, now)
