@@ -151,7 +151,7 @@ async def run(args: argparse.Namespace) -> None:
         follower = ExchangeFollower(
             exchange.ws_url, gamma_url=exchange.rest_url, clob_url=exchange.rest_url, http=http,
             resolve_grace=RESOLVE_GRACE, subscribe_delay=0.05, relist_interval=3600, snapshot_timeout=SNAPSHOT_TIMEOUT,
-            capacity=len(tokens) + 2 * args.cycles + 64, connect_stagger=0.0,
+            capacity=len(tokens) + 2 * args.cycles + 64, connect_stagger=0.0, transport=args.transport,
         )  # fmt: skip
         started = time.perf_counter()
         async with follower:
@@ -236,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5_000, help="book changes per second for the CPU figure")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the CPU measurement")
     parser.add_argument("--cycles", type=int, default=1_000, help="open/resolve cycles")
+    parser.add_argument("--transport", default="websockets", help="the client's websocket library (or picows)")
     parser.add_argument("--starved-percent", type=float, default=1.0, help="tokens that never get a WS snapshot")
     args = parser.parse_args(argv)
     logging.getLogger("pm_ws").setLevel(logging.ERROR)  # the starved tokens' re-drives are expected
