@@ -199,14 +199,20 @@ cdef enum:
     LEVEL_MIN_BYTES = 25  # the shortest level, {"price":"1","size":"1"}, and its comma
 
 
-cdef cptr fast_levels(pm_stage_t* s, cptr p) noexcept:
+cdef cptr fast_levels(pm_stage_t* s, cptr p, bint bids, bint* sorted_run) noexcept:
     # Levels in the server's layout, {"price":"0.5","size":"100"} joined by bare commas, p at the
     # first '{': stages each one straight into s.lv while the layout holds and returns just after
     # the last one staged; p itself when none was (the caller scans that level generically and
-    # tries here again from the next), NULL out of memory. Every level staged here is valid
+    # tries here again from the next), NULL out of memory. Every level staged here is valid.
+    # sorted_run: whether the levels staged come strictly worst -> best (bids ascending, asks
+    # descending) with none of size 0, which spares the side's build its checks (sorted_levels);
+    # counted here on the way, the levels are not read again for it
     cdef cptr e = s.end, q, done = p
     cdef pm_level_t* lv
     cdef pm_level_t* first
+    cdef int64_t sign = 1 if bids else -1  # signed prices rise along the wire order on both sides
+    cdef int64_t last = -PM_PRICE_SCALE - 1  # the previous level's signed price
+    cdef bint ordered = True
     if reserve_levels(s, s.lv_n + (e - p) // LEVEL_MIN_BYTES + 1) < 0:
         return NULL
     lv = first = s.lv + s.lv_n
@@ -220,12 +226,15 @@ cdef cptr fast_levels(pm_stage_t* s, cptr p) noexcept:
             q = quoted_units(q, e, PM_SIZE_DECIMALS, SIZE_INT_MAX, INT64_MAX, &lv.sz)
         if q == NULL or e - q < 2 or q[0] != c'}':
             break
+        ordered = ordered & (lv.px * sign > last) & (lv.sz != 0)
+        last = lv.px * sign
         lv += 1
         done = q + 1
         if q[1] != c',':
             break
         p = q + 2
     s.lv_n += lv - first
+    sorted_run[0] = ordered
     return done
 
 
