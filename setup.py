@@ -1,4 +1,4 @@
-"""Build the compiled core ``pm_ws._core_c``.
+"""Build the compiled core ``pm_ws._core_c`` and the shared-table reader ``pm_ws._shared_c``.
 
 Environment switches (the only ones pm_ws reads at build time):
   PM_WS_NO_EXTENSIONS=1   pure-Python install on purpose (then also set it at run time)
@@ -69,7 +69,7 @@ def _no_compiler_message(exc: BaseException) -> str:
 
 def _core_c_sources() -> list[str]:
     hot = os.path.join("pm_ws", "_hot")
-    return [os.path.join("pm_ws", "_core_c.pxd")] + sorted(
+    return [os.path.join("pm_ws", "_core_c.pxd"), os.path.join("pm_ws", "_shared_layout.pxd")] + sorted(
         os.path.join(hot, name) for name in os.listdir(hot) if name.endswith((".pxi", ".h"))
     )
 
@@ -84,13 +84,18 @@ def _extensions() -> list:
     print("*********************\n* Accelerated build *" + (" (debug)" if DEBUG else "") + "\n*********************",
           file=sys.stderr)
     cflags = ["-O0", "-g3", "-UNDEBUG"] if DEBUG else ["-O3"]
-    # One module: _core_c.pyx includes the section files in pm_ws/_hot/ and its C header; depends
-    # lists them so an edit to any of them rebuilds the module
-    ext = Extension("pm_ws._core_c", ["pm_ws/_core_c.pyx"], extra_compile_args=cflags,
-                    define_macros=[("CYTHON_DEBUG", "1")] if DEBUG else [],
-                    include_dirs=["pm_ws/_hot"], depends=_core_c_sources())
+    # The core: _core_c.pyx includes the section files in pm_ws/_hot/ and its C headers; depends
+    # lists them so an edit to any of them rebuilds the module. The shared table's reader is a
+    # module of its own (a reading process needs no dispatcher) on the same sequence-lock header
+    macros = [("CYTHON_DEBUG", "1")] if DEBUG else []
+    exts = [
+        Extension("pm_ws._core_c", ["pm_ws/_core_c.pyx"], extra_compile_args=cflags, define_macros=macros,
+                  include_dirs=["pm_ws/_hot"], depends=_core_c_sources()),
+        Extension("pm_ws._shared_c", ["pm_ws/_shared_c.pyx"], extra_compile_args=cflags, define_macros=macros,
+                  include_dirs=["pm_ws/_hot"], depends=["pm_ws/_hot/pm_seqlock.h", "pm_ws/_shared_layout.pxd"]),
+    ]
     # force with ANNOTATE: cythonize skips an unchanged .pyx and would write no HTML
-    return cythonize([ext], compiler_directives=DIRECTIVES, annotate=ANNOTATE, force=ANNOTATE,
+    return cythonize(exts, compiler_directives=DIRECTIVES, annotate=ANNOTATE, force=ANNOTATE,
                      build_dir="build/debug" if DEBUG else None)
 
 

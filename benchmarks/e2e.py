@@ -10,10 +10,13 @@ levels, ~600 B). The stream is framed once up front and written to the connectio
 in one piece, so the sender costs nothing per frame and the client side is what is measured.
 
 Receivers, each on a fresh connection, in interleaved rounds:
-  bare         ``async for frame in ws: count += 1`` (the websockets floor)
-  bare+core    the same loop calling ``Dispatcher.feed(frame)`` of the selected core
-  bare+seed    the same loop calling the seed-style handler (benchmarks/seed_reference.py)
-  client       ``pm_ws.client.MarketClient`` (its own read loop, watchdogs, dispatcher)
+  bare           ``async for frame in ws: count += 1`` (the websockets floor)
+  bare+core      the same loop calling ``Dispatcher.feed(frame)`` of the selected core
+  bare+seed      the same loop calling the seed-style handler (benchmarks/seed_reference.py)
+  client         ``pm_ws.client.MarketClient`` (its own read loop, watchdogs, dispatcher)
+  bare-picows    a picows listener copying each frame's text out and counting it (the picows floor)
+  client-picows  ``MarketClient(..., transport="picows")``
+The picows receivers need ``pip install 'pm_ws[fast]'`` and are left out without it.
 Measured between the first and the last poll (every 0.5 ms) that saw the stream moving, so
 connection setup is excluded: wall-clock frames/s, and CPU time of the client process per frame
 (the fair comparison on a shared machine, where other load steals wall time at random).
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import multiprocessing
 import statistics
 import sys
@@ -47,7 +51,9 @@ POLL_SECONDS = 0.0005
 MAX_FRAME_BYTES = 32 * 2**20  # as MarketClient
 SERVER_SEED = 7
 MARKETS = 8
-MODES = ("bare", "bare+core", "bare+seed", "client")
+WEBSOCKETS_MODES = ("bare", "bare+core", "bare+seed", "client")
+PICOWS_MODES = ("bare-picows", "client-picows")
+MODES = WEBSOCKETS_MODES + (PICOWS_MODES if importlib.util.find_spec("picows") else ())
 TARGET_SHARE = 0.80  # of the bare loop's frames/s, for MarketClient
 
 
@@ -63,26 +69,48 @@ def ws_text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-def serve(pipe: Connection, n_frames: int) -> None:
-    """Server process: report (url, token ids, frames per stream), stream to every subscriber until told to stop."""
-    asyncio.run(_serve(pipe, n_frames))
+def serve(pipe: Connection, n_frames: int, pace_hz: float) -> None:
+    """Server process: report (url, token ids, frames per stream), stream to every subscriber until told to stop.
+
+    With ``pace_hz`` each frame is written alone at its due time, and the ``time.monotonic_ns()`` of
+    each write (the clock is the same in every process) goes back over ``pipe`` after the stream.
+    """
+    asyncio.run(_serve(pipe, n_frames, pace_hz))
 
 
-async def _serve(pipe: Connection, n_frames: int) -> None:
+async def _serve(pipe: Connection, n_frames: int, pace_hz: float) -> None:
     server = FakeMarketServer(markets=MARKETS, seed=SERVER_SEED, rate_hz=0)
     start = server.initial_dump()  # rendered before frames() moves the books on
-    frames = server.frames(n_frames, trades=True)[:n_frames]  # a prefix stays consistent
-    stream = b"".join(ws_text_frame(frame.encode()) for frame in [start, *frames])
+    frames = [ws_text_frame(frame.encode()) for frame in [start, *server.frames(n_frames, trades=True)[:n_frames]]]
+    stream = b"".join(frames)
     async with server:
-        pipe.send((server.url, server.token_ids, 1 + len(frames)))
+        pipe.send((server.url, server.token_ids, len(frames)))
         streamed: set[int] = set()
         while not pipe.poll():
             for conn in server.connections:
                 # sent_frames >= 1: the server's own initial dump is out, the socket is ours
                 if conn.id not in streamed and conn.subscribed and conn.sent_frames and not conn.closed:
-                    conn.websocket.transport.write(stream)
                     streamed.add(conn.id)
+                    if pace_hz:
+                        pipe.send(write_paced(conn.websocket.transport, frames, pace_hz))
+                    else:
+                        conn.websocket.transport.write(stream)
             await asyncio.sleep(0.002)
+
+
+def write_paced(transport: asyncio.WriteTransport, frames: list[bytes], pace_hz: float) -> list[int]:
+    """Write ``frames`` one at a time, ``1 / pace_hz`` apart (spinning: a sleep is too coarse); their write times."""
+    clock = time.monotonic_ns
+    period = round(1e9 / pace_hz)
+    due = clock()
+    sent = []
+    for frame in frames:
+        while clock() < due:
+            pass
+        sent.append(clock())
+        transport.write(frame)
+        due += period
+    return sent
 
 
 class Throughput(NamedTuple):
@@ -128,9 +156,31 @@ async def receive_bare(
     return rate
 
 
-async def receive_client(url: str, token_ids: list[str], total: int) -> tuple[Throughput, dict[str, int]]:
+async def receive_bare_picows(url: str, token_ids: list[str], total: int) -> Throughput:
+    """Receive ``total`` frames with a picows listener that copies each text payload out and counts it."""
+    from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+    class Counter(WSListener):
+        received = 0
+
+        def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+            frame.get_payload_as_utf8_text()  # what any reader must do: the frame dies with this callback
+            self.received += 1
+
+    transport, counter = await ws_connect(Counter, url, max_frame_size=MAX_FRAME_BYTES)
+    assert isinstance(counter, Counter)
+    try:
+        transport.send(WSMsgType.TEXT, orjson.dumps({"assets_ids": token_ids, "type": "market"}))
+        return await stream_rate(lambda: counter.received, total)
+    finally:
+        transport.disconnect(graceful=False)
+
+
+async def receive_client(
+    url: str, token_ids: list[str], total: int, transport: str = "websockets"
+) -> tuple[Throughput, dict[str, int]]:
     """Receive ``total`` frames with MarketClient; return its throughput and non-zero bad counters."""
-    client = MarketClient(url, capacity=max(64, len(token_ids)))
+    client = MarketClient(url, capacity=max(64, len(token_ids)), transport=transport)
     await client.subscribe(token_ids)
     async with client:
         rate = await stream_rate(lambda: client.dispatcher.stats()["frames"], total)
@@ -142,6 +192,10 @@ async def receive(mode: str, url: str, token_ids: list[str], total: int) -> tupl
     """Run one receiver ``mode`` on a fresh connection; return its throughput and problems seen."""
     if mode == "client":
         return await receive_client(url, token_ids, total)
+    if mode == "client-picows":
+        return await receive_client(url, token_ids, total, "picows")
+    if mode == "bare-picows":
+        return await receive_bare_picows(url, token_ids, total), {}
     if mode == "bare":
         return await receive_bare(url, token_ids, total, None), {}
     if mode == "bare+seed":
@@ -158,9 +212,11 @@ async def receive(mode: str, url: str, token_ids: list[str], total: int) -> tupl
 class ServerProcess:
     """The FakeMarketServer process; a context manager yielding (url, token ids, frames per stream)."""
 
-    def __init__(self, n_frames: int) -> None:
+    def __init__(self, n_frames: int, pace_hz: float = 0.0) -> None:
         self._pipe, child = multiprocessing.get_context("spawn").Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(target=serve, args=(child, n_frames), daemon=True)
+        self._process = multiprocessing.get_context("spawn").Process(
+            target=serve, args=(child, n_frames, pace_hz), daemon=True
+        )
 
     def __enter__(self) -> tuple[str, list[str], int]:
         self._process.start()
@@ -168,6 +224,12 @@ class ServerProcess:
             raise RuntimeError("the FakeMarketServer process did not start within 60 s")
         url, token_ids, n_stream = self._pipe.recv()
         return url, token_ids, 1 + n_stream  # plus the server's own initial dump
+
+    def write_times(self) -> list[int]:
+        """With ``pace_hz``: the monotonic ns at which the last stream's frames were written."""
+        if not self._pipe.poll(60):
+            raise RuntimeError("the paced stream did not end within 60 s")
+        return list(self._pipe.recv())
 
     def __exit__(self, *exc_info: object) -> None:
         self._pipe.send("stop")
@@ -195,13 +257,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     wall = {mode: max(run.frames_per_s for run in values) for mode, values in runs.items()}
     cpu = {mode: min(run.cpu_us_per_frame for run in values) for mode, values in runs.items()}
     print(f"end to end over loopback, {total} frames per stream, core={IMPLEMENTATION}, {args.rounds} rounds")
-    print(f"{'receiver':<12}{'frames/s best':>15}{'median':>10}{'of bare':>9}{'CPU µs/frame min':>18}{'of bare':>9}")
+    print(f"{'receiver':<15}{'frames/s best':>15}{'median':>10}{'of bare':>9}{'CPU µs/frame min':>18}{'of bare':>9}")
     for mode, values in runs.items():
         median = statistics.median(run.frames_per_s for run in values)
-        print(f"{mode:<12}{wall[mode]:>15,.0f}{median:>10,.0f}{wall[mode] / wall['bare']:>9.0%}"
+        print(f"{mode:<15}{wall[mode]:>15,.0f}{median:>10,.0f}{wall[mode] / wall['bare']:>9.0%}"
               f"{cpu[mode]:>18.2f}{cpu['bare'] / cpu[mode]:>9.0%}")
     print(f"e2e: MarketClient keeps {cpu['bare'] / cpu['client']:.0%} of the bare loop by client CPU per frame, "
           f"{wall['client'] / wall['bare']:.0%} by wall-clock frames/s (target >= {TARGET_SHARE:.0%})")
+    if "client-picows" in runs:
+        print(f"e2e: MarketClient on picows takes {wall['client-picows'] / wall['client']:.1f}x the frames/s of "
+              f"MarketClient on websockets, {cpu['client'] / cpu['client-picows']:.1f}x fewer CPU µs per frame")
     return 1 if failed else 0
 
 

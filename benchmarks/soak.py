@@ -84,6 +84,7 @@ import numpy as np
 import orjson
 
 from pm_ws import IMPLEMENTATION
+from pm_ws._transport import TRANSPORTS
 from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import ClientEvent, MarketClient
 from pm_ws.row import (
@@ -128,6 +129,7 @@ class SoakConfig:
     recovery_timeout: float = RECOVERY_TIMEOUT
     overlap: bool = False  # faults of different kinds overlap, no recovery wait (not the CI mode)
     fault_hold: float | None = None  # seconds a frame-losing fault lasts; None: the client's deadline + margin
+    transport: str = "websockets"  # the client's websocket library: "websockets" or "picows"
     verbose: bool = False
 
 
@@ -331,6 +333,7 @@ class Soak:
             backoff=lambda: ExponentialBackoff(low, high),
             on_event=self._on_event,
             on_frame=self.audit,
+            transport=config.transport,
         )
         self.running = asyncio.Event()  # cleared while a checkpoint holds the feed
         self.step_lock = asyncio.Lock()
@@ -692,7 +695,7 @@ def summary(result: SoakResult) -> str:
     rss_series = ", ".join(f"{rss / 2**20:.0f}" for _, rss in result.rss[1:])
     lines = [
         f"pm_ws soak: {result.elapsed:.1f} s, seed {config.seed}, {config.tokens} tokens, {config.rate:g} changes/s, "
-        f"core {IMPLEMENTATION}",
+        f"core {IMPLEMENTATION}, transport {config.transport}",
         f"  server book changes          {result.changes:,}",
         f"  frames sent by the server    {result.sent:,}",
         f"  frames read by the client    {read:,} (lost with dropped sockets: {result.sent - read:,})",
@@ -751,6 +754,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overlap", action="store_true", help="overlapping faults of different kinds, no recovery wait (not the CI mode)"
     )
+    parser.add_argument("--transport", choices=TRANSPORTS, default=TRANSPORTS[0], help="the client's websocket library")
     args = parser.parse_args(argv)
     if args.tokens < 2 or args.tokens % 2:
         parser.error("--tokens must be an even number >= 2 (YES/NO pairs)")
@@ -764,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint_every=args.checkpoint_every,
         verbose=args.verbose,
         overlap=args.overlap,
+        transport=args.transport,
     )
     result = asyncio.run(soak(config))
     print(summary(result))

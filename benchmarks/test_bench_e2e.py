@@ -1,4 +1,5 @@
-"""End to end over loopback: bare websockets loop, loop + core, loop + seed, MarketClient.
+"""End to end over loopback: bare websockets loop, loop + core, loop + seed, MarketClient, and with picows
+installed the bare picows listener and MarketClient(transport="picows").
 
 Each round receives one pre-rendered stream of 50,000 frames from a FakeMarketServer in another
 process, on a fresh connection (connection setup included, a few ms of a ~250 ms round). The

@@ -6,7 +6,7 @@ compiled ``pm_ws._core_c`` module; ``IMPLEMENTATION`` says which core is running
 
 from __future__ import annotations
 
-from ._core import IMPLEMENTATION, BookStore, Dispatcher, parse_price, parse_size, price_to_cents
+from ._core import IMPLEMENTATION, BookStore, Dispatcher, TopReader, parse_price, parse_size, price_to_cents
 from .backoff import ExponentialBackoff
 from .client import DEFAULT_URL, ClientEvent, EventStream, MarketClient, PolymarketMarketWsClient
 from .errors import CapacityError, ParseError, PmWsError, ProtocolError
@@ -44,7 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MarketClient", "PolymarketMarketWsClient", "ClientEvent", "EventStream", "DEFAULT_URL", "ExponentialBackoff",
-    "IMPLEMENTATION", "BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents",
+    "IMPLEMENTATION", "BookStore", "Dispatcher", "TopReader", "parse_price", "parse_size", "price_to_cents",
     "PmWsError", "ProtocolError", "ParseError", "CapacityError",
     "PRICE_SCALE", "SIZE_SCALE", "N_FIELDS", "FIELD_NAMES", "State", "Top", "SIDE_BUY", "SIDE_SELL",
     "BID_PX", "BID_SZ", "ASK_PX", "ASK_SZ", "LAST_PX", "LAST_SZ", "LAST_SIDE", "EXCH_TS_MS",

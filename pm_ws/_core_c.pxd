@@ -28,7 +28,7 @@ cdef enum:  # pm_field
     PM_LAST_SIDE = 6  # PM_SIDE_BUY, PM_SIDE_SELL or 0
     PM_EXCH_TS_MS = 7  # exchange timestamp of the last event applied, ms
     PM_RECV_TS_NS = 8  # receive time of the frame that last changed the row, ns
-    PM_SEQ = 9  # bumped on every change of the row; never goes back for a slot
+    PM_SEQ = 9  # the row's sequence lock: odd while written, +2 per change; never goes back for a slot
     PM_EPOCH = 10  # bumped on every snapshot, mark_stale, tick-size change and add; never goes back
     PM_STATE = 11  # a pm_state value
     PM_TICK = 12  # tick size in price units, 0 until known
@@ -46,6 +46,8 @@ cdef enum:  # pm_state
     PM_LIVE = 2
     PM_STALE = 3
     PM_INVALID = 4
+    PM_RESOLVED = 5  # final: the market resolved
+    PM_UNCONFIRMED = 6  # loaded by load_book, LIVE once the WebSocket's best prices match
 
 cdef enum:  # pm_side
     PM_SIDE_NONE = 0
@@ -224,7 +226,7 @@ ctypedef struct pm_stage_t:  # reusable per-frame buffers of the scanner, never 
 cdef class BookStore:
     cdef Py_ssize_t _capacity
     cdef Py_ssize_t _count  # tokens held
-    cdef int64_t* _rows  # _capacity * PM_N_FIELDS, exported by view, never reallocated
+    cdef int64_t* _rows  # _capacity * PM_N_FIELDS (private, or in the segment), exported by view, never moved
     cdef Py_ssize_t _shape[2]
     cdef Py_ssize_t _strides[2]
     cdef pm_book_t* _books  # one per slot
@@ -233,7 +235,12 @@ cdef class BookStore:
     cdef int32_t* _owners  # per slot: the owner given to add/set_owner, 0 for none
     cdef Py_ssize_t _mask  # table size - 1 (a power of two)
     cdef list _names  # str id per slot, None when free
+    cdef object _segment  # the pm_ws.shared.Segment the rows live in, None for a private store
+    cdef Py_buffer _shm  # the segment's mapping, held while _segment is set
+    cdef int64_t* _header  # the segment's header words, NULL for a private store
+    cdef char* _dir  # the segment's token directory, NULL for a private store
     cdef dict _resync  # token ids awaiting a fresh snapshot, first-queued first (values unused)
+    cdef dict _resolved  # resolved token ids -> won (True/False, None: unknown)
 
     cdef int32_t lookup(self, const char* p, Py_ssize_t n, uint64_t h) noexcept
     cdef int32_t _slot_of(self, object token_id) noexcept
@@ -271,5 +278,5 @@ cdef class Dispatcher:
     cdef int _apply_new_market(self, object payload) except -1
     cdef int _apply_market_resolved(self, object payload) except -1
     cdef int _deliver(self, int kind, object payload) except -1
-    cdef int _invalidate(self, int64_t* row, int32_t slot, int stat) except -1
+    cdef int _invalidated(self, int32_t slot, int stat) except -1
     cdef int _queue_resync(self, int32_t slot) except -1

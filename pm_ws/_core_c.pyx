@@ -13,7 +13,7 @@ are set by setup.py, so a ``PM_WS_CYTHON_DEBUG=1`` build really turns the checks
 """
 
 cimport cython
-from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE
+from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
@@ -22,9 +22,13 @@ from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcmp, memcpy, memmove, memset
 
+from pm_ws._shared_layout cimport DIR_ENTRY_BYTES, E_ID, E_LENGTH, E_SEQ, E_TAG, H_HEARTBEAT_NS
+import operator
+
 import orjson
 
 from pm_ws._events import NEW_MARKET_ID_KEYS, STAT_KEYS
+from pm_ws._rest_levels import wire_levels
 from pm_ws.errors import CapacityError, parse_error
 from pm_ws.row import (DEFAULT_MAX_FRAME_BYTES, OWNER_MAX, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top,
                        check_owner)
@@ -37,6 +41,12 @@ cdef extern from "pm_bytes.h":  # _hot/pm_bytes.h: byte scanning, token-id compa
     uint64_t pm_hash(const unsigned char* p, Py_ssize_t n) noexcept nogil
     bint pm_same_bytes(const unsigned char* a, const unsigned char* b, Py_ssize_t n) noexcept nogil
     int64_t pm_token_tag(const unsigned char* p, Py_ssize_t n) noexcept nogil
+
+cdef extern from "pm_seqlock.h":  # _hot/pm_seqlock.h: the per-row sequence lock (memory-ordering notes there)
+    int64_t pm_row_open(int64_t* seq) noexcept nogil
+    void pm_row_close(int64_t* seq, int64_t s) noexcept nogil
+    void pm_store_release(int64_t* word, int64_t value) noexcept nogil
+    int64_t pm_monotonic_ns() noexcept nogil
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
@@ -70,19 +80,37 @@ cdef class BookStore:
     ----------
     capacity : int
         Number of token slots; fixed for the store's life.
+    shared : str or None
+        Keep the rows in the named POSIX shared-memory segment ``/shared`` (mode 0600), where
+        ``pm_ws.TopReader(shared)`` reads them from any process of this user; see ``pm_ws.shared``
+        for the layout. The segment is unlinked at a clean exit (or ``close_shared()``); one left by
+        a dead writer is replaced. Call ``beat()`` at least every second (``MarketClient`` does).
 
     Raises
     ------
     ValueError
-        ``capacity`` is below 1 (or above 2**28).
+        ``capacity`` is below 1 (or above 2**28), or ``shared`` is not a valid name.
+    pm_ws.shared.SharedTableError
+        ``shared`` names a table whose writer is alive, or something that is not a pm_ws table.
     """
 
-    def __cinit__(self, Py_ssize_t capacity=1024):
+    def __cinit__(self, Py_ssize_t capacity=1024, shared=None):
         cdef Py_ssize_t size = 16
+        cdef char* base
         if capacity < 1 or capacity > (1 << 28):
             raise ValueError(f"capacity must be at least 1 (and at most {1 << 28}), was {capacity}")
         self._capacity = capacity
-        self._rows = <int64_t*>PyMem_Calloc(capacity * PM_N_FIELDS, sizeof(int64_t))
+        if shared is None:
+            self._rows = <int64_t*>PyMem_Calloc(capacity * PM_N_FIELDS, sizeof(int64_t))
+        else:
+            from pm_ws.shared import Segment  # the segment machinery only when asked for
+            segment = Segment(shared, capacity)
+            PyObject_GetBuffer(segment.mmap, &self._shm, PyBUF_WRITABLE)
+            self._segment = segment
+            base = <char*>self._shm.buf
+            self._header = <int64_t*>base
+            self._dir = base + <Py_ssize_t>segment.dir_offset
+            self._rows = <int64_t*>(base + <Py_ssize_t>segment.rows_offset)
         self._books = <pm_book_t*>PyMem_Calloc(capacity, sizeof(pm_book_t))
         self._ids = <pm_token_t*>PyMem_Calloc(capacity, sizeof(pm_token_t))
         self._owners = <int32_t*>PyMem_Calloc(capacity, sizeof(int32_t))
@@ -99,6 +127,7 @@ cdef class BookStore:
         self._strides[1] = sizeof(int64_t)
         self._names = [None] * capacity
         self._resync = {}
+        self._resolved = {}
 
     def __dealloc__(self):
         cdef Py_ssize_t i
@@ -107,7 +136,10 @@ cdef class BookStore:
                 PyMem_Free(self._books[i].bids.lv)
                 PyMem_Free(self._books[i].asks.lv)
         PyMem_Free(self._books)
-        PyMem_Free(self._rows)
+        if self._segment is None:
+            PyMem_Free(self._rows)
+        else:
+            PyBuffer_Release(&self._shm)
         PyMem_Free(self._ids)
         PyMem_Free(self._owners)
         PyMem_Free(self._table)
@@ -136,6 +168,29 @@ cdef class BookStore:
     def capacity(self):
         """Number of token slots."""
         return self._capacity
+
+    @property
+    def shared(self):
+        """The name of the shared table the rows live in, None for a private store."""
+        return None if self._segment is None else self._segment.name
+
+    def beat(self):
+        """Tell readers of the shared table that the writer is alive (a no-op for a private store).
+
+        Readers treat every row as STALE once the last beat is older than the table's deadline
+        (``pm_ws.shared.DEFAULT_DEADLINE_NS``, 1 s): beat at least every few hundred ms.
+        """
+        if self._header != NULL:
+            pm_store_release(&self._header[H_HEARTBEAT_NS], pm_monotonic_ns())
+
+    def close_shared(self):
+        """Withdraw the shared table: readers see every row STALE, the name is unlinked.
+
+        The store goes on working in this process (its rows stay mapped); a no-op when private.
+        Also run at a clean interpreter exit.
+        """
+        if self._segment is not None:
+            self._segment.close()
 
     @property
     def view(self):
@@ -205,6 +260,7 @@ cdef class BookStore:
         cdef int32_t slot
         cdef uint64_t h
         cdef int64_t* row
+        cdef int64_t seq
         cdef int32_t new_owner = check_owner(owner)
         if not (token_view(token_id, &p, &n) and valid_token(p, n)):
             raise ValueError(f"invalid token id {token_id!r:.60}: {TOKEN_ID_EXPECTED}")
@@ -220,14 +276,17 @@ cdef class BookStore:
         self._ids[slot].hash = h
         self._ids[slot].n = n
         memcpy(self._ids[slot].id, p, n)
+        if self._dir != NULL:  # the directory first: a reader checks what it finds against the row
+            dir_write(self._dir + slot * DIR_ENTRY_BYTES, p, n)
         row = self._rows + slot * PM_N_FIELDS
+        seq = pm_row_open(&row[PM_SEQ])
         clear_row(row)
-        if row[PM_SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
-            row[PM_SEQ] += 1
+        if seq:  # a reused slot: a reader that cached it sees SEQ (always) and EPOCH move on
             row[PM_EPOCH] += 1
         row[PM_ASK_PX] = PM_PRICE_SCALE
         row[PM_STATE] = PM_SUBSCRIBING
         row[PM_TOKEN_TAG] = pm_token_tag(p, n)
+        pm_row_close(&row[PM_SEQ], seq)
         self._owners[slot] = new_owner
         self._books[slot].bids.n = 0
         self._books[slot].asks.n = 0
@@ -267,8 +326,12 @@ cdef class BookStore:
         PyMem_Free(self._books[slot].bids.lv)
         PyMem_Free(self._books[slot].asks.lv)
         memset(&self._books[slot], 0, sizeof(pm_book_t))
-        clear_row(self._rows + slot * PM_N_FIELDS)
-        self._rows[slot * PM_N_FIELDS + PM_SEQ] += 1
+        cdef int64_t* row = self._rows + slot * PM_N_FIELDS
+        cdef int64_t seq = pm_row_open(&row[PM_SEQ])
+        clear_row(row)
+        pm_row_close(&row[PM_SEQ], seq)
+        if self._dir != NULL:
+            dir_write(self._dir + slot * DIR_ENTRY_BYTES, <cptr>self._ids[slot].id, 0)
         self._owners[slot] = 0
         self._ids[slot].n = 0
         self._count -= 1
@@ -287,6 +350,7 @@ cdef class BookStore:
         if slot >= 0:
             self._free_slot(slot)
             self._resync.pop(self._names[slot], None)  # a removed token leaves the resync queue
+            self._resolved.pop(self._names[slot], None)
             self._names[slot] = None
 
     def set_owner(self, token_id, owner):
@@ -394,22 +458,127 @@ cdef class BookStore:
         """
         cdef int32_t slot
         cdef int64_t* row
+        cdef int64_t seq
         for token_id in token_ids:
             slot = self._slot_of(token_id)
             if slot >= 0:
                 row = self._rows + slot * PM_N_FIELDS
+                if row[PM_STATE] == PM_RESOLVED:
+                    continue  # final
+                seq = pm_row_open(&row[PM_SEQ])
                 row[PM_STATE] = PM_STALE
-                self._books[slot].tick_unconfirmed = self._books[slot].books_name_tick
                 row[PM_EPOCH] += 1
-                row[PM_SEQ] += 1
+                pm_row_close(&row[PM_SEQ], seq)
+                self._books[slot].tick_unconfirmed = self._books[slot].books_name_tick
+
+    def load_book(self, token_id, bids, asks, tick, exch_ts_ms, recv_ts_ns):
+        """Load a book from elsewhere than the WebSocket (a REST snapshot): state ``UNCONFIRMED``.
+
+        ``price_change`` deltas apply to an UNCONFIRMED book; the first ``price_change`` entry or
+        ``best_bid_ask`` whose best prices match it turns it LIVE (``CONFIRM_TS_NS`` stamped), a
+        ``price_change`` whose best prices do not is INVALID and queued for resync; a ``book`` replaces it.
+
+        Parameters
+        ----------
+        token_id : str or bytes
+            A held token.
+        bids, asks : iterables of (int, int)
+            ``(price units, size units)`` levels in any order.
+        tick : int
+            Tick size in price units (0: keep the row's).
+        exch_ts_ms, recv_ts_ns : int
+            The snapshot's exchange time and its receive time.
+
+        Returns
+        -------
+        bool
+            False (nothing changed) when the token is LIVE or RESOLVED: the WebSocket already
+            delivered, or the market is over.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        ValueError
+            An impossible book (see ``pm_ws._rest_levels.wire_levels``).
+        """
+        cdef int32_t slot = self._slot_of(token_id)
+        cdef int64_t* row
+        cdef pm_book_t* book
+        cdef int64_t exch_ms = exch_ts_ms, recv_ns = recv_ts_ns, seq
+        if slot < 0:
+            raise KeyError(token_id)
+        row = self._rows + slot * PM_N_FIELDS
+        tick = operator.index(tick) or row[PM_TICK]
+        bid_levels, ask_levels = wire_levels(bids, asks, tick)
+        if row[PM_STATE] == PM_LIVE or row[PM_STATE] == PM_RESOLVED:
+            return False
+        book = &self._books[slot]
+        side_copy(&book.bids, bid_levels)
+        side_copy(&book.asks, ask_levels)
+        book.books_name_tick = True
+        book.tick_unconfirmed = False
+        seq = pm_row_open(&row[PM_SEQ])
+        row[PM_TICK] = tick
+        row[PM_STATE] = PM_UNCONFIRMED
+        row[PM_EPOCH] += 1
+        row[PM_EXCH_TS_MS] = exch_ms
+        stamp_row(row, book, recv_ns)
+        pm_row_close(&row[PM_SEQ], seq)
+        return True
+
+    def resolve(self, token_id, won):
+        """Mark a held token's market resolved: state ``RESOLVED`` for good (no frame changes it again).
+
+        ``won``: whether this token is the winning outcome (None: not known). The book is kept.
+        KeyError if the token is not held.
+        """
+        cdef int32_t slot = self._slot_of(token_id)
+        cdef int64_t* row
+        cdef int64_t seq
+        if slot < 0:
+            raise KeyError(token_id)
+        self._resolved[self._names[slot]] = None if won is None else bool(won)
+        row = self._rows + slot * PM_N_FIELDS
+        if row[PM_STATE] != PM_RESOLVED:
+            seq = pm_row_open(&row[PM_SEQ])
+            row[PM_STATE] = PM_RESOLVED
+            row[PM_EPOCH] += 1
+            pm_row_close(&row[PM_SEQ], seq)
+
+    def resolution(self, token_id):
+        """True/False: the resolved token won/lost; None: not resolved or the winner is unknown.
+
+        KeyError if the token is not held.
+        """
+        cdef int32_t slot = self._slot_of(token_id)
+        if slot < 0:
+            raise KeyError(token_id)
+        return self._resolved.get(self._names[slot])
 
 
 cdef inline void clear_row(int64_t* row) noexcept:
-    # Zero a row but SEQ and EPOCH: for a slot they never go back, across remove and add
-    cdef int64_t seq = row[PM_SEQ], epoch = row[PM_EPOCH]
-    memset(row, 0, PM_N_FIELDS * sizeof(int64_t))
-    row[PM_SEQ] = seq
-    row[PM_EPOCH] = epoch
+    # Zero a row but SEQ and EPOCH (for a slot they never go back, across remove and add). SEQ is
+    # never written here, not even with its own value: it is the lock readers are watching
+    memset(row, 0, PM_SEQ * sizeof(int64_t))
+    memset(row + PM_EPOCH + 1, 0, (PM_N_FIELDS - PM_EPOCH - 1) * sizeof(int64_t))
+
+
+cdef inline void dir_write(char* entry, cptr p, Py_ssize_t n) noexcept:
+    # A directory entry (n = 0: a free slot) under its own sequence lock, like a row
+    cdef int64_t* words = <int64_t*>entry
+    cdef int64_t seq = pm_row_open(&words[E_SEQ])
+    words[E_TAG] = pm_token_tag(p, n) if n else 0
+    words[E_LENGTH] = n
+    memset(entry + E_ID, 0, DIR_ENTRY_BYTES - E_ID)
+    memcpy(entry + E_ID, p, n)
+    pm_row_close(&words[E_SEQ], seq)
+
+
+cdef inline void invalidate_row(int64_t* row) noexcept:
+    # The book can no longer be trusted (inside the row's write): INVALID, one more mismatch
+    row[PM_STATE] = PM_INVALID
+    row[PM_MISMATCHES] += 1
 
 
 cdef list side_list(const pm_side_t* side, Py_ssize_t limit):
@@ -618,8 +787,12 @@ cdef class Dispatcher:
         cdef int32_t slot = self._slot(f)
         cdef pm_book_t* book
         cdef int64_t* row
+        cdef int64_t seq
         cdef int flaw
         if slot < 0:
+            return 0
+        if self.store._rows[slot * PM_N_FIELDS + PM_STATE] == PM_RESOLVED:  # final: no book changes it again
+            self._stats[ST_SKIP_NOT_LIVE] += 1
             return 0
         book = &self.store._books[slot]
         if (side_snapshot(&book.bids, self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], True,
@@ -629,23 +802,28 @@ cdef class Dispatcher:
             raise MemoryError()
         row = self.store._rows + slot * PM_N_FIELDS
         if f.has & (1 << K_TICK_SIZE):
-            row[PM_TICK] = f.val[K_TICK_SIZE]
             book.books_name_tick = True
             book.tick_unconfirmed = False
+        seq = pm_row_open(&row[PM_SEQ])
+        if f.has & (1 << K_TICK_SIZE):
+            row[PM_TICK] = f.val[K_TICK_SIZE]
         if f.has & (1 << K_LAST_TRADE_PRICE) and f.val[K_LAST_TRADE_PRICE] >= 0:
             row[PM_LAST_PX] = f.val[K_LAST_TRADE_PRICE]
         row[PM_STATE] = PM_STALE if book.tick_unconfirmed else PM_LIVE
         row[PM_EPOCH] += 1
         touch_row(row, book, f, recv_ts_ns)
-        self._count(ST_EV_BOOK)
         flaw = book_flaw(self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS],
                          row[PM_TICK])
+        if not flaw and is_crossed(book):
+            flaw = ST_CROSSED_BOOK
         if flaw:
-            self._invalidate(row, slot, flaw)
-        elif is_crossed(book):
-            self._invalidate(row, slot, ST_CROSSED_BOOK)
+            invalidate_row(row)
         else:
             row[PM_CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
+        pm_row_close(&row[PM_SEQ], seq)
+        self._count(ST_EV_BOOK)
+        if flaw:
+            self._invalidated(slot, flaw)
         return 1
 
     cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
@@ -655,9 +833,10 @@ cdef class Dispatcher:
         cdef pm_entry_t* en
         cdef int32_t slot
         cdef int64_t* row
+        cdef int64_t seq
         cdef pm_book_t* book
         cdef bint any_held = False
-        cdef int failed = 0
+        cdef int failed = 0, stat
         for i in range(first, end):
             en = &self._cur.pc[i]
             slot = store.lookup(en.asset, en.asset_n, en.asset_hash)
@@ -667,7 +846,7 @@ cdef class Dispatcher:
             if self._foreign(slot):
                 continue
             row = store._rows + slot * PM_N_FIELDS
-            if row[PM_STATE] != PM_LIVE:
+            if row[PM_STATE] != PM_LIVE and row[PM_STATE] != PM_UNCONFIRMED:
                 self._stats[ST_SKIP_NOT_LIVE] += 1
                 continue
             book = &store._books[slot]
@@ -699,30 +878,39 @@ cdef class Dispatcher:
             slot = self._touched[t]
             book = &store._books[slot]
             row = store._rows + slot * PM_N_FIELDS
-            touch_row(row, book, f, recv_ts_ns)
             en = &self._cur.pc[self._last_entry[t]]
-            if self._flaw[t]:
-                self._invalidate(row, slot, self._flaw[t])
-            elif en.best_bid >= 0 and en.best_ask >= 0 and (
+            stat = self._flaw[t]
+            if not stat and en.best_bid >= 0 and en.best_ask >= 0 and (
                     en.best_bid != best_bid_px(book) or en.best_ask != best_ask_px(book)):
-                self._invalidate(row, slot, ST_CHECKSUM_MISMATCH)
-            elif is_crossed(book):
-                self._invalidate(row, slot, ST_CROSSED_BOOK)
+                stat = ST_CHECKSUM_MISMATCH
+            elif not stat and is_crossed(book):
+                stat = ST_CROSSED_BOOK
+            seq = pm_row_open(&row[PM_SEQ])
+            touch_row(row, book, f, recv_ts_ns)
+            if stat:
+                invalidate_row(row)
             elif en.best_bid >= 0 and en.best_ask >= 0:
                 row[PM_CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
+                row[PM_STATE] = PM_LIVE  # confirms an UNCONFIRMED (REST) book too
+            pm_row_close(&row[PM_SEQ], seq)
+            if stat:
+                self._invalidated(slot, stat)
         return 1
 
     cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef int64_t* row
+        cdef int64_t seq
         if slot < 0:
             return 0
         row = self.store._rows + slot * PM_N_FIELDS
+        seq = pm_row_open(&row[PM_SEQ])
         row[PM_LAST_PX] = f.val[K_PRICE]
         row[PM_LAST_SZ] = f.val[K_SIZE]
         row[PM_LAST_SIDE] = f.val[K_SIDE] if f.has & (1 << K_SIDE) else PM_SIDE_NONE
         touch_row(row, &self.store._books[slot], f, recv_ts_ns)
+        pm_row_close(&row[PM_SEQ], seq)
         self._count(ST_EV_LAST_TRADE_PRICE)
         if self._emit_trades and self._on_event is not None:
             self._on_event("last_trade_price", {
@@ -738,6 +926,8 @@ cdef class Dispatcher:
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef int64_t* row
+        cdef int64_t seq
+        cdef bint resync
         if slot < 0:
             return 0
         self._count(ST_EV_TICK_SIZE_CHANGE)
@@ -745,33 +935,40 @@ cdef class Dispatcher:
         self.store._books[slot].tick_unconfirmed = False
         if f.val[K_NEW_TICK_SIZE] == row[PM_TICK]:
             return 1
+        resync = row[PM_STATE] == PM_LIVE or row[PM_STATE] == PM_INVALID
+        seq = pm_row_open(&row[PM_SEQ])
         row[PM_TICK] = f.val[K_NEW_TICK_SIZE]
         row[PM_EPOCH] += 1
         touch_row(row, &self.store._books[slot], f, recv_ts_ns)
-        if row[PM_STATE] == PM_LIVE or row[PM_STATE] == PM_INVALID:
+        if resync:
             row[PM_STATE] = PM_STALE  # levels on the old grid may be wrong until the next book
+        pm_row_close(&row[PM_SEQ], seq)
+        if resync:
             self._queue_resync(slot)
         return 1
 
     cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept:
-        # A cross-check of a LIVE book: a match confirms the top of book, a mismatch is only counted
+        # A cross-check of a LIVE or UNCONFIRMED book: a match confirms the top of book, a mismatch is only counted
         cdef pm_fields_t* f = &e.f
         cdef int32_t slot = self._slot(f)
         cdef pm_book_t* book
         cdef int64_t* row
+        cdef int64_t seq
         if slot < 0:
             return 0
         self._count(ST_EV_BEST_BID_ASK)
         book = &self.store._books[slot]
         row = self.store._rows + slot * PM_N_FIELDS
-        if row[PM_STATE] != PM_LIVE:
+        if row[PM_STATE] != PM_LIVE and row[PM_STATE] != PM_UNCONFIRMED:
             return 1
         if f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book):
             self._stats[ST_BBA_MISMATCH] += 1
         else:
+            seq = pm_row_open(&row[PM_SEQ])
             row[PM_CONFIRM_TS_NS] = recv_ts_ns
+            row[PM_STATE] = PM_LIVE  # confirms an UNCONFIRMED (REST) book too
             row[PM_RECV_TS_NS] = recv_ts_ns
-            row[PM_SEQ] += 1
+            pm_row_close(&row[PM_SEQ], seq)
         return 1
 
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1:
@@ -813,10 +1010,8 @@ cdef class Dispatcher:
             self._on_event(EVENT_NAMES[kind], payload)
         return 1
 
-    cdef int _invalidate(self, int64_t* row, int32_t slot, int stat) except -1:
-        # The book can no longer be trusted: INVALID, counted under stat, resync queued
-        row[PM_STATE] = PM_INVALID
-        row[PM_MISMATCHES] += 1
+    cdef int _invalidated(self, int32_t slot, int stat) except -1:
+        # After invalidate_row, outside the row's write (this may raise): counted under stat, resync queued
         self._stats[stat] += 1
         return self._queue_resync(slot)
 
@@ -863,7 +1058,7 @@ C_CONSTANTS = {
     "FIRST_SPARE": PM_FIRST_SPARE,
     "SIDE_BUY": PM_SIDE_BUY, "SIDE_SELL": PM_SIDE_SELL,
     "EMPTY": PM_EMPTY, "SUBSCRIBING": PM_SUBSCRIBING, "LIVE": PM_LIVE, "STALE": PM_STALE,
-    "INVALID": PM_INVALID, "N_STATS": ST_COUNT,
+    "INVALID": PM_INVALID, "RESOLVED": PM_RESOLVED, "UNCONFIRMED": PM_UNCONFIRMED, "N_STATS": ST_COUNT,
 }
 C_LIMITS = {
     "PRICE_DECIMALS": PM_PRICE_DECIMALS, "SIZE_DECIMALS": PM_SIZE_DECIMALS, "TOKEN_ID_MAX": PM_TOKEN_ID_MAX,

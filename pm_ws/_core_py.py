@@ -49,9 +49,12 @@ import struct
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from itertools import accumulate
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
+
+if TYPE_CHECKING:
+    from . import shared as shared_table
 
 from ._events import (
     CONTROL_WORDS,
@@ -66,6 +69,7 @@ from ._events import (
     EventType,
     ValueKind,
 )
+from ._rest_levels import wire_levels
 from .errors import CapacityError, ParseError, parse_error
 from .row import (
     ASK_LEVELS,
@@ -91,6 +95,7 @@ from .row import (
     SEEN_MARKET_ID_MAX,
     SEEN_MARKETS_MAX,
     SEQ,
+    SEQ_STEP,
     SIDE_BUY,
     SIDE_SELL,
     SIZE_DECIMALS,
@@ -111,6 +116,8 @@ INT64_MAX = 2**63 - 1
 MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
 
 _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
+_WORD = struct.Struct("@q")  # one field
+_SEQ_OFFSET = SEQ * _WORD.size
 
 _DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
 _TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
@@ -284,7 +291,7 @@ def _wire_order(levels: list[_Level], key: Callable[[_Level], int]) -> list[_Lev
 
 
 def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) -> None:
-    # The one row update per token per event: top of book from the book, times, SEQ
+    # The one row update per token per event: top of book from the book, times (SEQ: _write_row)
     row[BID_PX], row[BID_SZ] = book.bids[-1] if book.bids else (0, 0)
     row[ASK_PX], row[ASK_SZ] = book.asks[-1] if book.asks else (PRICE_SCALE, 0)
     row[BID_LEVELS] = len(book.bids)
@@ -292,7 +299,6 @@ def _touch(row: list[int], book: _Book, timestamp: int | None, recv_ts_ns: int) 
     if timestamp is not None:
         row[EXCH_TS_MS] = timestamp
     row[RECV_TS_NS] = recv_ts_ns
-    row[SEQ] += 1
 
 
 def _level_flaw(price: int, size: int, tick: int, bid: bool) -> str | None:
@@ -336,23 +342,39 @@ class BookStore:
     ----------
     capacity : int
         Number of slots (rows). Fixed for the store's life.
+    shared : str or None
+        Keep the rows in the named POSIX shared-memory segment ``/shared`` (mode 0600), where
+        ``pm_ws.TopReader(shared)`` reads them from any process of this user; see ``pm_ws.shared``
+        for the layout. The segment is unlinked at a clean exit (or ``close_shared()``); one left by
+        a dead writer is replaced. Call ``beat()`` at least every second (``MarketClient`` does).
 
     Raises
     ------
     ValueError
-        ``capacity`` is below 1.
+        ``capacity`` is below 1, or ``shared`` is not a valid name.
+    pm_ws.shared.SharedTableError
+        ``shared`` names a table whose writer is alive, or something that is not a pm_ws table.
     """
 
-    def __init__(self, capacity: int = 1024) -> None:
+    def __init__(self, capacity: int = 1024, shared: str | None = None) -> None:
         capacity = operator.index(capacity)
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, was {capacity}")
         self._capacity = capacity
-        self._buffer = bytearray(capacity * _ROW.size)  # never resized: views stay valid
+        self._segment: shared_table.Segment | None = None
+        self._buffer: bytearray | memoryview  # never resized: views stay valid
+        if shared is None:
+            self._buffer = bytearray(capacity * _ROW.size)
+        else:
+            from . import shared as shared_table  # the segment machinery only when asked for (and no import cycle)
+
+            self._segment = shared_table.Segment(shared, capacity)
+            self._buffer = memoryview(self._segment.mmap)[self._segment.rows_offset :]
         self._slots: dict[str, int] = {}
         self._ids: list[str | None] = [None] * capacity
         self._books: list[_Book | None] = [None] * capacity
         self._owners = [0] * capacity  # per slot: the owner given to add/set_owner, 0 for none
+        self._resolved: dict[str, bool | None] = {}  # resolved tokens -> won (None: winner unknown)
         self._free = list(range(capacity))  # a min-heap, so the lowest free slot is reused first
         self._resync: dict[str, None] = {}  # insertion-ordered set of tokens awaiting a snapshot
 
@@ -360,6 +382,21 @@ class BookStore:
     def capacity(self) -> int:
         """Number of slots."""
         return self._capacity
+
+    @property
+    def shared(self) -> str | None:
+        """The name of the shared table the rows live in, None for a private store."""
+        return None if self._segment is None else self._segment.name
+
+    def beat(self) -> None:
+        """Tell readers of the shared table that the writer is alive (a no-op for a private store)."""
+        if self._segment is not None:
+            self._segment.beat()
+
+    def close_shared(self) -> None:
+        """Withdraw the shared table: readers see every row STALE, the name is unlinked (no-op when private)."""
+        if self._segment is not None:
+            self._segment.close()
 
     @property
     def view(self) -> memoryview:
@@ -410,9 +447,10 @@ class BookStore:
         self._slots[key] = slot
         self._ids[slot] = key
         self._books[slot] = _Book()
+        if self._segment is not None:  # the directory first: a reader checks what it finds against the row
+            self._segment.write_entry(slot, key)
         row = self._cleared_row(slot)
-        if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ and EPOCH move on
-            row[SEQ] += 1
+        if row[SEQ]:  # a reused slot: a reader that cached it sees SEQ (always) and EPOCH move on
             row[EPOCH] += 1
         row[ASK_PX] = PRICE_SCALE
         row[STATE] = State.SUBSCRIBING
@@ -433,10 +471,11 @@ class BookStore:
         self._ids[slot] = None
         self._books[slot] = None
         self._owners[slot] = 0
-        row = self._cleared_row(slot)
-        row[SEQ] += 1
-        self._write_row(slot, row)
+        self._write_row(slot, self._cleared_row(slot))
+        if self._segment is not None:
+            self._segment.write_entry(slot, None)
         self._resync.pop(key, None)  # at once: a token re-added before the drain is not pending
+        self._resolved.pop(key, None)
         heapq.heappush(self._free, slot)
 
     def set_owner(self, token_id: str | bytes, owner: int) -> None:
@@ -518,13 +557,92 @@ class BookStore:
             if slot is None:
                 continue
             row = self._read_row(slot)
+            if row[STATE] == State.RESOLVED:
+                continue  # final
             row[STATE] = State.STALE
             book = self._books[slot]
             assert book is not None
             book.tick_unconfirmed = book.books_name_tick
             row[EPOCH] += 1
-            row[SEQ] += 1
             self._write_row(slot, row)
+
+    def load_book(
+        self,
+        token_id: str | bytes,
+        bids: Iterable[tuple[int, int]],
+        asks: Iterable[tuple[int, int]],
+        tick: int,
+        exch_ts_ms: int,
+        recv_ts_ns: int,
+    ) -> bool:
+        """Load a book from elsewhere than the WebSocket (a REST snapshot): state ``UNCONFIRMED``.
+
+        ``price_change`` deltas apply to an UNCONFIRMED book; the first ``price_change`` entry or
+        ``best_bid_ask`` whose best prices match it turns it LIVE (``CONFIRM_TS_NS`` stamped), a
+        ``price_change`` whose best prices do not is INVALID and queued for resync; a ``book`` replaces it.
+
+        Parameters
+        ----------
+        token_id : str or bytes
+            A held token.
+        bids, asks : iterables of (int, int)
+            ``(price units, size units)`` levels in any order.
+        tick : int
+            Tick size in price units (0: keep the row's).
+        exch_ts_ms, recv_ts_ns : int
+            The snapshot's exchange time and its receive time.
+
+        Returns
+        -------
+        bool
+            False (nothing changed) when the token is LIVE or RESOLVED: the WebSocket already
+            delivered, or the market is over.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        ValueError
+            An impossible book (see ``pm_ws._rest_levels.wire_levels``).
+        """
+        slot = self.slot(token_id)
+        row = self._read_row(slot)
+        tick = operator.index(tick) or row[TICK]
+        bid_levels, ask_levels = wire_levels(bids, asks, tick)
+        if row[STATE] in (State.LIVE, State.RESOLVED):
+            return False
+        book = self._books[slot]
+        assert book is not None
+        book.bids, book.asks = bid_levels, ask_levels
+        book.books_name_tick = True
+        book.tick_unconfirmed = False
+        row[TICK] = tick
+        row[STATE] = State.UNCONFIRMED
+        row[EPOCH] += 1
+        _touch(row, book, operator.index(exch_ts_ms), operator.index(recv_ts_ns))
+        self._write_row(slot, row)
+        return True
+
+    def resolve(self, token_id: str | bytes, won: bool | None) -> None:
+        """Mark a held token's market resolved: state ``RESOLVED`` for good (no frame changes it again).
+
+        ``won``: whether this token is the winning outcome (None: not known). The book is kept.
+        KeyError if the token is not held.
+        """
+        slot = self.slot(token_id)
+        row = self._read_row(slot)
+        self._resolved[str(self._ids[slot])] = None if won is None else bool(won)
+        if row[STATE] != State.RESOLVED:
+            row[STATE] = State.RESOLVED
+            row[EPOCH] += 1
+            self._write_row(slot, row)
+
+    def resolution(self, token_id: str | bytes) -> bool | None:
+        """True/False: the resolved token won/lost; None: not resolved or the winner is unknown.
+
+        KeyError if the token is not held.
+        """
+        return self._resolved.get(str(self._ids[self.slot(token_id)]))
 
     def _lookup(self, token_id: object) -> int | None:
         # An invalid id or a foreign type is simply not held; only add() raises ValueError
@@ -543,7 +661,16 @@ class BookStore:
         return list(_ROW.unpack_from(self._buffer, slot * _ROW.size))
 
     def _write_row(self, slot: int, row: list[int]) -> None:
-        _ROW.pack_into(self._buffer, slot * _ROW.size, *row)
+        # Every change of a row, under its sequence lock: SEQ odd, the fields, SEQ even and SEQ_STEP
+        # higher. Three separate stores in program order (the compiled core adds the release fences
+        # a weakly ordered CPU needs; here each store is an opaque C call, ordered on x86)
+        offset = slot * _ROW.size
+        seq = _WORD.unpack_from(self._buffer, offset + _SEQ_OFFSET)[0]
+        _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + 1)
+        row[SEQ] = seq + 1
+        _ROW.pack_into(self._buffer, offset, *row)
+        row[SEQ] = seq + SEQ_STEP
+        _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + SEQ_STEP)
 
     def _queue_resync(self, token_id: str) -> bool:
         # True when the token was not queued yet
@@ -916,6 +1043,9 @@ class Dispatcher:
             return 0
         book = store._books[slot]
         assert book is not None
+        if store._read_row(slot)[STATE] == State.RESOLVED:  # final: no book changes it again
+            self._stats["skip_not_live"] += 1
+            return 0
         book.bids = _wire_order(fields["bids"], _bid_key)
         book.asks = _wire_order(fields["asks"], _ask_key)
         row = store._read_row(slot)
@@ -956,7 +1086,7 @@ class Dispatcher:
                 row = rows[slot] = store._read_row(slot)
             if self._foreign(slot):
                 continue
-            if row[STATE] != State.LIVE:
+            if row[STATE] != State.LIVE and row[STATE] != State.UNCONFIRMED:
                 self._stats["skip_not_live"] += 1
                 continue
             book = store._books[slot]
@@ -983,6 +1113,7 @@ class Dispatcher:
                 self._invalidate(row, change["asset_id"], "crossed_book")
             elif None not in best:
                 row[CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
+                row[STATE] = State.LIVE  # confirms an UNCONFIRMED (REST) book too
             store._write_row(slot, row)
         return self._count_event("ev_price_change")
 
@@ -1046,15 +1177,15 @@ class Dispatcher:
             return 0
         applied = self._count_event("ev_best_bid_ask")
         row = store._read_row(slot)
-        # A cross-check of a LIVE book (best_bid_ask is intermittent and sometimes wrong): a match
-        # confirms the top of book, a mismatch is only counted
-        if row[STATE] != State.LIVE:
+        # A cross-check of a LIVE or UNCONFIRMED book (best_bid_ask is intermittent and sometimes
+        # wrong): a match confirms the top of book, a mismatch is only counted
+        if row[STATE] != State.LIVE and row[STATE] != State.UNCONFIRMED:
             return applied
         if (fields["best_bid"], fields["best_ask"]) != (row[BID_PX], row[ASK_PX]):
             self._stats["bba_mismatch"] += 1
         else:
             row[CONFIRM_TS_NS] = row[RECV_TS_NS] = recv_ts_ns
-            row[SEQ] += 1
+            row[STATE] = State.LIVE  # confirms an UNCONFIRMED (REST) book too
             store._write_row(slot, row)
         return applied
 

@@ -280,7 +280,7 @@ async def recording_client(url: str, tokens: list[str], writer: FrameSink) -> Ma
 
 
 class _StaleNotes:
-    # The client's own store changes (mark_stale on subscribe, disconnect, silence) are not frames:
+    # The client's own store changes (mark_stale on subscribe, disconnect, an unanswered probe) are not frames:
     # write them as meta records so a replay applies them at the same point. Not the marks of the
     # client stopping: they come after the last frame and would leave a replay with every row STALE
     def __init__(self, writer: FrameSink) -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable
-from typing import Any, NamedTuple, Protocol
+from ssl import SSLContext
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -58,12 +60,17 @@ class ShardOwner(Protocol):
     """What a shard uses of the client that owns it (the :class:`~pm_ws.MarketClient`)."""
 
     url: str
+    ssl: SSLContext | None
+    proxy: str | Literal[True] | None
+    _log_url: str  # the url without credentials
     ping_interval: float
     inbound_timeout: float
     snapshot_timeout: float
-    confirm_interval: float
+    confirm_interval: float  # inf: no probing
+    write_timeout: float  # inf: no write deadline
     custom_features: bool
     compression: bool
+    transport: str  # "websockets" or "picows"
     max_frame_bytes: int
     store: BookStore
     dispatcher: Any
@@ -105,6 +112,7 @@ class Shard:
         self.rebuilt_for: set[str] = set()  # tokens that already cost this shard a rebuild
         self.dirty = False  # tokens or redrive changed since the last flush
         self.flush_waiters: list[asyncio.Future[None]] = []
+        self.flush_due = math.inf  # loop time by which the oldest flush waiter's frames must be sent
         self.wake = asyncio.Event()  # pokes the writer
         self.task: asyncio.Task[None] | None = None
         self.socket: Socket | None = None
@@ -169,7 +177,10 @@ class Shard:
         # "subscribing": the subscription frame is already on its way, the operation frames follow it
         if self.socket is None or not self.up:
             return None
-        waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        if not self.flush_waiters:
+            self.flush_due = loop.time() + self.owner.write_timeout
         self.flush_waiters.append(waiter)
         self.wake.set()
         return waiter
@@ -234,12 +245,15 @@ class Shard:
                     try:
                         socket = await open_socket(
                             owner.url,
+                            transport=owner.transport,
+                            ssl=owner.ssl,
+                            proxy=owner.proxy,
                             compression=owner.compression,
                             max_frame_bytes=owner.max_frame_bytes,
                             open_timeout=owner.inbound_timeout,
                         )
                     except CONNECT_ERRORS as exc:
-                        logger.warning("connection %d: connect to %s failed: %r", self.id, owner.url, exc)
+                        logger.warning("connection %d: connect to %s failed: %r", self.id, owner._log_url, exc)
                     else:
                         await self._serve(socket)
                     if owner._stopping or self.retired:
@@ -290,7 +304,8 @@ class Shard:
             deadline = now + int(owner.snapshot_timeout * 1e9)
             self.awaiting = {token: (deadline, owner._row(token, EPOCH)) for token in tokens}
             # A peer that stops reading could block this send; the watchdogs do not run yet
-            await asyncio.wait_for(socket.send(self._subscription_frame(tokens)), owner.inbound_timeout)
+            due = asyncio.get_running_loop().time() + min(owner.write_timeout, owner.inbound_timeout)
+            await self._send(socket, [self._subscription_frame(tokens)], due)
             if not self.up:
                 return
             self.state = ShardState.OPEN
@@ -326,6 +341,7 @@ class Shard:
                 if not waiter.done():
                     waiter.set_result(None)  # the next subscription frame carries their tokens
             self.flush_waiters.clear()
+            self.flush_due = math.inf
             self.socket = None
             socket.abort()
             if helpers:
@@ -356,29 +372,42 @@ class Shard:
                 if self.retired:
                     await socket.close()
                     return
-                waiters, self.flush_waiters = self.flush_waiters, []
+                # Every send of this round within write_timeout, and a waiting subscribe() within its own
+                deadline = min(loop.time() + owner.write_timeout, self.flush_due)
+                waiters, self.flush_waiters, self.flush_due = self.flush_waiters, [], math.inf
                 try:
-                    for frame in self.operation_frames():
-                        await socket.send(frame)
+                    await self._send(socket, self.operation_frames(), deadline)
                 finally:  # sent, or the socket died and the next subscription frame carries them
                     for waiter in waiters:
                         if not waiter.done():
                             waiter.set_result(None)
                 now = loop.time()
                 if now >= next_ping:
-                    await socket.send("PING")
+                    await self._send(socket, ["PING"], now + owner.write_timeout)
                     self.pings += 1
                     next_ping += owner.ping_interval
                     if next_ping <= now:  # fell behind (a stalled loop): keep the cadence, no catch-up burst
                         next_ping = now + owner.ping_interval
-        except SocketClosed:
+        except (SocketClosed, asyncio.TimeoutError):  # a send that timed out aborted the socket
             return
+
+    async def _send(self, socket: Socket, frames: list[str], deadline: float) -> None:
+        # A peer that stops reading blocks a send once the socket buffers are full: give the socket up
+        # at ``deadline`` (loop time; inf: none), so nothing waits on it for longer
+        try:
+            async with asyncio.timeout_at(None if deadline == math.inf else deadline):
+                for frame in frames:
+                    await socket.send(frame)
+        except asyncio.TimeoutError:
+            self.abort(socket, f"a send did not complete within write_timeout {self.owner.write_timeout:g}s")
+            raise
 
     async def _watch(self) -> None:
         # The watchdogs, every tick: deadlines that need no frame to fire
         watchdogs = [watchdog.check for watchdog in self.owner._watchdogs]
         while self.up:
             await asyncio.sleep(self.owner._tick)
+            self.owner.store.beat()  # readers of a shared table: this process is alive
             now = time.monotonic_ns()
             for check in watchdogs:
                 check(self, now)

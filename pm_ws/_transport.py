@@ -1,15 +1,17 @@
 """The one place the socket library is used: open a websocket; send, read, close or abort it.
 
 A shard sees its socket only as a :class:`Socket` and catches only :data:`CONNECT_ERRORS` and
-:data:`SocketClosed`. ``websockets`` backs it today; a second transport (picows is planned) is another
-``open_socket`` returning an object with the same members.
+:data:`SocketClosed`. Two transports back it: ``websockets`` (the default) and picows
+(``pm_ws._transport_picows``, imported only when chosen: the plain install does not have it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, cast
+from ssl import SSLContext
+from typing import Any, Literal, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
@@ -17,8 +19,11 @@ from websockets.protocol import State as SocketState
 
 CLOSE_TIMEOUT = 1.0  # seconds a clean close handshake may take before the socket is aborted
 
+TRANSPORTS = ("websockets", "picows")  # MarketClient(transport=...): the first is the default
+
+
 CONNECT_ERRORS = (OSError, asyncio.TimeoutError, WebSocketException)  # a failed attempt: log, back off
-SocketClosed = ConnectionClosed  # what send() and reading raise once the socket is closed
+SocketClosed = ConnectionClosed  # what send() and reading raise once the socket is closed (picows: a subclass)
 
 
 class Socket(Protocol):
@@ -48,10 +53,45 @@ class Socket(Protocol):
         """Drop the connection now, without a close handshake (no-op once closed)."""
 
 
-async def open_socket(url: str, *, compression: bool, max_frame_bytes: int, open_timeout: float) -> Socket:
-    """Connect to ``url``; raises one of :data:`CONNECT_ERRORS` when the attempt fails."""
+def check_transport(transport: str, *, compression: bool) -> None:
+    """Raise unless ``transport`` is one of :data:`TRANSPORTS` that is installed and can honour the settings."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport must be one of {TRANSPORTS}, was {transport!r}")
+    if transport == "picows":
+        if importlib.util.find_spec("picows") is None:
+            raise ImportError("transport='picows' needs picows: pip install 'pm_ws[fast]'")
+        if compression:
+            raise ValueError("transport='picows' has no permessage-deflate: use compression=False")
+
+
+async def open_socket(
+    url: str,
+    *,
+    transport: str,
+    ssl: SSLContext | None,
+    proxy: str | Literal[True] | None,
+    compression: bool,
+    max_frame_bytes: int,
+    open_timeout: float,
+) -> Socket:
+    """Connect to ``url`` over ``transport`` (through ``proxy`` unless None; True: the environment's); raises
+    one of :data:`CONNECT_ERRORS` when the attempt fails."""
+    if transport == "picows":
+        from . import _transport_picows
+
+        return await _transport_picows.open_socket(
+            url,
+            ssl=ssl,
+            proxy=proxy,
+            max_frame_bytes=max_frame_bytes,
+            open_timeout=open_timeout,
+            close_timeout=CLOSE_TIMEOUT,
+        )
+    tls: dict[str, Any] = {} if ssl is None else {"ssl": ssl}  # websockets: ssl=None means "no TLS" on wss://
     socket = await connect(
         url,
+        proxy=proxy,
+        **tls,
         ping_interval=None,  # the server wants text PING; the shard's writer sends them
         ping_timeout=None,
         compression="deflate" if compression else None,

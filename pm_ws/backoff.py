@@ -83,6 +83,12 @@ class ExponentialBackoff:
             delay = base / 2 + self._rng.uniform(0.0, base / 2)
         return min(max(delay, 0.0), self.max_seconds)
 
+    def copy(self) -> ExponentialBackoff:
+        """Return a fresh backoff with these settings (no attempts) and its own random stream drawn from
+        this one's, so connections sharing one configuration still do not reconnect in lockstep."""
+        rng = random.Random(self._rng.getrandbits(64))
+        return ExponentialBackoff(self.min_seconds, self.max_seconds, factor=self.factor, jitter=self.jitter, rng=rng)
+
     def reset(self) -> None:
         """Start again from ``min_seconds`` (call once the new connection proved healthy)."""
         self.attempts = 0

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import Any
+from ssl import SSLContext
+from typing import Any, Literal
 
+from . import _client_options as options
 from ._core import IMPLEMENTATION, BookStore
 from ._shard import Shard, ShardState, Watchdog
+from ._transport import check_transport
 from ._watchdogs import DEADLINES, HOUSEKEEPING, WATCHDOGS
 from .backoff import ExponentialBackoff
 from .client_events import CAUSE_CORE, CAUSE_MARKED, CAUSE_STOPPED, ClientEvent, EventCallback, EventStream
@@ -49,7 +53,11 @@ EVENT_QUEUE_SIZE = 4096  # default bound of an events() iterator
 
 _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
-_NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID)
+_NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID, int(State.UNCONFIRMED))  # RESOLVED is final
+
+# A synchronous callback cannot be cancelled from outside (cancellation lands on an await), so any
+# CancelledError it raises is its own and is contained like any error; only these still stop the process
+_PROCESS_EXIT = (KeyboardInterrupt, SystemExit)
 
 FrameCallback = Callable[[str | bytes, int], None]
 FeedFunction = Callable[[str | bytes, int, int], int]  # feed(frame, recv_ns, owner) -> events applied
@@ -88,7 +96,7 @@ class MarketClient:
     Parameters
     ----------
     url : str
-        Market channel endpoint.
+        Market channel endpoint: ``ws://`` or ``wss://`` with a host (credentials in it are never logged).
     store : BookStore, optional
         Store to fill; a new one of ``capacity`` slots by default. The dispatcher comes from the
         same core implementation as the store. The client owns the rows of its tokens: remove
@@ -98,20 +106,26 @@ class MarketClient:
     max_tokens_per_connection : int
         Shard size; the real server silently drops snapshots beyond ~500 per connection.
     ping_interval : float
-        Seconds between text ``PING`` frames (sent only after the subscription).
+        Seconds between text ``PING`` frames (sent only after the subscription); at least 0.05.
     inbound_timeout : float
         Seconds without any inbound frame before the socket is aborted; keep it above
         ``ping_interval``. Also the handshake timeout.
     snapshot_timeout : float
         Seconds a token may wait for its ``book`` before it is re-driven.
-    confirm_interval : float
+    confirm_interval : float or None
         Seconds a LIVE row may go without a confirmation from the server before it is probed (30 s:
         a per-asset stall is caught within ``confirm_interval + snapshot_timeout``, one minute by
         default, for one ``book`` per quiet token per interval). Replaces ``silence_timeout``, whose
-        rule (a connection without data marks all its tokens STALE) made quiet markets flap.
-    backoff : callable, optional
-        Zero-argument factory of :class:`~pm_ws.ExponentialBackoff` (one per connection);
-        ``ExponentialBackoff()`` (0.25 s doubling to 30 s, full jitter) by default.
+        rule (a connection without data marks all its tokens STALE) made quiet markets flap. None or
+        ``inf``: no probing, and then no promise about how recently a LIVE row was confirmed.
+    write_timeout : float or None
+        Seconds a send may take: a peer that stops reading blocks sends once the socket buffers are
+        full, and past this deadline the socket is aborted (tokens STALE, reconnect with backoff).
+        :meth:`subscribe` and :meth:`unsubscribe` never wait longer. None or ``inf``: no deadline.
+    backoff : ExponentialBackoff or callable, optional
+        Zero-argument factory of :class:`~pm_ws.ExponentialBackoff` (one per connection), or one
+        instance (each connection gets a copy); ``ExponentialBackoff()`` (0.25 s doubling to 30 s,
+        full jitter) by default.
     custom_features : bool
         Ask for ``best_bid_ask``, ``new_market`` and ``market_resolved``.
     compression : bool
@@ -126,17 +140,36 @@ class MarketClient:
         its own limit (16 MiB), so one huge frame below this costs no reconnect.
     on_event : callable, optional
         ``on_event(ClientEvent)`` for cold events, called synchronously from the reader: keep it
-        short and never block. Exceptions are counted in ``stats()`` and logged once.
+        short and never block. Whatever it raises (``CancelledError`` too; only ``KeyboardInterrupt``
+        and ``SystemExit`` pass) is counted in ``stats()["callback_errors"]``, logged once, and the
+        connection goes on.
     on_frame : callable, optional
         ``on_frame(frame, recv_ns)`` for every inbound frame of every socket, exactly as fed to the
         dispatcher (``str`` or ``bytes``) with the receive time it was fed with, called right after
         ``feed`` returned (the row already shows it) and before the next frame is read; e.g. to
         record the stream. Same rules as ``on_event``; when None the reader pays nothing for it.
+    ssl : ssl.SSLContext, optional
+        TLS settings of a ``wss://`` connection (the default context verifies the server).
+    proxy : str or True or None
+        None (default): connect directly, whatever ``HTTP(S)_PROXY`` say, so market data never takes
+        a route nobody chose. A proxy URL (``http://``, ``https://``, ``socks5://`` ...): through it.
+        True: the proxy the environment names, as ``websockets`` does.
+    transport : str
+        The websocket library: ``"websockets"`` (default) or ``"picows"``, a Cython client that reads a
+        frame for several times less CPU (``pip install 'pm_ws[fast]'``; no ``compression``). Both
+        behave the same.
+
+    Every duration is in seconds, finite and > 0 (``connect_stagger`` may be 0); only
+    ``confirm_interval`` and ``write_timeout`` may be switched off, with None or ``inf``.
 
     Raises
     ------
+    TypeError
+        If a parameter has the wrong type (e.g. ``backoff`` neither an ExponentialBackoff nor callable).
     ValueError
-        If a parameter is out of range.
+        If a parameter is out of range or the url is not a ws:// or wss:// url with a host and a valid port.
+    ImportError
+        If ``transport="picows"`` and picows is not installed.
     """
 
     RESYNC_GAP = 1.0  # seconds between resyncs of one token: a crossed server book cannot loop hot
@@ -151,49 +184,60 @@ class MarketClient:
         ping_interval: float = 10.0,
         inbound_timeout: float = 30.0,
         snapshot_timeout: float = 30.0,
-        confirm_interval: float = 30.0,
-        backoff: Callable[[], ExponentialBackoff] | None = None,
+        confirm_interval: float | None = 30.0,
+        write_timeout: float | None = 5.0,
+        backoff: Callable[[], ExponentialBackoff] | ExponentialBackoff | None = None,
         custom_features: bool = True,
         compression: bool = False,
         connect_stagger: float = 0.1,
         max_frame_bytes: int = 32 * 2**20,
         on_event: EventCallback | None = None,
         on_frame: FrameCallback | None = None,
+        ssl: SSLContext | None = None,
+        proxy: str | Literal[True] | None = None,
+        transport: str = "websockets",
     ) -> None:
         given = locals()  # the parameters by name: the watchdogs name their deadlines
-        for name in ("ping_interval", *DEADLINES):  # every watchdog's deadline
-            if not given[name] > 0:
-                raise ValueError(f"{name} must be > 0, was {given[name]!r}")
-        if max_tokens_per_connection < 1:
-            raise ValueError(f"max_tokens_per_connection must be >= 1, was {max_tokens_per_connection!r}")
-        if connect_stagger < 0:
-            raise ValueError(f"connect_stagger must be >= 0, was {connect_stagger!r}")
-        if ping_interval >= inbound_timeout:
+        deadlines = {name: options.seconds(name, given[name]) for name in (*DEADLINES, "write_timeout")}
+        ping_interval = options.seconds("ping_interval", ping_interval, minimum=options.MIN_PING_INTERVAL)
+        url_parts = options.market_url(url)
+        self._log_url = options.loggable(url_parts)  # credentials in the URL never reach a log line
+        if ssl is not None and url_parts.scheme != "wss":
+            raise ValueError(f"ssl= needs a wss:// url, was {self._log_url!r}")
+        check_transport(transport, compression=compression)
+        if ping_interval >= deadlines["inbound_timeout"]:
             logger.warning(
                 "ping_interval %.3gs >= inbound_timeout %.3gs: a quiet healthy connection will be aborted",
                 ping_interval,
-                inbound_timeout,
+                deadlines["inbound_timeout"],
             )
         self.url = url
+        self.ssl = ssl
+        self.proxy = proxy
         self.store: BookStore = store if store is not None else BookStore(capacity)
         core = sys.modules[type(self.store).__module__]  # a compiled store needs the compiled dispatcher
         self._events = _EventFanout(on_event)
         self.dispatcher = core.Dispatcher(self.store, on_event=self._events.core_event, emit_trades=True)
-        self.max_tokens_per_connection = max_tokens_per_connection
-        self.ping_interval = float(ping_interval)
-        self.inbound_timeout = float(inbound_timeout)
-        self.snapshot_timeout = float(snapshot_timeout)
-        self.confirm_interval = float(confirm_interval)
+        self.max_tokens_per_connection = options.count("max_tokens_per_connection", max_tokens_per_connection, 1)
+        self.ping_interval = ping_interval
+        self.inbound_timeout = deadlines["inbound_timeout"]
+        self.snapshot_timeout = deadlines["snapshot_timeout"]
+        self.confirm_interval = deadlines["confirm_interval"]
+        self.write_timeout = deadlines["write_timeout"]
         self.custom_features = custom_features
         self.compression = compression
-        self.connect_stagger = float(connect_stagger)
-        self.max_frame_bytes = max_frame_bytes
-        self._backoff_factory = backoff if backoff is not None else ExponentialBackoff
+        self.transport = transport
+        self.connect_stagger = options.seconds("connect_stagger", connect_stagger, zero=True)
+        self.max_frame_bytes = options.count("max_frame_bytes", max_frame_bytes, 1)
+        self._backoff_factory = options.backoff_factory(backoff) or ExponentialBackoff
         self._on_frame = on_frame
         self._shards: list[Shard] = []
         self._retiring: set[asyncio.Task[None]] = set()  # tasks of shards closing for lack of tokens
         self._owner: dict[str, Shard] = {}
-        self._watchdogs: tuple[Watchdog, ...] = WATCHDOGS
+        # A watchdog whose deadline is switched off (inf) does not run at all
+        self._watchdogs: tuple[Watchdog, ...] = tuple(
+            watchdog for watchdog in WATCHDOGS if watchdog.deadline is None or deadlines[watchdog.deadline] != math.inf
+        )
         self._housekeeping: tuple[Watchdog, ...] = HOUSEKEEPING
         self._next_id = 0
         self._next_connect_at = 0.0
@@ -203,7 +247,7 @@ class MarketClient:
         self._run_task: asyncio.Task[None] | None = None
         self._done: asyncio.Event | None = None
         # The watchdog's tick: fine enough for the shortest deadline, never a busy loop
-        shortest = min(getattr(self, name) for name in DEADLINES)
+        shortest = min(deadlines[name] for name in DEADLINES)
         self._tick = min(max(shortest / 10, 0.005), WATCHDOG_TICK_MAX)
 
     # ------------------------------------------------------------------ public API
@@ -214,12 +258,15 @@ class MarketClient:
         New tokens join the first connection with room (an ``operation: subscribe`` frame on
         its open socket; no other token is disturbed) or a new connection. Each token's row
         is ``SUBSCRIBING`` until its ``book`` arrives. Returns once the frames carrying them were
-        sent on the connected sockets concerned (or such a socket died: its next one carries
-        them); tokens of a connection without a socket (connecting, or waiting to reconnect) go
-        in the subscription frame of its next socket.
+        sent on the connected sockets concerned (or such a socket died or was aborted because the
+        frames could not be sent within ``write_timeout``: its next one carries them); tokens of a
+        connection without a socket (connecting, or waiting to reconnect) go in the subscription
+        frame of its next socket.
 
         Raises
         ------
+        TypeError
+            If ``token_ids`` is a single id, or holds something that is not a ``str`` (or ``bytes``).
         ValueError
             If a token id is invalid (nothing of this call is subscribed then).
         CapacityError
@@ -230,7 +277,8 @@ class MarketClient:
     async def unsubscribe(self, token_ids: Iterable[str]) -> None:
         """Unsubscribe from ``token_ids`` (unknown ones are ignored) and free their rows.
 
-        A connection left without tokens is closed. Returns once the frames were sent.
+        A connection left without tokens is closed. Returns once the frames were sent (or their
+        socket died; at most ``write_timeout``).
         """
         await self._flushed(self._remove_tokens(token_ids))
 
@@ -240,17 +288,19 @@ class MarketClient:
         On return all sockets are closed, every token of this client is STALE and the
         :meth:`events` iterators end.
         """
-        if self._running:
+        entered = self._run_task  # started by ``async with``: only that task may run
+        if self._running or (entered is not None and entered is not asyncio.current_task()):
             raise RuntimeError("this MarketClient is already running")
         self._running = True
         self._stopping = False
+        self._events.ended = False
         self._done = asyncio.Event()
         logger.info(
             "pm_ws client starting (core=%s): %d tokens on %d connections to %s",
             IMPLEMENTATION,
             len(self._owner),
             len(self._shards),
-            self.url,
+            self._log_url,
         )
         for shard in self._shards:
             shard.start()
@@ -277,6 +327,8 @@ class MarketClient:
             await asyncio.wait([task])
 
     async def __aenter__(self) -> MarketClient:
+        if self._running or self._run_task is not None:  # refused before the body runs; the running one goes on
+            raise RuntimeError("this MarketClient is already running")
         self._run_task = asyncio.create_task(self.run(), name="pm_ws.MarketClient.run")
         return self
 
@@ -293,7 +345,9 @@ class MarketClient:
         """Return a new async iterator over cold events, registered from this call on.
 
         Each iterator has its own bounded queue (``maxsize``); a slow consumer loses the oldest
-        events (counted in ``EventStream.dropped``), never slows the reader.
+        events (counted in ``EventStream.dropped`` and, for good, in ``stats()["events_dropped"]``),
+        never slows the reader. An iterator opened before a ``run()`` ends when that run returns;
+        one opened after a run returned and before the next one ends at once.
         """
         return self._events.open_stream(maxsize)
 
@@ -493,20 +547,27 @@ class _EventFanout:
     def __init__(self, on_event: EventCallback | None) -> None:
         self.on_event = on_event
         self.streams: list[EventStream] = []
+        self.ended = False  # a run() returned and no other started: a new stream would wait for nothing
+        self.dropped_before = 0  # events dropped by streams no longer open, so stats() never goes back
         self.callback_errors = 0
 
     def open_stream(self, maxsize: int) -> EventStream:
         stream = EventStream(maxsize, self._forget_stream)
-        self.streams.append(stream)
+        if self.ended:
+            stream.end()
+        else:
+            self.streams.append(stream)
         return stream
 
     def end_streams(self) -> None:
+        self.ended = True
         for stream in self.streams:
             stream.end()
+            self.dropped_before += stream.dropped
         self.streams.clear()  # ended streams take no more events
 
     def dropped(self) -> int:
-        return sum(stream.dropped for stream in self.streams)
+        return self.dropped_before + sum(stream.dropped for stream in self.streams)
 
     def core_event(self, event_type: str, payload: dict[str, Any]) -> None:
         # Called by the dispatcher inside feed(): trades and the custom-feature market events
@@ -524,7 +585,9 @@ class _EventFanout:
         if self.on_event is not None:
             try:
                 self.on_event(event)
-            except Exception:
+            except _PROCESS_EXIT:
+                raise
+            except BaseException:  # a CancelledError raised BY the callback must not end the connection task
                 self.callback_failed("on_event")
         for stream in self.streams:
             stream.put(event)
@@ -536,7 +599,9 @@ class _EventFanout:
             applied = feed(frame, recv_ns, owner)
             try:
                 on_frame(frame, recv_ns)
-            except Exception:
+            except _PROCESS_EXIT:
+                raise
+            except BaseException:  # as in emit(): contained, counted, the reader goes on
                 self.callback_failed("on_frame")
             return applied
 
@@ -550,6 +615,7 @@ class _EventFanout:
     def _forget_stream(self, stream: EventStream) -> None:
         if stream in self.streams:
             self.streams.remove(stream)
+            self.dropped_before += stream.dropped
 
 
 class PolymarketMarketWsClient(MarketClient):
@@ -584,5 +650,9 @@ class PolymarketMarketWsClient(MarketClient):
 def _as_ids(token_ids: Iterable[str]) -> list[str]:
     if isinstance(token_ids, (str, bytes)):
         raise TypeError("token_ids must be an iterable of ids, not a single id")
-    return [token.decode("ascii") if isinstance(token, bytes) else str(token) for token in token_ids]
+    ids = list(token_ids)
+    for token in ids:
+        if not isinstance(token, (str, bytes)):  # str() would turn None into the id "None"
+            raise TypeError(f"a token id must be a str, was {token!r:.60}")
+    return [token.decode("ascii") if isinstance(token, bytes) else token for token in ids]
 

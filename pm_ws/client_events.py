@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 __all__ = ["CAUSE_CORE", "CAUSE_MARKED", "CAUSE_STOPPED", "ClientEvent", "EventCallback", "EventStream"]
 
 # ClientEvent "state" data["cause"]: who changed the row
-CAUSE_MARKED = "marked"  # the client called store.mark_stale (subscribe of a LIVE row, disconnect, silence)
+CAUSE_MARKED = "marked"  # the client called store.mark_stale (subscribe of a LIVE row, disconnect, unconfirmed)
 CAUSE_STOPPED = "stopped"  # the client marked it STALE because it is stopping
 CAUSE_CORE = "core"  # the dispatcher set it from a frame; the client only reports it
 
@@ -29,7 +29,7 @@ class ClientEvent(NamedTuple):
     - ``"state"``: a token's row changed state as seen by the client;
       ``{"state": State, "reason": str, "cause": str}``. ``cause`` says who changed the row:
       :data:`CAUSE_MARKED` (the client called ``store.mark_stale``: ``reason`` is ``"subscribed"``
-      for a LIVE row of a shared store, ``"silence"`` or the disconnect's reason),
+      for a LIVE row of a shared store, ``"unconfirmed"`` or the disconnect's reason),
       :data:`CAUSE_STOPPED` (the client marked it STALE because it is stopping; ``reason``
       ``"client stopped"``) or :data:`CAUSE_CORE` (the dispatcher set it from a frame and the client
       reports it: ``reason`` ``"snapshot"`` for a book that arrived, LIVE or INVALID if crossed,

@@ -27,7 +27,8 @@ LAST_SZ = 5  # last trade size
 LAST_SIDE = 6  # SIDE_BUY, SIDE_SELL or 0 when unknown
 EXCH_TS_MS = 7  # exchange timestamp of the last event applied, ms
 RECV_TS_NS = 8  # receive time of the frame that last changed the row, ns (time.time_ns clock)
-SEQ = 9  # bumped on every change of the row; never goes back for a slot, even across remove/add
+SEQ = 9  # the row's sequence lock: odd while the writer is inside the row, +2 per change; never goes back
+SEQ_STEP = 2  # SEQ grows by this on every change of a row (odd in between), even across remove/add
 EPOCH = 10  # bumped on every snapshot, reconnect (mark_stale), tick-size change and add; never goes back
 STATE = 11  # a State value
 TICK = 12  # tick size in price units, 0 until known
@@ -81,6 +82,8 @@ class State(IntEnum):
     LIVE = 2  # built from a snapshot and every delta since
     STALE = 3  # connection lost, silent, or tick size changed; waiting for a snapshot
     INVALID = 4  # local book disagrees with the server; resync under way
+    RESOLVED = 5  # the market resolved: final, never traded again (BookStore.resolution names the winner)
+    UNCONFIRMED = 6  # book loaded from REST (BookStore.load_book): LIVE once a WebSocket best bid/ask matches it
 
 
 class Top(NamedTuple):

@@ -12,9 +12,9 @@ trade prints (``last_trade_price``, then a ``book`` refresh per token). :meth:`F
 returns the server's book in the shape of ``BookStore.book(token, depth=None)``, so a test can check
 that a client reproduced it exactly.
 
-Faults are switched on demand: clean close, abrupt TCP abort, a half-open server that reads and
-writes nothing, a data stall that still answers ``PING``, withheld snapshots, raw and malformed
-frames, tick-size changes, bursts, and connections rejected right after the handshake.
+Faults are switched on demand: clean close, abrupt TCP abort, a half-open server that reads and writes
+nothing, a server that sends but stops reading, a data stall that still answers ``PING``, withheld snapshots,
+raw and malformed frames, tick-size changes, bursts, and connections rejected right after the handshake.
 
 Example
 -------
@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -62,7 +63,7 @@ from websockets.exceptions import ConnectionClosed
 from ._decimal_text import PRICE_DECIMALS, SIZE_DECIMALS, units_text
 from .row import PRICE_SCALE, SIZE_SCALE
 
-__all__ = ["FakeConnection", "FakeMarket", "FakeMarketServer", "MALFORMED_KINDS", "TICK_SIZES"]
+__all__ = ["FakeConnection", "FakeMarket", "FakeMarketServer", "FakeRestServer", "MALFORMED_KINDS", "TICK_SIZES"]
 
 # Every tick size Polymarket uses, in price units (1e-4)
 TICK_SIZES = {"0.1": 1000, "0.01": 100, "0.005": 50, "0.0025": 25, "0.001": 10, "0.0001": 1}
@@ -76,6 +77,7 @@ NO_NEW_ASSETS_EVERY = 100  # book changes between `NO NEW ASSETS` frames to cust
 SUBSCRIPTION_POLL_SECONDS = 0.002
 FLUSH_TIMEOUT_SECONDS = 5.0  # longest an async method waits for its frames to reach the sockets
 BURST_CHUNK = 1000  # frames generated between two chances for the writers to run
+NOT_READING_RCVBUF = 4096  # receive buffer of a connection that stopped reading: its client blocks soon
 HUGE_FRAME_BYTES = 17 * 2**20  # above the Dispatcher's default 16 MiB, below the client's 32 MiB
 
 # Names of the frames send_malformed() cycles through, in order
@@ -85,6 +87,15 @@ MALFORMED_KINDS = (
 )  # fmt: skip
 
 _PRICE_TEXT = tuple(units_text(units, PRICE_DECIMALS) for units in range(PRICE_SCALE + 1))
+
+
+def __getattr__(name: str) -> Any:
+    # The HTTP side (Gamma listing, CLOB books) needs aiohttp, the pm_ws[exchange] extra: imported on first use
+    if name == "FakeRestServer":
+        from ._fake_rest import FakeRestServer
+
+        return FakeRestServer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _hash40(rng: random.Random) -> str:
@@ -101,6 +112,13 @@ def _json_object(text: str) -> dict[str, Any] | None:
     except orjson.JSONDecodeError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _keep(log: list[Any], item: Any, newest: int) -> None:
+    # Append, dropping the oldest half once the log holds twice ``newest``: amortised O(1) per frame
+    log.append(item)
+    if len(log) >= 2 * newest:
+        del log[:-newest]
 
 
 def _is_id_list(value: object) -> bool:
@@ -160,7 +178,8 @@ class FakeConnection:
     subscribed : set[str]
         Asset ids the client is subscribed to (unknown ids included, as the real server accepts them).
     received : list[str]
-        Every frame the client sent, in order (binary frames decoded as UTF-8 with replacement).
+        The frames the client sent, in order (binary frames decoded as UTF-8 with replacement): the
+        last ``keep_received`` of the server at least (older ones are dropped in batches).
     closed : bool
         Whether the connection has ended.
     sent_frames : int
@@ -199,6 +218,16 @@ class FakeConnection:
         self._outbox.append(frame)
         self._idle.clear()
         self._wake.set()
+
+    def _read(self, on: bool) -> None:
+        transport = self.websocket.transport
+        if on:
+            transport.resume_reading()
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # the kernel buffers a few KiB more, then the client's sends block
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, NOT_READING_RCVBUF)
+        transport.pause_reading()
 
     def _freeze(self, on: bool) -> None:
         self.frozen = on
@@ -254,6 +283,9 @@ class FakeMarketServer:
         task; 0 disables trades.
     token_ids : sequence of str, optional
         Use these token ids (YES, NO, YES, NO, ...) instead of generated ones.
+    keep_received : int
+        Frames from clients kept per connection and in :attr:`received`: the newest ones, between
+        ``keep_received`` and twice that (a long churn test must not grow without bound).
 
     Raises
     ------
@@ -274,6 +306,7 @@ class FakeMarketServer:
         levels: int = 10,
         trade_every: int = 20,
         token_ids: Sequence[str] | None = None,
+        keep_received: int = 10_000,
     ) -> None:
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"FakeMarketServer listens on loopback only, host was {host!r}")
@@ -283,6 +316,9 @@ class FakeMarketServer:
                 raise ValueError(f"unknown tick size {text!r}, expected one of {sorted(TICK_SIZES)}")
         if levels < 1:
             raise ValueError(f"levels must be positive, was {levels}")
+        if keep_received < 1:
+            raise ValueError(f"keep_received must be positive, was {keep_received}")
+        self._keep_received = keep_received
         self._host = host
         self._port = port
         self._rate_hz = rate_hz
@@ -311,7 +347,9 @@ class FakeMarketServer:
         self._withheld: set[str] = set()
         self._stalled = False
         self._unresponsive = False
+        self._not_reading = False
         self._rejecting = False
+        self._resolved: dict[str, str | None] = {}  # condition id -> winning token id (None: unknown)
         self._server: Server | None = None
         self._driver: asyncio.Task[None] | None = None
 
@@ -339,7 +377,7 @@ class FakeMarketServer:
                 await self._driver
             self._driver = None
         for conn in self._live.values():
-            if conn.frozen:  # it would never answer the close handshake
+            if conn.frozen or self._not_reading:  # it would never answer the close handshake
                 conn.websocket.transport.abort()
         if self._server is not None:
             self._server.close()
@@ -374,13 +412,19 @@ class FakeMarketServer:
         return list(self._markets)
 
     @property
+    def resolved(self) -> dict[str, str | None]:
+        """Markets resolved by :meth:`resolve_market`: condition id -> winning token id."""
+        return dict(self._resolved)
+
+    @property
     def connections(self) -> list[FakeConnection]:
         """Every connection ever accepted, oldest first (closed ones included)."""
         return self._connections
 
     @property
     def received(self) -> list[tuple[int, str]]:
-        """Every frame any client sent, in arrival order, as ``(connection id, text)``."""
+        """The frames clients sent, in arrival order, as ``(connection id, text)`` (the newest ``keep_received``
+        at least)."""
         return self._received
 
     async def wait_subscribed(self, token_ids: Iterable[str] | None = None, timeout: float = 2.0) -> FakeConnection:
@@ -428,6 +472,10 @@ class FakeMarketServer:
         """
         bids, asks = self._book_of[token_id].levels(token_id)
         return bids[::-1], asks[::-1]
+
+    def condition_id(self, token_id: str) -> str:
+        """Return the condition id of a token's market (``KeyError`` if unknown)."""
+        return self._book_of[token_id].market.condition_id
 
     def tick(self, token_id: str) -> int:
         """Return the current tick size of a token in price units (``KeyError`` if unknown)."""
@@ -523,6 +571,18 @@ class FakeMarketServer:
         for conn in self._live.values():
             conn._freeze(on)
 
+    def stop_reading(self, on: bool = True) -> None:
+        """Keep sending market data but read nothing more from the client, so its sends block once
+        the socket buffers are full (no ``PONG`` either: only the data keeps the client's inbound clock going).
+
+        Applies to the open connections and to every connection accepted while it is on, right after
+        its subscription frame. Switching it off resumes reading.
+        """
+        self._not_reading = on
+        for conn in self._live.values():
+            if conn._subscription_seen and not conn.frozen:
+                conn._read(not on)
+
     def set_data_stalled(self, on: bool = True) -> None:
         """Keep answering ``PING`` (and bad frames) but send no market data at all, to every connection.
 
@@ -596,6 +656,55 @@ class FakeMarketServer:
                 self._send_book(token)
         await self._flush()
 
+    async def open_market(self, *, tick: str = "0.01", copies: int = 1) -> FakeMarket:
+        """Open a new binary market and announce it with ``new_market`` to custom-feature connections.
+
+        The real announcement is global (every connection gets it, whatever it subscribed) and
+        repeated; ``copies`` sends it that many times (0: not announced, as when the event is lost).
+        Its book starts changing at once.
+        """
+        if tick not in TICK_SIZES:
+            raise ValueError(f"unknown tick size {tick!r}, expected one of {sorted(TICK_SIZES)}")
+        yes_id, no_id = (str(self._rng.randrange(10**76, 2**256)) for _ in range(2))
+        market = FakeMarket(f"0x{self._rng.getrandbits(256):064x}", yes_id, no_id)
+        book = self._initial_book(market, tick)
+        self._markets.append(market)
+        self._books.append(book)
+        self._book_of[yes_id] = self._book_of[no_id] = book
+        ids = orjson.dumps([yes_id, no_id]).decode()
+        frame = (
+            f'{{"event_type":"new_market","id":"{len(self._markets)}","question":"Market {len(self._markets)}?",'
+            f'"market":"{market.condition_id}","slug":"market-{len(self._markets)}","assets_ids":{ids},'
+            f'"outcomes":["Yes","No"],"timestamp":"{_now_ms()}","tags":[],"condition_id":"{market.condition_id}",'
+            f'"active":true,"clob_token_ids":{ids},"order_price_min_tick_size":"{tick}"}}'
+        )
+        self._send_custom([frame] * copies)
+        await self._flush()
+        return market
+
+    async def resolve_market(self, condition_id: str, winner: str | None = None, *, announce: bool = True) -> None:
+        """Resolve a market: ``market_resolved`` (winner: ``winner`` or its YES token) to custom-feature
+        connections (``announce=False``: the event is lost); its book stops changing (it keeps answering
+        :meth:`truth`). KeyError: not an open market."""
+        book = next((book for book in self._books if book.market.condition_id == condition_id), None)
+        if book is None:
+            raise KeyError(f"no open market with condition id {condition_id!r}")
+        market = book.market
+        winner = market.yes_id if winner is None else winner
+        self._books.remove(book)
+        self._resolved[condition_id] = winner
+        outcome = "Yes" if winner == market.yes_id else "No"
+        if not announce:
+            return
+        self._send_custom(
+            [
+                f'{{"event_type":"market_resolved","id":"{self._markets.index(market) + 1}",'
+                f'"market":"{condition_id}","assets_ids":["{market.yes_id}","{market.no_id}"],'
+                f'"winning_asset_id":"{winner}","winning_outcome":"{outcome}","timestamp":"{_now_ms()}","tags":[]}}'
+            ]
+        )
+        await self._flush()
+
     def reject_connections(self, on: bool = True) -> None:
         """Complete each new WebSocket handshake, then close at once (1013 "try again later")."""
         self._rejecting = on
@@ -618,13 +727,15 @@ class FakeMarketServer:
                 if conn.frozen:  # was buffered before the freeze; a dead peer never reads it
                     continue
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-                conn.received.append(text)
-                self._received.append((conn.id, text))
+                _keep(conn.received, text, self._keep_received)
+                _keep(self._received, (conn.id, text), self._keep_received)
                 if conn._subscription_seen:
                     self._answer(conn, text)
                 elif not self._subscribe_first(conn, text):
                     await websocket.close(*INVALID_SUBSCRIPTION)
                     break
+                elif self._not_reading:
+                    conn._read(False)
         except ConnectionClosed:
             pass
         finally:
@@ -703,6 +814,15 @@ class FakeMarketServer:
             for book_token in market[1:]:
                 self._send_book(book_token)
 
+    def _send_custom(self, frames: list[str]) -> None:
+        # The custom-feature events are global: every connection that asked for them gets them
+        if self._stalled:
+            return
+        for conn in self._live.values():
+            if conn.custom_features:
+                for frame in frames:
+                    conn._enqueue(frame)
+
     def _send_market(self, book: _Book, frame: str) -> None:
         if self._stalled:
             return
@@ -720,6 +840,8 @@ class FakeMarketServer:
                 wait.cancel()
 
     def _advance(self, n: int) -> None:
+        if not self._books:  # every market resolved: nothing trades
+            return
         for _ in range(n):
             book, frame = self._random_change()
             self._send_market(book, frame)

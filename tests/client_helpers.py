@@ -17,7 +17,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
+from websockets.protocol import State as SocketState
 
+from pm_ws._transport import WebsocketsSocket
 from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import ClientEvent, MarketClient
 from pm_ws.row import State
@@ -54,6 +56,21 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 3.0, what: 
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.001)
     return time.perf_counter() - start
+
+
+def socket_down(socket: Any) -> bool:
+    """Whether the transport itself says the socket is down (a close frame came, or the connection is gone)."""
+    if isinstance(socket, WebsocketsSocket):
+        return socket.state is not SocketState.OPEN
+    transport = socket._transport  # a picows WSTransport
+    return bool(transport.is_disconnected or transport.close_handshake is not None)
+
+
+def asyncio_transport(socket: Any) -> asyncio.Transport:
+    """The asyncio transport under a client socket of either transport."""
+    if isinstance(socket, WebsocketsSocket):
+        return socket.transport
+    return socket._transport.underlying_transport  # a picows WSTransport's
 
 
 def states(client: MarketClient, tokens: list[str]) -> list[State]:

@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from pm_ws._core import NO_EXTENSIONS
+from pm_ws._transport import TRANSPORTS
 
+import client_helpers
 from builders import NO, YES, book_event, frame
 
 REPO = Path(__file__).resolve().parent.parent
@@ -78,6 +80,19 @@ def live(dispatcher: Any) -> Any:
     """The dispatcher after YES got its snapshot (NO is still SUBSCRIBING)."""
     assert dispatcher.feed(frame(book_event()), 1) == 1
     return dispatcher
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each transport in turn, as the ``transport`` of every client the test builds from ``FAST``.
+
+    A client test module runs over both with ``pytestmark = pytest.mark.usefixtures("transport")``;
+    picows is skipped where it is not installed (the plain install).
+    """
+    if request.param == "picows":
+        pytest.importorskip("picows")
+    monkeypatch.setitem(client_helpers.FAST, "transport", request.param)
+    return str(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,13 @@ import asyncio
 import time
 
 import orjson
+import pytest
 
 from client_helpers import figures, serving, started, wait_until
 from pm_ws.client import ClientEvent, MarketClient
 from pm_ws.row import CONFIRM_TS_NS, STATE, State
+
+pytestmark = pytest.mark.usefixtures("transport")  # every test over websockets, then picows
 
 CONFIRM = 0.2  # confirm_interval of these tests, seconds
 SNAPSHOT = 0.3  # snapshot_timeout

@@ -12,7 +12,6 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 import pytest
-from websockets.protocol import State as SocketState
 
 import pm_ws._shard as shard_module
 import pm_ws._watchdogs as watchdogs_module
@@ -26,6 +25,7 @@ from client_helpers import (
     frames_of,
     none_live,
     serving,
+    socket_down,
     started,
     states,
     wait_until,
@@ -34,6 +34,8 @@ from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import ClientEvent, MarketClient
 from pm_ws.row import RECV_TS_NS, TICK, State
 from pm_ws.testing import FakeMarketServer
+
+pytestmark = pytest.mark.usefixtures("transport")  # every test over websockets, then picows
 
 
 async def measure_disconnect(
@@ -458,7 +460,7 @@ async def test_client_tokens_are_stale_as_soon_as_the_socket_knows_it_is_down(fa
             async def spin() -> None:
                 nonlocal seen
                 while True:  # a busy user task that runs between any two callbacks
-                    if ws.state is not SocketState.OPEN:
+                    if socket_down(ws):
                         seen += 1
                         assert none_live(client, server.token_ids)(), "LIVE on a socket that is down"
                     await asyncio.sleep(0)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from client_helpers import all_in, books_match, figures, serving, started, states, wait_until
 from pm_ws.row import MISMATCHES, State
+
+pytestmark = pytest.mark.usefixtures("transport")  # every test over websockets, then picows
 
 
 async def test_client_ownership_book_on_another_socket_leaves_a_stale_row_stale() -> None:

@@ -6,8 +6,12 @@ import asyncio
 import time
 from types import ModuleType
 
+import pytest
+
 from client_helpers import all_in, books_match, figures, frames_of, serving, started, states, wait_until
 from pm_ws.row import State
+
+pytestmark = pytest.mark.usefixtures("transport")  # every test over websockets, then picows
 
 
 async def test_client_first_frame_is_the_subscription_and_nothing_precedes_it() -> None:

@@ -174,7 +174,7 @@ def test_feed_stream_applies_expected_events(impl):
     assert stats["events"] == 6  # 2 books, 1 price_change, 2 trades, 1 best_bid_ask
     assert (stats["ctl_pong"], stats["rej_invalid_json"], stats["rej_bad_event"]) == (1, 0, 0)
     values = numpy.frombuffer(view, dtype=numpy.int64).reshape(4, N_FIELDS)
-    assert values[0, BID_PX] == 5000 and values[0, SEQ] == 4  # book, price_change, 2 trades
+    assert values[0, BID_PX] == 5000 and values[0, SEQ] == 10  # add, book, price_change, 2 trades: 2 each
 
 
 def test_feed_ascii_str_subclass_same_result(impl):

@@ -13,7 +13,7 @@ def test_best_bid_ask_matching_counted_only_confirmation_changes(live):
     before = row(live)
     assert live.feed(frame(best_bid_ask_event(best_bid="0.50", best_ask="0.52")), 99) == 1
     before[CONFIRM_TS_NS] = before[RECV_TS_NS] = 99
-    before[SEQ] += 1
+    before[SEQ] += 2
     assert row(live) == before
     assert (live.stats()["ev_best_bid_ask"], live.stats()["bba_mismatch"]) == (1, 0)
 

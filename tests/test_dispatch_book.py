@@ -34,7 +34,7 @@ def test_book_snapshot_sets_row_live(dispatcher):
     assert values[BID_PX:ASK_SZ + 1] == [5000, 15_000_000, 5200, 25_000_000]
     assert (values[BID_LEVELS], values[ASK_LEVELS]) == (3, 3)
     assert values[STATE] == State.LIVE
-    assert (values[EPOCH], values[SEQ]) == (1, 1)
+    assert (values[EPOCH], values[SEQ]) == (1, 4)  # add, book: SEQ steps by 2
     assert (values[EXCH_TS_MS], values[RECV_TS_NS]) == (int(TS), 123)
     assert counters(dispatcher)["ev_book"] == 1 and counters(dispatcher)["events"] == 1
 
@@ -75,7 +75,7 @@ def test_book_replaces_whole_book(live):
     assert live.store.book(YES, None) == ([(3000, 1_000_000)], [])
     values = row(live)
     assert values[ASK_PX:ASK_SZ + 1] == [PRICE_SCALE, 0]
-    assert (values[EPOCH], values[SEQ]) == (2, 2)
+    assert (values[EPOCH], values[SEQ]) == (2, 6)
 
 
 def test_book_empty_sides_live_with_empty_row_values(dispatcher):

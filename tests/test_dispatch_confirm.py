@@ -42,7 +42,7 @@ def test_price_change_mismatch_not_a_confirmation(live):
 def test_best_bid_ask_match_confirms_and_bumps_seq(live):
     seq = row(live)[SEQ]
     live.feed(frame(best_bid_ask_event(YES, "0.5", "0.52")), 333)
-    assert (row(live)[CONFIRM_TS_NS], row(live)[RECV_TS_NS], row(live)[SEQ]) == (333, 333, seq + 1)
+    assert (row(live)[CONFIRM_TS_NS], row(live)[RECV_TS_NS], row(live)[SEQ]) == (333, 333, seq + 2)
 
 
 def test_best_bid_ask_mismatch_row_unchanged(live):

@@ -295,14 +295,14 @@ def test_feed_unknown_keys_any_json_value_ignored(impl):
 
 def test_seq_and_epoch_bumped_per_event_kind(live):
     # Arrange
-    steps = [  # (action, SEQ bump, EPOCH bump)
-        (lambda: live.feed(frame(price_change_event(change(YES, "0.51", "1", "BUY")))), 1, 0),
-        (lambda: live.feed(frame(last_trade_price_event())), 1, 0),
+    steps = [  # (action, SEQ bump: 2 per change, EPOCH bump)
+        (lambda: live.feed(frame(price_change_event(change(YES, "0.51", "1", "BUY")))), 2, 0),
+        (lambda: live.feed(frame(last_trade_price_event())), 2, 0),
         (lambda: live.feed(frame(best_bid_ask_event())), 0, 0),
-        (lambda: live.feed(frame(tick_size_change_event(new="0.01"))), 1, 1),
+        (lambda: live.feed(frame(tick_size_change_event(new="0.01"))), 2, 1),
         (lambda: live.feed(frame(tick_size_change_event(new="0.01"))), 0, 0),
-        (lambda: live.feed(frame(book_event())), 1, 1),
-        (lambda: live.store.mark_stale([YES]), 1, 1),
+        (lambda: live.feed(frame(book_event())), 2, 1),
+        (lambda: live.store.mark_stale([YES]), 2, 1),
         (lambda: live.feed(frame(price_change_event(change(YES, "0.51", "1", "BUY")))), 0, 0),  # stale
     ]
     for step, seq_bump, epoch_bump in steps:

@@ -27,7 +27,7 @@ def test_last_trade_price_sets_last_and_touches_row(live):
     assert live.feed(frame(last_trade_price_event()), 55) == 1
     values = row(live)
     assert (values[LAST_PX], values[LAST_SZ], values[LAST_SIDE]) == (5100, 219_217_767, SIDE_SELL)
-    assert (values[SEQ], values[EPOCH], values[EXCH_TS_MS], values[RECV_TS_NS]) == (2, 1, 1786728467101, 55)
+    assert (values[SEQ], values[EPOCH], values[EXCH_TS_MS], values[RECV_TS_NS]) == (6, 1, 1786728467101, 55)
     assert values[BID_PX:ASK_SZ + 1] == [5000, 15_000_000, 5200, 25_000_000]
     assert live.stats()["ev_last_trade_price"] == 1
 
@@ -35,7 +35,7 @@ def test_last_trade_price_sets_last_and_touches_row(live):
 def test_last_trade_price_applies_in_any_state(dispatcher):
     assert dispatcher.feed(frame(last_trade_price_event(side="BUY"))) == 1
     values = row(dispatcher)
-    assert (values[LAST_PX], values[LAST_SIDE], values[STATE], values[SEQ]) == (5100, SIDE_BUY, State.SUBSCRIBING, 1)
+    assert (values[LAST_PX], values[LAST_SIDE], values[STATE], values[SEQ]) == (5100, SIDE_BUY, State.SUBSCRIBING, 4)
 
 
 def test_last_trade_price_absent_side_zero(live):

@@ -38,7 +38,7 @@ def test_price_change_absolute_size_replaces_level(live):
     assert live.feed(frame(price_change_event(change(YES, "0.5", "40", "BUY", "0.5", "0.52"))), 9) == 1
     values = row(live)
     assert values[BID_SZ] == 40_000_000  # not 15 + 40
-    assert (values[SEQ], values[EPOCH], values[RECV_TS_NS]) == (2, 1, 9)
+    assert (values[SEQ], values[EPOCH], values[RECV_TS_NS]) == (6, 1, 9)  # add, book, price_change: 2 each
     assert values[EXCH_TS_MS] == 1786728438403
 
 
@@ -54,7 +54,7 @@ def test_price_change_delete_absent_level_no_op_but_touched(live):
     before = live.store.book(YES, None)
     assert live.feed(frame(price_change_event(change(YES, "0.3", "0", "BUY")))) == 1
     assert live.store.book(YES, None) == before
-    assert row(live)[SEQ] == 2
+    assert row(live)[SEQ] == 6
 
 
 def test_price_change_new_levels_inserted_in_order(live):
@@ -70,7 +70,7 @@ def test_price_change_new_levels_inserted_in_order(live):
 
 def test_price_change_several_entries_one_token_one_seq_bump(live):
     live.feed(frame(price_change_event(*(change(YES, f"0.4{n}", "1", "BUY") for n in range(5)))))
-    assert row(live)[SEQ] == 2
+    assert row(live)[SEQ] == 6
     assert row(live)[BID_LEVELS] == 8
 
 
@@ -79,7 +79,7 @@ def test_price_change_two_tokens_each_touched_once(live):
     data = frame(price_change_event(change(YES, "0.51", "5", "BUY", "0.51", "0.52"),
                                     change(NO, "0.49", "5", "SELL", "0.46", "0.49")))  # fmt: skip
     assert live.feed(data, 4) == 1
-    assert (row(live, YES)[SEQ], row(live, NO)[SEQ]) == (2, 2)
+    assert (row(live, YES)[SEQ], row(live, NO)[SEQ]) == (6, 6)
     assert row(live, NO)[ASK_PX] == 4900
     assert live.stats()["ev_price_change"] == 1
 
@@ -154,7 +154,7 @@ def test_price_change_best_price_mismatch_invalid_resync(live):
     # Assert: applied and touched, then marked
     values = row(live)
     assert values[ASK_PX] == 5150
-    assert (values[STATE], values[MISMATCHES], values[SEQ], values[RECV_TS_NS]) == (State.INVALID, 1, 2, 8)
+    assert (values[STATE], values[MISMATCHES], values[SEQ], values[RECV_TS_NS]) == (State.INVALID, 1, 6, 8)
     assert live.stats()["checksum_mismatch"] == 1
     assert live.stats()["resync_queued"] == 1
     assert live.pending_resync() == [YES]

@@ -12,7 +12,7 @@ from builders import OTHER, YES, book_event, frame, row, tick_size_change_event
 def test_tick_size_change_new_value_stale_resync(live):
     assert live.feed(frame(tick_size_change_event(new="0.001")), 6) == 1
     values = row(live)
-    assert (values[TICK], values[STATE], values[EPOCH], values[SEQ]) == (10, State.STALE, 2, 2)
+    assert (values[TICK], values[STATE], values[EPOCH], values[SEQ]) == (10, State.STALE, 2, 6)
     assert (values[EXCH_TS_MS], values[RECV_TS_NS]) == (1739068041853, 6)
     assert live.store.book(YES, None)[0] != []  # kept for inspection
     assert live.pending_resync() == [YES]
@@ -31,7 +31,7 @@ def test_tick_size_change_same_value_no_op(live):
 def test_tick_size_change_subscribing_token_tick_recorded_state_kept(dispatcher):
     dispatcher.feed(frame(tick_size_change_event(new="0.01")))
     values = row(dispatcher)
-    assert (values[TICK], values[STATE], values[EPOCH], values[SEQ]) == (100, State.SUBSCRIBING, 1, 1)
+    assert (values[TICK], values[STATE], values[EPOCH], values[SEQ]) == (100, State.SUBSCRIBING, 1, 4)
     assert dispatcher.pending_resync() == []
 
 

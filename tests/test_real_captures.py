@@ -70,7 +70,7 @@ def test_nautilus_book_best_levels_last(impl, read):
     top = store.top(token_id)
     assert (top.bid_px, top.bid_sz, top.ask_px, top.ask_sz) == (5110, 1_304_720_000, 5140, 20_230_870_000)
     assert (top.bid_levels, top.ask_levels) == (76, 86)
-    assert (top.state, top.exch_ts_ms, top.recv_ts_ns, top.seq, top.epoch) == (State.LIVE, 1728799418260, 42, 1, 1)
+    assert (top.state, top.exch_ts_ms, top.recv_ts_ns, top.seq, top.epoch) == (State.LIVE, 1728799418260, 42, 4, 1)
     assert top.tick == 0  # the 2024 capture has no tick_size
     bids, asks = store.book(token_id, depth=None)
     assert bids[-1][0] == 10 and asks[-1][0] == 9990  # 0.001 and 0.999 are the worst levels
@@ -101,7 +101,7 @@ def test_netqo_price_change_after_books_applied_and_checked(impl, read):
     assert store.book(second, None)[1] == [(9300, 8_000_000)]
     for token_id in (first, second):
         top = store.top(token_id)
-        assert (top.state, top.seq, top.exch_ts_ms, top.recv_ts_ns) == (State.LIVE, 2, 1786728438403, 5)
+        assert (top.state, top.seq, top.exch_ts_ms, top.recv_ts_ns) == (State.LIVE, 6, 1786728438403, 5)
     assert dispatcher.stats()["checksum_mismatch"] == 0
 
 
@@ -241,7 +241,7 @@ def test_semisynthetic_price_change_crossing_entry_mismatch(impl, read):
     dispatcher.feed(snapshot(token_id, [], [("0.7", "100")]))
     assert dispatcher.feed(text) == 1
     top = store.top(token_id)
-    assert (top.state, top.mismatches, top.seq) == (State.INVALID, 1, 2)
+    assert (top.state, top.mismatches, top.seq) == (State.INVALID, 1, 6)
     assert dispatcher.stats()["checksum_mismatch"] == 1
 
 

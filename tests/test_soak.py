@@ -1,6 +1,7 @@
 """The soak harness (benchmarks/soak.py) in a ~10 s run, so every CI run exercises it, and its checker's teeth.
 
-The 2-minute and 30-minute runs are ``python benchmarks/soak.py --duration 120`` (README, Reliability).
+The 2-minute and 30-minute runs are ``python benchmarks/soak.py --duration 120`` (README, Reliability); the
+every-fault run goes over both transports (``--transport picows`` for the long runs).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from pm_ws._transport import TRANSPORTS
 
 SOAK_PATH = Path(__file__).resolve().parent.parent / "benchmarks" / "soak.py"
 
@@ -38,8 +41,13 @@ def soak() -> ModuleType:
 
 
 @pytest.mark.slow
-async def test_soak_every_fault_kind_for_ten_seconds_no_violation(soak: ModuleType) -> None:
-    config = soak.SoakConfig(duration=7.0, seed=1, tokens=6, rate=300.0, checkpoint_every=3.5, **FAST)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_soak_every_fault_kind_for_ten_seconds_no_violation(soak: ModuleType, transport: str) -> None:
+    if transport == "picows":
+        pytest.importorskip("picows")
+    config = soak.SoakConfig(
+        duration=7.0, seed=1, tokens=6, rate=300.0, checkpoint_every=3.5, transport=transport, **FAST
+    )
 
     result = await soak.soak(config)
 

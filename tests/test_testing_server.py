@@ -652,3 +652,30 @@ async def test_server_stop_with_half_open_connection_is_prompt() -> None:
             await asyncio.wait_for(ws.recv(), 1.0)  # whatever was sent before the freeze
     assert caught.value.rcvd is None  # aborted: it would never answer a close handshake
     assert elapsed < 0.5
+
+
+async def test_frames_from_clients_are_kept_within_a_bound() -> None:
+    async with serving(keep_received=10) as server:
+        ws = await subscribed(server, [])
+        for n in range(100):
+            await ws.send(f"PING {n}")
+        await ws.send("PING")
+        await until(lambda: server.connections[0].received[-1] == "PING")
+        for log in (server.connections[0].received, [text for _, text in server.received]):
+            assert 10 <= len(log) < 20 and log[-2:] == ["PING 99", "PING"]
+        await drain(ws)
+        await ws.close()
+
+
+async def test_stop_reading_keeps_sending_but_reads_nothing_more() -> None:
+    async with serving(markets=1, rate_hz=0) as server:
+        ws = await subscribed(server)
+        await drain(ws)
+        server.stop_reading()
+        await ws.send("PING")
+        await server.step(3)
+        assert [json.loads(frame)["event_type"] for frame in await drain(ws)].count("price_change") == 3
+        assert server.connections[0].received[-1] != "PING"
+        server.stop_reading(False)
+        assert await drain(ws) == ["PONG"]
+        await ws.close()

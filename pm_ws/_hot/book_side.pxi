@@ -168,7 +168,15 @@ cdef int book_flaw(const pm_level_t* bids, Py_ssize_t nb, const pm_level_t* asks
 
 
 cdef inline void touch_row(int64_t* row, const pm_book_t* b, const pm_fields_t* f, int64_t recv_ts_ns) noexcept:
-    # Recompute the top of book from the book and stamp the row (exactly once per token per event).
+    # Recompute the top of book from the book and stamp the row (exactly once per token per event,
+    # inside the row's write: between pm_row_open and pm_row_close, which step SEQ by 2).
+    if f.has & (1 << K_TIMESTAMP):
+        row[PM_EXCH_TS_MS] = f.val[K_TIMESTAMP]
+    stamp_row(row, b, recv_ts_ns)
+
+
+cdef inline void stamp_row(int64_t* row, const pm_book_t* b, int64_t recv_ts_ns) noexcept:
+    # The top of book from the book and the receive time (inside the row's write, like touch_row).
     # The sides are copied first: for the compiler every row store might change them
     cdef pm_side_t bids = b.bids, asks = b.asks
     if bids.n:
@@ -185,7 +193,16 @@ cdef inline void touch_row(int64_t* row, const pm_book_t* b, const pm_fields_t* 
         row[PM_ASK_SZ] = 0
     row[PM_BID_LEVELS] = bids.n
     row[PM_ASK_LEVELS] = asks.n
-    if f.has & (1 << K_TIMESTAMP):
-        row[PM_EXCH_TS_MS] = f.val[K_TIMESTAMP]
     row[PM_RECV_TS_NS] = recv_ts_ns
-    row[PM_SEQ] += 1
+
+
+cdef int side_copy(pm_side_t* side, list levels) except -1:
+    # Replace the side by (price, size) pairs already checked and in wire order (load_book)
+    cdef Py_ssize_t i, n = len(levels)
+    if side_reserve(side, n) < 0:
+        raise MemoryError()
+    for i in range(n):
+        side.lv[i].px = levels[i][0]
+        side.lv[i].sz = levels[i][1]
+    side.n = n
+    return 0

@@ -1,0 +1,181 @@
+"""REST bootstrap: a token whose WebSocket snapshot never came gets its book from the CLOB REST API.
+
+While a token's request is in flight its WebSocket ``price_change`` entries are buffered (the core
+skips them: the token is not LIVE). When the REST book arrives it is loaded with
+``BookStore.load_book`` (state ``UNCONFIRMED``) and the buffered entries whose timestamp is the
+snapshot's or later are replayed through a dispatcher of their own, frame by frame; older ones are
+already in the snapshot. At an equal timestamp the order of the two is unknown (the market channel
+has no sequence numbers): the entry is replayed, which is harmless for sizes that are absolute, and
+the WebSocket decides: the book turns LIVE only when a ``price_change`` entry or a ``best_bid_ask``
+carries best prices equal to it, and a ``price_change`` that disagrees makes it INVALID (resync).
+
+The CLOB's documented limits (docs.polymarket.com/api-reference/rate-limits): ``GET /book`` 1,500
+and ``POST /books`` 500 requests per 10 s, throttled by Cloudflare rather than refused; books are
+asked in batches of ``BOOKS_PER_REQUEST`` through ``POST /books``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, NamedTuple
+
+import orjson
+
+from ._core import BookStore, parse_price, parse_size
+from ._http import HttpClient, HttpError
+from .row import STATE, State
+
+logger = logging.getLogger("pm_ws")
+
+DEFAULT_CLOB_URL = "https://clob.polymarket.com"
+BOOKS_PER_REQUEST = 50
+
+_WAITING = (int(State.SUBSCRIBING), int(State.STALE), int(State.INVALID))  # states a bootstrap may rescue
+
+
+class _Buffered(NamedTuple):
+    timestamp: int  # the frame's exchange time, ms
+    market: str
+    entries: list[dict[str, Any]]  # this token's entries of that frame, in order
+    recv_ns: int
+
+
+class RestBootstrap:
+    """Find tokens waiting too long for a snapshot, fetch their REST books, merge the buffered deltas.
+
+    Parameters
+    ----------
+    store : BookStore
+        The client's store.
+    http : HttpClient
+        Shared HTTP client (its rate limit covers these requests too).
+    clob_url : str
+        CLOB REST base URL.
+    after : float
+        Seconds a token may wait without a book (SUBSCRIBING, STALE or INVALID) before its REST book is asked.
+    """
+
+    def __init__(self, store: BookStore, http: HttpClient, clob_url: str, after: float) -> None:
+        self.store = store
+        self.http = http
+        self.clob_url = clob_url.rstrip("/")
+        self.after_ns = int(after * 1e9)
+        self.buffers: dict[str, list[_Buffered]] = {}  # tokens with a request in flight
+        self.waiting_since: dict[str, int] = {}  # token -> monotonic ns it was first seen without a book
+        core = sys.modules[type(store).__module__]
+        self.replay = core.Dispatcher(store)  # its counters are the replays' own
+        self.counters = {
+            "requests": 0, "books_loaded": 0, "superseded": 0, "rejected": 0, "missing": 0,
+            "replayed": 0, "older_dropped": 0, "errors": 0,
+        }  # fmt: skip
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, tokens in flight, and the replay dispatcher's checksum mismatches."""
+        replay = self.replay.stats()
+        return {**self.counters, "in_flight": len(self.buffers), "replay_mismatches": replay["checksum_mismatch"]}
+
+    def due(self, tokens: list[str], now: int) -> list[str]:
+        """The tokens among ``tokens`` that waited ``after`` without a book and have no request in flight."""
+        view = self.store.view
+        slot_of = self.store.slot
+        since = self.waiting_since
+        due = []
+        for token in tokens:
+            if view[slot_of(token), STATE] not in _WAITING:
+                since.pop(token, None)
+                continue
+            first = since.setdefault(token, now)
+            if now - first >= self.after_ns and token not in self.buffers:
+                due.append(token)
+        return due
+
+    def forget(self, tokens: list[str]) -> None:
+        """Stop tracking unsubscribed tokens."""
+        for token in tokens:
+            self.waiting_since.pop(token, None)
+            self.buffers.pop(token, None)
+
+    def on_frame(self, frame: str | bytes, recv_ns: int) -> None:
+        """Buffer the ``price_change`` entries of tokens whose request is in flight (free when none is)."""
+        if not self.buffers:
+            return
+        marker: Any = '"price_change"' if isinstance(frame, str) else b'"price_change"'
+        if marker not in frame:
+            return
+        try:
+            document = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            return
+        for event in document if isinstance(document, list) else [document]:
+            if not isinstance(event, dict) or event.get("event_type") != "price_change":
+                continue
+            changes = event.get("price_changes")
+            if not isinstance(changes, list):
+                continue
+            mine: dict[str, list[dict[str, Any]]] = {}
+            for entry in changes:
+                token = entry.get("asset_id") if isinstance(entry, dict) else None
+                if token in self.buffers:
+                    mine.setdefault(token, []).append(entry)
+            for token, entries in mine.items():
+                try:
+                    timestamp = int(event.get("timestamp", ""))
+                except ValueError:
+                    continue  # the core rejects it too
+                self.buffers[token].append(_Buffered(timestamp, str(event.get("market", "")), entries, recv_ns))
+
+    async def fetch(self, tokens: list[str]) -> None:
+        """Ask the REST books of ``tokens`` (buffering their deltas from now on) and merge each answer."""
+        now = time.monotonic_ns()
+        for token in tokens:
+            self.buffers[token] = []
+            self.waiting_since[token] = now  # the next attempt, if needed, waits ``after`` again
+        for start in range(0, len(tokens), BOOKS_PER_REQUEST):
+            batch = tokens[start : start + BOOKS_PER_REQUEST]
+            self.counters["requests"] += 1
+            try:
+                books = await self.http.post_json(f"{self.clob_url}/books", [{"token_id": t} for t in batch])
+            except HttpError as exc:
+                self.counters["errors"] += 1
+                logger.warning("REST bootstrap of %d tokens failed: %s", len(batch), exc)
+                books = []
+            recv_ns = time.time_ns()
+            answered = {str(book.get("asset_id")): book for book in books if isinstance(book, dict)}
+            for token in batch:
+                buffered = self.buffers.pop(token, None)
+                if buffered is None:
+                    continue  # unsubscribed meanwhile
+                book = answered.get(token)
+                if book is None:
+                    self.counters["missing"] += 1
+                    continue
+                self._merge(token, book, buffered, recv_ns)
+
+    def _merge(self, token: str, book: dict[str, Any], buffered: list[_Buffered], recv_ns: int) -> None:
+        counters = self.counters
+        try:
+            timestamp = int(book["timestamp"])
+            bids = [(parse_price(level["price"]), parse_size(level["size"])) for level in book["bids"]]
+            asks = [(parse_price(level["price"]), parse_size(level["size"])) for level in book["asks"]]
+            tick = parse_price(book["tick_size"]) if book.get("tick_size") else 0
+            loaded = self.store.load_book(token, bids, asks, tick, timestamp, recv_ns)
+        except (KeyError, TypeError, ValueError) as exc:  # a malformed or impossible book
+            counters["rejected"] += 1
+            logger.warning("REST book of %s refused: %s", token, exc)
+            return
+        if not loaded:
+            counters["superseded"] += 1  # the WebSocket delivered first (or the market resolved)
+            return
+        counters["books_loaded"] += 1
+        for item in buffered:
+            if item.timestamp < timestamp:
+                counters["older_dropped"] += 1  # already in the snapshot
+                continue
+            frame = orjson.dumps(
+                {"event_type": "price_change", "market": item.market, "timestamp": str(item.timestamp),
+                 "price_changes": item.entries}
+            )  # fmt: skip
+            self.replay.feed(frame, item.recv_ns)
+            counters["replayed"] += 1

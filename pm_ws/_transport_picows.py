@@ -1,0 +1,247 @@
+"""The picows transport: a :class:`~pm_ws._transport.Socket` on picows, the Cython websocket client.
+
+Imported only when a client is built with ``transport="picows"`` (``pip install 'pm_ws[fast]'``), so
+the plain install never needs picows. picows hands each frame to a callback while it still points into
+the read buffer; the socket copies the payload out (``str`` for a text frame, ``bytes`` for binary, as
+``websockets`` delivers them) into a queue the shard's reader drains without waiting while it is not
+empty, so a burst of frames costs one wake-up, not one per frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from ssl import SSLContext
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from websockets.exceptions import ConnectionClosed
+
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_CONTINUATION = WSMsgType.CONTINUATION
+_CLOSE = WSMsgType.CLOSE
+_ABNORMAL = 1006  # close code of a connection that ended without a close frame (RFC 6455 §7.1.5)
+
+
+class TransportClosed(ConnectionClosed):
+    """A send on a closed picows socket: the shard's ``SocketClosed`` (websockets' class), without close frames."""
+
+    def __init__(self) -> None:
+        super().__init__(None, None)
+
+
+class PicowsSocket(WSListener):
+    """One picows connection as a shard uses it: the listener picows calls and the reader's queue."""
+
+    on_end: Callable[[], None] | None
+
+    def __init__(self, max_frame_bytes: int, close_timeout: float) -> None:
+        super().__init__()
+        self.on_end = None
+        self._max_frame_bytes = max_frame_bytes
+        self._close_timeout = close_timeout
+        self._transport: WSTransport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._frames: deque[str | bytes] = deque()
+        self._reader: asyncio.Future[None] | None = None  # set while the reader waits for a frame
+        self._fragments: list[bytes] = []  # a message split over frames, until its last frame
+        self._fragments_type = _TEXT
+        self._writable: asyncio.Future[None] | None = None  # set while the peer's buffers are full
+        self._ended = False
+        self.disconnected: asyncio.Future[None] = self._loop.create_future()
+
+    # ------------------------------------------------------------------ picows callbacks
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self._transport = transport
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is _TEXT and frame.fin:  # the hot path: one whole text frame
+            try:
+                self._frames.append(frame.get_payload_as_utf8_text())
+            except UnicodeDecodeError:
+                self._fail(WSCloseCode.INVALID_TEXT)
+                return
+            if self._reader is not None:
+                self._wake_reader()
+        elif kind is _CLOSE:
+            self._closing(transport)
+        else:
+            self._other_frame(frame, kind)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self._end()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_exception(TransportClosed())
+            self._writable.exception()  # retrieved here: nobody may be waiting for it
+        if not self.disconnected.done():
+            self.disconnected.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._writable = self._loop.create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # ------------------------------------------------------------------ the Socket members
+
+    @property
+    def close_code(self) -> int | None:
+        transport = self._transport
+        if transport is None or not transport.is_disconnected:
+            return None
+        handshake = transport.close_handshake
+        received = None if handshake is None else handshake.recv
+        return _ABNORMAL if received is None else received.code.value
+
+    @property
+    def local_address(self) -> Any:
+        return None if self._transport is None else self._transport.underlying_transport.get_extra_info("sockname")
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        frames = self._frames
+        while True:
+            while frames:
+                yield frames.popleft()
+            if self._ended:
+                return
+            self._reader = self._loop.create_future()
+            try:
+                await self._reader
+            finally:
+                self._reader = None
+
+    async def send(self, message: str) -> None:
+        transport = self._transport
+        if transport is None or transport.is_disconnected or transport.is_close_frame_sent:
+            raise TransportClosed()
+        transport.send(_TEXT, message)
+        if self._writable is not None:  # the peer stopped taking data: wait until it does (or the socket dies)
+            await asyncio.shield(self._writable)
+
+    async def close(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_disconnected:
+            return
+        if not transport.is_close_frame_sent:
+            transport.send_close(WSCloseCode.OK)
+        try:  # the server answers with its close frame, then the connection ends
+            await asyncio.wait_for(asyncio.shield(self.disconnected), self._close_timeout)
+        except asyncio.TimeoutError:
+            self.abort()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.disconnect(graceful=False)  # a no-op once closed
+
+    # ------------------------------------------------------------------ the rest
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None and not reader.done():
+            reader.set_result(None)
+
+    def _end(self) -> None:
+        # The peer sends nothing more: tell the shard now, inside this callback, then let the reader finish
+        if self._ended:
+            return
+        self._ended = True
+        self._wake_reader()
+        if self.on_end is not None:
+            self.on_end()
+
+    def _closing(self, transport: WSTransport) -> None:
+        # The server's close frame: nothing follows it; answer it and drop the connection
+        self._end()
+        if not transport.is_close_frame_sent:
+            handshake = transport.close_handshake
+            code = handshake.recv.code if handshake is not None and handshake.recv is not None else WSCloseCode.OK
+            transport.send_close(code)
+        transport.disconnect()
+
+    def _fail(self, code: WSCloseCode) -> None:
+        # A frame websockets would refuse too: close with its code (the connection ends at once)
+        self._end()
+        transport = self._transport
+        if transport is not None:
+            transport.send_close(code)
+            transport.disconnect()
+
+    def _other_frame(self, frame: WSFrame, kind: WSMsgType) -> None:
+        # Binary frames and messages split over several frames (the server sends neither today)
+        if kind is _BINARY and frame.fin and not self._fragments:
+            self._deliver(frame.get_payload_as_bytes())
+        elif kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
+            if (kind is _CONTINUATION) != bool(self._fragments):
+                self._fail(WSCloseCode.PROTOCOL_ERROR)  # a continuation without a start, or a start inside one
+                return
+            if kind is not _CONTINUATION:
+                self._fragments_type = kind
+            self._fragments.append(frame.get_payload_as_bytes())
+            if sum(map(len, self._fragments)) > self._max_frame_bytes:
+                self._fail(WSCloseCode.MESSAGE_TOO_BIG)
+            elif frame.fin:
+                payload = b"".join(self._fragments)
+                self._fragments.clear()
+                if self._fragments_type is _BINARY:
+                    self._deliver(payload)
+                    return
+                try:
+                    self._deliver(payload.decode())
+                except UnicodeDecodeError:
+                    self._fail(WSCloseCode.INVALID_TEXT)
+        # PING is answered by picows itself; PONG carries nothing the client needs
+
+    def _deliver(self, message: str | bytes) -> None:
+        self._frames.append(message)
+        self._wake_reader()
+
+
+async def open_socket(
+    url: str,
+    *,
+    ssl: SSLContext | None,
+    proxy: str | Literal[True] | None,
+    max_frame_bytes: int,
+    open_timeout: float,
+    close_timeout: float,
+) -> PicowsSocket:
+    """Connect to ``url`` with picows; raises ``OSError`` or ``asyncio.TimeoutError`` when the attempt fails."""
+    if proxy is True:
+        proxy = _environment_proxy(url)
+    try:
+        async with asyncio.timeout(open_timeout):  # TCP, TLS and the upgrade together, as websockets counts it
+            transport, listener = await ws_connect(
+                lambda: PicowsSocket(max_frame_bytes, close_timeout),
+                url,
+                ssl_context=ssl,
+                proxy=proxy,
+                websocket_handshake_timeout=None,  # the timeout above covers it
+                max_frame_size=max_frame_bytes,
+                enable_auto_ping=False,  # the server wants text PING; the shard's writer sends them
+                max_redirects=0,
+                use_aiofastnet=False,  # asyncio's transports: aiofastnet measured a higher p50 latency here
+            )
+    except WSError as exc:  # a refused upgrade, a bad URL: a failed attempt like any other
+        raise ConnectionError(f"websocket handshake failed: {exc}") from exc
+    socket = listener
+    assert isinstance(socket, PicowsSocket)
+    if transport.is_disconnected:  # lost during the handshake: picows returns it anyway
+        raise ConnectionError("connection lost during the websocket handshake")
+    return socket
+
+
+def _environment_proxy(url: str) -> str | None:
+    # proxy=True: the proxy the environment (HTTPS_PROXY, HTTP_PROXY) names for this URL, unless NO_PROXY exempts it
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    proxies = urllib.request.getproxies()
+    return proxies.get("https" if parts.scheme == "wss" else "http")

@@ -1,0 +1,209 @@
+"""What pm_ws puts on NATS: subjects, the batch envelope, the snapshot record. Imports nothing from nats.
+
+A publisher writes the log of what its client fed and did, the same log a recording keeps (raw frames
+with their receive times, plus the client's own store operations), so a consumer runs the same
+dispatcher on the same input and holds byte-identical rows and books.
+
+Subjects of a stream ``NAME`` (default ``PMWS``)::
+
+    pm_ws.NAME.data        JetStream stream NAME: batches of records, in publish order
+    pm_ws.NAME.heartbeat   core NATS (not stored): the publisher is alive, every heartbeat_interval
+    pm_ws.NAME.resnapshot  core NATS: a consumer asks for a snapshot round now (rate-limited)
+
+and the JetStream key-value bucket ``NAME_snapshots``: one key per token, ``{"instance", "stream_seq"}``,
+the stream message at or before the one that holds the token's latest snapshot record.
+
+A batch (one NATS message, all integers little-endian)::
+
+    batch   := BATCH_MAGIC:4 instance:u64 first:u64 count:u32 record{count}
+    record  := recv_ns:i64 owner:i32 kind:u8 length:u32 payload[length]
+    kind    := 0 text frame (UTF-8) | 1 binary frame | 2 store operation (a UTF-8 JSON object)
+             | 3 snapshot: token_length:u8 token JSON {"row": [...], "bids": [[px, sz]...], "asks": ...}
+
+``instance`` names one run of a publisher (random); ``first`` is the publisher's sequence number
+of the first record (each record has the next one, counted from 1 per instance): a consumer that
+sees a number skipped knows it missed records. ``owner`` is the client connection that delivered
+the frame (-1: not known). Store operations are ``{"op": "hello"}`` (first record of an instance:
+start from an empty store), ``{"op": "add", "tokens": [...]}``, ``{"op": "remove", "tokens":
+[...]}``, ``{"op": "stale", "tokens": [...]}`` and ``{"op": "mark"}`` (no-op: a point the publisher
+had acknowledged by JetStream). A snapshot record gives a token's row and whole book as they were
+after every record before it: a consumer in step skips it, one that lost track rebuilds from it.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import orjson
+
+from ..recording import KIND_BINARY, KIND_META, KIND_TEXT
+from ..row import EXCH_TS_MS, LAST_PX, LAST_SIDE, LAST_SZ, PRICE_DECIMALS, SIDE_BUY, SIZE_DECIMALS, TICK
+
+__all__ = [
+    "BATCH_HEADER",
+    "BATCH_MAGIC",
+    "KIND_BINARY",
+    "KIND_META",
+    "KIND_TEXT",
+    "RECORD_HEADER",
+    "Batch",
+    "MalformedBatch",
+    "Subjects",
+    "KIND_SNAPSHOT",
+    "book_frames",
+    "decode_snapshot",
+    "encode_snapshot",
+    "parse_batch",
+    "snapshot_key",
+    "snapshot_token",
+]
+
+BATCH_MAGIC = b"PMB\x01"  # the last byte is the envelope version
+BATCH_HEADER = struct.Struct("<4sQQI")  # magic, instance, first sequence number, record count
+RECORD_HEADER = struct.Struct("<qiBI")  # recv_ns, owner, kind, payload length
+KIND_SNAPSHOT = 3  # after the recording's kinds: a token's row and book, see encode_snapshot
+_KINDS = (KIND_TEXT, KIND_BINARY, KIND_META, KIND_SNAPSHOT)
+_STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also valid in subjects and key-value bucket names
+_PLAIN_KEY = re.compile(r"[0-9A-Za-z_-]+")
+
+
+class Subjects(NamedTuple):
+    """The names one stream uses on NATS."""
+
+    stream: str
+    data: str
+    heartbeat: str
+    resnapshot: str
+    bucket: str
+
+    @classmethod
+    def of(cls, stream: str) -> Subjects:
+        """The names for stream ``stream`` (letters, digits, ``_`` and ``-``)."""
+        if not _STREAM_NAME.fullmatch(stream):
+            raise ValueError(f"stream name must be 1-64 characters of [A-Za-z0-9_-], was {stream!r}")
+        prefix = f"pm_ws.{stream}"
+        return cls(stream, f"{prefix}.data", f"{prefix}.heartbeat", f"{prefix}.resnapshot", f"{stream}_snapshots")
+
+
+class MalformedBatch(ValueError):
+    """A message on the data subject that is not a whole pm_ws batch."""
+
+
+class Batch(NamedTuple):
+    """A decoded batch header; ``records()`` walks its records."""
+
+    instance: int
+    first: int
+    length: int  # records in the batch
+    body: memoryview
+
+    def records(self) -> Iterator[tuple[int, int, int, memoryview]]:
+        """Yield ``(recv_ns, owner, kind, payload)`` per record (validated by :func:`parse_batch`)."""
+        body = self.body
+        position = 0
+        unpack = RECORD_HEADER.unpack_from
+        size = RECORD_HEADER.size
+        for _ in range(self.length):
+            recv_ns, owner, kind, length = unpack(body, position)
+            position += size
+            yield recv_ns, owner, kind, body[position : position + length]
+            position += length
+
+
+def parse_batch(data: bytes) -> Batch:
+    """Check a message's envelope whole (header, every record's kind and length) before anything applies it.
+
+    Raises
+    ------
+    MalformedBatch
+        Not a pm_ws batch (foreign magic), or a batch cut short or padded.
+    """
+    if len(data) < BATCH_HEADER.size or data[:4] != BATCH_MAGIC:
+        raise MalformedBatch("not a pm_ws batch")
+    _, instance, first, count = BATCH_HEADER.unpack_from(data)
+    body = memoryview(data)[BATCH_HEADER.size :]
+    position, end, size = 0, len(body), RECORD_HEADER.size
+    for _ in range(count):
+        if end - position < size:
+            raise MalformedBatch("record header cut short")
+        kind, length = RECORD_HEADER.unpack_from(body, position)[2:]
+        position += size + length
+        if kind not in _KINDS or position > end:
+            raise MalformedBatch(f"bad record (kind {kind}, length {length})")
+    if position != end or first < 1:
+        raise MalformedBatch("bytes after the last record" if position != end else "sequence number 0")
+    return Batch(instance, first, count, body)
+
+
+def snapshot_key(token: str) -> str:
+    """The key-value key of a token (token ids may hold ``.`` and ``:``, which keys may not hold freely)."""
+    return token if _PLAIN_KEY.fullmatch(token) else "x" + token.encode().hex()
+
+
+def encode_snapshot(token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]) -> bytes:
+    """A snapshot record's payload: the token first (consumers in step skip the record without decoding it)."""
+    name = token.encode("ascii")
+    return bytes((len(name),)) + name + orjson.dumps({"row": row, "bids": bids, "asks": asks})
+
+
+def snapshot_token(payload: memoryview | bytes) -> str:
+    """The token a snapshot record is about."""
+    return bytes(payload[1 : 1 + payload[0]]).decode("ascii")
+
+
+def decode_snapshot(payload: memoryview | bytes) -> tuple[str, list[int], list[tuple[int, int]], list[tuple[int, int]]]:
+    """``(token, row, bids, asks)`` of a snapshot record (books best first); ``ValueError`` if damaged."""
+    try:
+        token = snapshot_token(payload)
+        fields: dict[str, Any] = orjson.loads(bytes(payload[1 + payload[0] :]))
+        row = [int(value) for value in fields["row"]]
+        bids = [(int(price), int(size)) for price, size in fields["bids"]]
+        asks = [(int(price), int(size)) for price, size in fields["asks"]]
+    except (IndexError, UnicodeDecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"damaged snapshot record: {exc!r}") from None
+    if len(row) <= TICK:
+        raise ValueError("damaged snapshot record: row too short")
+    return token, row, bids, asks
+
+
+def _decimal(units: int, decimals: int) -> str:
+    # Exact text of a non-negative amount in 10**-decimals units
+    scale = 10**decimals
+    return f"{units // scale}.{units % scale:0{decimals}d}"
+
+
+def book_frames(token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]) -> list[bytes]:
+    """Market-channel frames that rebuild the snapshot's book and last trade in an empty or stale row.
+
+    A ``book`` (levels, tick, timestamp) then, if the row has a trade, a ``last_trade_price``
+    (price, size, side): fed to a dispatcher they give the row the snapshot's prices, sizes, levels,
+    tick, last trade and times. SEQ, EPOCH and MISMATCHES are the consumer's own.
+    """
+    book: dict[str, Any] = {
+        "event_type": "book",
+        "asset_id": token,
+        "bids": [{"price": _decimal(p, PRICE_DECIMALS), "size": _decimal(s, SIZE_DECIMALS)} for p, s in bids[::-1]],
+        "asks": [{"price": _decimal(p, PRICE_DECIMALS), "size": _decimal(s, SIZE_DECIMALS)} for p, s in asks[::-1]],
+        "last_trade_price": _decimal(row[LAST_PX], PRICE_DECIMALS) if row[LAST_PX] else "",
+    }
+    if row[EXCH_TS_MS]:
+        book["timestamp"] = str(row[EXCH_TS_MS])
+    if row[TICK]:
+        book["tick_size"] = _decimal(row[TICK], PRICE_DECIMALS)
+    frames = [orjson.dumps(book)]
+    if row[LAST_PX] or row[LAST_SZ] or row[LAST_SIDE]:
+        trade: dict[str, Any] = {
+            "event_type": "last_trade_price",
+            "asset_id": token,
+            "price": _decimal(row[LAST_PX], PRICE_DECIMALS),
+            "size": _decimal(row[LAST_SZ], SIZE_DECIMALS),
+        }
+        if row[LAST_SIDE]:
+            trade["side"] = "BUY" if row[LAST_SIDE] == SIDE_BUY else "SELL"
+        if row[EXCH_TS_MS]:
+            trade["timestamp"] = str(row[EXCH_TS_MS])
+        frames.append(orjson.dumps(trade))
+    return frames

