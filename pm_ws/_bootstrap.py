@@ -29,7 +29,6 @@ from .row import STATE, State
 
 logger = logging.getLogger("pm_ws")
 
-DEFAULT_CLOB_URL = "https://clob.polymarket.com"
 BOOKS_PER_REQUEST = 50
 
 _WAITING = (int(State.SUBSCRIBING), int(State.STALE), int(State.INVALID))  # states a bootstrap may rescue

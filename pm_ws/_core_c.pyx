@@ -136,7 +136,8 @@ cdef class BookStore:
                 PyMem_Free(self._books[i].bids.lv)
                 PyMem_Free(self._books[i].asks.lv)
         PyMem_Free(self._books)
-        if self._segment is None:
+        # not ``_segment is None``: the GC may have cleared that attribute already (a store in a cycle)
+        if self._header == NULL:
             PyMem_Free(self._rows)
         else:
             PyBuffer_Release(&self._shm)

@@ -9,21 +9,26 @@ import argparse
 import asyncio
 import itertools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import suppress
+from typing import Any
 
-from ._live import LiveView
+from ._live import LiveView, shared_store
 from .backoff import ExponentialBackoff
 from .client import MarketClient
+from .gamma import MarketFilter
 from .testing import FakeMarketServer
 
 DEMO_TICKS = ("0.01", "0.01", "0.001")  # one market starts on a sub-cent grid
 DEMO_OUTAGE_SECONDS = 1.0  # how long the demo server refuses connections after an abort
+DEMO_RESOLVE_GRACE = 5.0  # seconds a resolved market's rows stay on screen (RESOLVED) before they go
 
 
 async def demo(args: argparse.Namespace) -> int:
     """Run ``pm-ws demo``: a lively fake market on loopback, watched."""
     seed = args.seed if args.seed is not None else random.randrange(2**32)
+    if args.all:
+        return await _demo_exchange(args, seed)
     server = FakeMarketServer(markets=args.markets, seed=seed, rate_hz=args.rate, tick=DEMO_TICKS, trade_every=15)
     async with server:
         labels = {}
@@ -31,17 +36,28 @@ async def demo(args: argparse.Namespace) -> int:
             labels[market.yes_id] = f"market {number} YES"
             labels[market.no_id] = f"market {number} NO"
         # short backoff: the refused reconnects of an outage end in a recovery within ~1 s of it
-        client = MarketClient(server.url, capacity=len(server.token_ids), backoff=lambda: ExponentialBackoff(0.1, 1.0))
-        await client.subscribe(server.token_ids)
-        async with client:
-            view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
-            director = asyncio.create_task(_direct(server, view, args.fault_every, random.Random(seed)))
-            try:
-                return await view.run()
-            finally:
-                director.cancel()
-                with suppress(asyncio.CancelledError):
-                    await director
+        store = shared_store(args.share, len(server.token_ids))
+        client = MarketClient(
+            server.url, capacity=len(server.token_ids), store=store, backoff=lambda: ExponentialBackoff(0.1, 1.0)
+        )
+        try:
+            await client.subscribe(server.token_ids)
+            async with client:
+                view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
+                return await _run_directed(view, _direct(server, view, args.fault_every, random.Random(seed)))
+        finally:
+            client.store.close_shared()
+
+
+async def _run_directed(view: LiveView, director: Coroutine[Any, Any, None]) -> int:
+    """Run the view while ``director`` stages the server's events; stop the director with the view."""
+    task = asyncio.create_task(director)
+    try:
+        return await view.run()
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 async def _direct(server: FakeMarketServer, view: LiveView, fault_every: float, rng: random.Random) -> None:
@@ -79,3 +95,34 @@ async def _direct(server: FakeMarketServer, view: LiveView, fault_every: float, 
     for step in itertools.count():
         await asyncio.sleep(fault_every * rng.uniform(0.8, 1.2))
         await script[step % len(script)]()
+
+
+async def _demo_exchange(args: argparse.Namespace, seed: int) -> int:
+    """``pm-ws demo --all``: the fake exchange (WebSocket, Gamma, CLOB REST) followed whole, markets opening and
+    resolving."""
+    from ._live import exchange_follower  # the exchange extra (aiohttp) is needed from here on
+    from .testing import FakeRestServer
+
+    server = FakeMarketServer(markets=args.markets, seed=seed, rate_hz=args.rate, tick=DEMO_TICKS, trade_every=15)
+    async with server, FakeRestServer(server, all_order_books=True) as rest:
+        endpoints = argparse.Namespace(url=server.url, gamma_url=rest.url, clob_url=rest.url)
+        follower = exchange_follower(endpoints, MarketFilter(), resolve_grace=DEMO_RESOLVE_GRACE, relist_interval=30.0)
+        async with follower:
+            await follower.listed.wait()
+            view = LiveView(follower.client, follower.labels, args, f"pm-ws demo --all {rest.url} (seed {seed})")
+            return await _run_directed(view, _open_and_resolve(server, view, args.fault_every, random.Random(seed)))
+
+
+async def _open_and_resolve(server: FakeMarketServer, view: LiveView, every: float, rng: random.Random) -> None:
+    """Open a market, then resolve the oldest open one, in turn, every ``every`` seconds or so."""
+    await asyncio.sleep(min(1.0, every / 2))
+    for step in itertools.count():
+        if step % 2 == 0:
+            market = await server.open_market(copies=2)  # announced twice, as the server repeats it
+            view.note(f"server: new_market {market.condition_id[:10]}…, 2 tokens")
+        else:
+            market = server.markets[len(server.resolved)]  # markets resolve oldest first
+            winner = rng.choice((market.yes_id, market.no_id))
+            view.note(f"server: market_resolved {market.condition_id[:10]}…, RESOLVED for {DEMO_RESOLVE_GRACE:g} s")
+            await server.resolve_market(market.condition_id, winner)
+        await asyncio.sleep(every * rng.uniform(0.8, 1.2))

@@ -21,10 +21,10 @@ class ExitCode(IntEnum):
         member.meaning = meaning
         return member
 
-    OK = 0, "success (Ctrl-C or SIGTERM is how watch, record and demo are stopped)"
+    OK = 0, "success (Ctrl-C or SIGTERM is how watch, record, demo and peek are stopped)"
     FAILURE = 1, "unexpected failure (a bug: the traceback is printed)"
-    USAGE = 2, "bad arguments: usage errors, malformed token ids or WebSocket URLs"
-    NOT_FOUND = 3, "unknown market (slug, condition id) or no order book for any token"
+    USAGE = 2, "bad arguments: usage errors, malformed token ids or WebSocket URLs, a --share NAME in use"
+    NOT_FOUND = 3, "unknown market (slug, condition id), no order book for any token, or peek: no table NAME"
     BAD_FILE = 4, "bad recording (missing, unreadable or damaged) or record's OUT exists"
     UNREACHABLE = 5, "WebSocket or Gamma URL unreachable, or answering nonsense"
     DIVERGENCE = 6, "replay --check: the compiled core and the pure twin disagree"

@@ -20,11 +20,15 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from . import __version__
 from ._exit import CliError, ExitCode
-from ._token_selection import select_tokens
+from ._token_selection import exchange_filter, select_tokens
 from ._watch_view import LABEL_WIDTH, RateMeter, TopTable, can_encode, screen_for, short_token, shorten, state_counts
+from ._core import BookStore
 from .client import CAUSE_MARKED, ClientEvent, MarketClient
+from .gamma import MarketFilter
 from .recording import FORMAT_VERSION, RecordingWriter
+from .shared import SharedTableError
 
+TOOL = f"pm-ws {__version__}"  # the recordings' "tool"
 CONNECT_CHECK_TIMEOUT = 10.0  # seconds to wait for the first handshake before calling a URL unreachable
 NOTE_GATHER_SECONDS = 0.05  # events closer than this share one note
 PROGRESS_PERIOD_TERMINAL = 0.5
@@ -44,6 +48,20 @@ async def check_reachable(url: str) -> None:
         raise CliError(message, ExitCode.UNREACHABLE) from None
     except (OSError, InvalidHandshake) as exc:
         raise CliError(f"cannot reach {url}: {exc}", ExitCode.UNREACHABLE) from None
+
+
+def shared_store(name: str | None, capacity: int) -> BookStore | None:
+    """The store ``--share NAME`` publishes as a shared table (None without it); exit 2 if NAME is in use.
+
+    Give it to the client and call its ``close_shared()`` when done (``pm-ws peek NAME`` then sees the
+    table closed, the name unlinked).
+    """
+    if name is None:
+        return None
+    try:
+        return BookStore(capacity, shared=name)
+    except SharedTableError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
 
 
 def fail_without_books(client: MarketClient, book_timeout: float | None, elapsed: float) -> None:
@@ -66,7 +84,7 @@ class LiveView:
         self.duration: float | None = args.duration
         self.book_timeout: float | None = getattr(args, "book_timeout", None)
         self.labels = labels
-        self.title = title
+        self.title = title if client.store.shared is None else f"{title} shared as {client.store.shared}"
         self.frame_rate = RateMeter()
         self.started = time.monotonic()
         self._events = client.events()  # registered now: the first connection's events are not missed
@@ -152,17 +170,28 @@ def _count(n: int, noun: str) -> str:
 
 async def watch(args: argparse.Namespace) -> int:
     """Run ``pm-ws watch``."""
+    where = exchange_filter(args)
+    if where is not None:
+        await check_reachable(args.url)
+        follower = exchange_follower(args, where)
+        async with follower:
+            await first_listing(follower, args)
+            return await LiveView(follower.client, follower.labels, args, f"pm-ws watch --all {args.url}").run()
     tokens, labels = await select_tokens(args)
     await check_reachable(args.url)
-    client = MarketClient(args.url, capacity=len(tokens))
-    await client.subscribe(tokens)
-    async with client:
-        return await LiveView(client, labels, args, f"pm-ws watch {args.url}").run()
+    client = MarketClient(args.url, capacity=len(tokens), store=shared_store(args.share, len(tokens)))
+    try:
+        await client.subscribe(tokens)
+        async with client:
+            return await LiveView(client, labels, args, f"pm-ws watch {args.url}").run()
+    finally:
+        client.store.close_shared()
 
 
 async def record(args: argparse.Namespace) -> int:
     """Run ``pm-ws record``."""
-    tokens, _ = await select_tokens(args)
+    where = exchange_filter(args)
+    tokens = [] if where is not None else (await select_tokens(args))[0]
     await check_reachable(args.url)
     try:
         writer = RecordingWriter(args.out, overwrite=args.overwrite)
@@ -172,9 +201,19 @@ async def record(args: argparse.Namespace) -> int:
         raise CliError(f"cannot create {args.out}: {exc.strerror or exc}", ExitCode.BAD_FILE) from None
     recorder = DiskFullGuard(writer)
     try:
-        client = await recording_client(args.url, tokens, recorder)
-        async with client:
-            code = await _show_progress(client, recorder, args)
+        if where is None:
+            client = await recording_client(args.url, tokens, recorder)
+            async with client:
+                code = await _show_progress(client, recorder, args)
+        else:
+            recorder.write_meta({"type": "start", "format": FORMAT_VERSION, "url": args.url, "tool": TOOL})
+            follower = exchange_follower(
+                args, where, on_event=_StaleNotes(recorder), on_frame=recorder.write_frame,
+                on_tokens=lambda kind, tokens: recorder.write_meta({"type": kind, "tokens": tokens}),
+            )  # fmt: skip
+            async with follower:
+                await first_listing(follower, args)
+                code = await _show_progress(follower.client, recorder, args)
     finally:
         recorder.close()
     if recorder.disk_full is not None:
@@ -184,6 +223,24 @@ async def record(args: argparse.Namespace) -> int:
         )
         raise CliError(message, ExitCode.DISK_FULL)
     return code
+
+
+def exchange_follower(args: argparse.Namespace, where: MarketFilter, **options: Any) -> Any:
+    """The ``ExchangeFollower`` of ``--all`` (its module needs the exchange extra: a one-line error without it)."""
+    try:
+        from .exchange import ExchangeFollower
+    except ImportError as exc:
+        raise CliError(str(exc), ExitCode.USAGE) from None
+    return ExchangeFollower(args.url, gamma_url=args.gamma_url, clob_url=args.clob_url, where=where, **options)
+
+
+async def first_listing(follower: Any, args: argparse.Namespace) -> None:
+    """Wait for the follower's first listing; exit 5 when Gamma gives none within --book-timeout."""
+    try:
+        await asyncio.wait_for(follower.listed.wait(), args.book_timeout)
+    except TimeoutError:
+        message = f"no market listing from {args.gamma_url} within {args.book_timeout:g} s"
+        raise CliError(message, ExitCode.UNREACHABLE) from None
 
 
 class FrameSink(Protocol):
@@ -272,7 +329,7 @@ async def recording_client(url: str, tokens: list[str], writer: FrameSink) -> Ma
     Replaying the file (frames plus the subscribe and stale meta records) rebuilds the client's
     ``store.view`` byte for byte, up to the moment the client is stopped.
     """
-    writer.write_meta({"type": "start", "format": FORMAT_VERSION, "url": url, "tool": f"pm-ws {__version__}"})
+    writer.write_meta({"type": "start", "format": FORMAT_VERSION, "url": url, "tool": TOOL})
     writer.write_meta({"type": "subscribe", "tokens": tokens})
     client = MarketClient(url, capacity=len(tokens), on_event=_StaleNotes(writer), on_frame=writer.write_frame)
     await client.subscribe(tokens)

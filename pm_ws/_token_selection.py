@@ -1,4 +1,5 @@
-"""The tokens ``pm-ws watch`` and ``record`` subscribe: TOKEN_IDs plus the tokens of --market and --slug."""
+"""The tokens ``pm-ws watch`` and ``record`` subscribe: TOKEN_IDs plus the tokens of --market and --slug,
+or with --all every active market (its filters checked here, the markets listed by ``pm_ws.exchange``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 from ._exit import CliError, ExitCode
 from ._watch_view import terminal_text
-from .gamma import GammaError, MarketNotFoundError, markets_by_condition_id, markets_by_slug
+from .gamma import GammaError, MarketFilter, MarketNotFoundError, markets_by_condition_id, markets_by_slug
 from .row import TOKEN_ID, TOKEN_ID_EXPECTED
 
 
@@ -17,7 +18,7 @@ async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, 
         if not TOKEN_ID.fullmatch(token):
             raise CliError(f"invalid token id {token!r} ({TOKEN_ID_EXPECTED})", ExitCode.USAGE)
     if not (args.tokens or args.market or args.slug):
-        raise CliError("name at least one TOKEN_ID, --market CONDITION_ID or --slug SLUG", ExitCode.USAGE)
+        raise CliError("name at least one TOKEN_ID, --market CONDITION_ID or --slug SLUG, or --all", ExitCode.USAGE)
     labels: dict[str, str] = {}
     lookups = [markets_by_condition_id(c, args.gamma_url) for c in args.market]
     lookups += [markets_by_slug(s, args.gamma_url) for s in args.slug]
@@ -38,3 +39,16 @@ async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, 
                 labels[token] = terminal_text(f"{outcome} {market.question}").strip()  # from the network
                 tokens.append(token)
     return list(dict.fromkeys(tokens)), labels
+
+
+def exchange_filter(args: argparse.Namespace) -> MarketFilter | None:
+    """The markets ``--all`` follows (None without --all); --tag and the minimums need --all, which takes no ids."""
+    filters = {"--tag": args.tag, "--min-volume": args.min_volume, "--min-liquidity": args.min_liquidity}
+    if not args.all:
+        given = [name for name, value in filters.items() if value is not None]
+        if given:
+            raise CliError(f"{', '.join(given)} only filter --all", ExitCode.USAGE)
+        return None
+    if args.tokens or args.market or args.slug:
+        raise CliError("--all follows every market: no TOKEN_ID, --market or --slug with it", ExitCode.USAGE)
+    return MarketFilter(tag_id=args.tag, volume_min=args.min_volume, liquidity_min=args.min_liquidity)

@@ -57,7 +57,7 @@ def terminal_text(text: str) -> str:
 
 
 class TopSource(Protocol):
-    """What the table reads: a BookStore."""
+    """What the table reads: a BookStore, or a TopReader of a shared table."""
 
     def tokens(self) -> list[str]: ...
     def top(self, token_id: str) -> Top: ...
@@ -139,7 +139,7 @@ class TopTable:
         """Render the header line and one line per token held by the store."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         now_monotonic = time.monotonic() if now_monotonic is None else now_monotonic
-        rows = [self._row(token, self.store.top(token), now_ns, now_monotonic) for token in self.store.tokens()]
+        rows = [self._row(token, top, now_ns, now_monotonic) for token, top in tops(self.store)]
         columns = len(HEADERS) if self.show_rates else len(HEADERS) - 1  # UPD/S is the last column
         return aligned([row[:columns] for row in (HEADERS, *rows)])
 
@@ -181,12 +181,22 @@ def aligned(rows: Sequence[Sequence[str]]) -> list[str]:
     ]
 
 
+def tops(store: TopSource) -> list[tuple[str, Top]]:
+    """``(token, top)`` of every token held; one that another process's writer removed meanwhile is left out."""
+    found = []
+    for token in store.tokens():
+        try:
+            found.append((token, store.top(token)))
+        except KeyError:
+            continue
+    return found
+
+
 def state_counts(store: TopSource) -> str:
     """Summarise the tokens' states: ``"3 LIVE, 1 STALE"``."""
     counts: dict[str, int] = {}
-    for token in store.tokens():
-        name = store.top(token).state.name
-        counts[name] = counts.get(name, 0) + 1
+    for _, top in tops(store):
+        counts[top.state.name] = counts.get(top.state.name, 0) + 1
     order = [state.name for state in State]
     return ", ".join(f"{counts[name]} {name}" for name in order if name in counts) or "no tokens"
 

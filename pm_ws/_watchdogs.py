@@ -20,6 +20,8 @@ from .row import CONFIRM_TS_NS, EPOCH, STATE, State
 
 _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
+# A book that came another way (REST bootstrap) or a market that resolved: nothing left for a re-drive to fetch
+_SETTLED = (int(State.UNCONFIRMED), int(State.RESOLVED))
 
 CONFIRM_MARGIN_TICKS = 2  # the confirmation rule acts this many watchdog ticks early: a late tick keeps the promise
 PROBE_BATCH_SHARE = 0.125  # a probe batch also takes rows due within this share of confirm_interval
@@ -118,6 +120,8 @@ def missing_books(shard: Shard, now: int) -> None:
 
     A token still without a book after its re-drive costs a rebuild (once per token), or the socket
     looks dead as a whole; after that it is only re-driven, so it cannot keep disturbing its neighbours.
+    A token whose book came from REST (UNCONFIRMED) or whose market resolved stops being awaited, without
+    proving the socket healthy.
     """
     if not shard.awaiting:
         return
@@ -125,14 +129,20 @@ def missing_books(shard: Shard, now: int) -> None:
     view = owner.store.view
     slot_of = owner.store.slot
     arrived = []
+    settled = []
     late = []
     for token, (deadline, epoch) in shard.awaiting.items():
         slot = slot_of(token)
         state = view[slot, STATE]
         if state == _LIVE or (state == _INVALID and view[slot, EPOCH] != epoch):
             arrived.append(token)
+        elif state in _SETTLED:
+            settled.append(token)
         elif now >= deadline:
             late.append(token)
+    for token in settled:
+        del shard.awaiting[token]
+        shard.redriven.discard(token)
     for token in arrived:
         del shard.awaiting[token]
         shard.redriven.discard(token)

@@ -1,7 +1,7 @@
-"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay`` and ``demo``.
+"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay``, ``demo`` and ``peek``.
 
 Exit codes: ``pm_ws._exit.ExitCode``, listed by ``pm-ws --help``. The commands live in ``_live``
-(watch, record), ``_demo`` and ``_replay``, each imported only when it runs.
+(watch, record), ``_demo``, ``_replay`` and ``_peek``, each imported only when it runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,7 +21,7 @@ from . import __version__
 from ._exit import CliError, ExitCode, exit_codes_help
 from ._watch_view import terminal_text
 from .client import DEFAULT_URL
-from .gamma import DEFAULT_GAMMA_URL
+from .gamma import DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL
 
 RECORDING_FORMAT_HELP = """\
 recording format (pm_ws.recording, version 2, little-endian):
@@ -100,7 +100,7 @@ class _TerminalFormatter(logging.Formatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with its four subcommands."""
+    """Build the argument parser with its subcommands."""
     parser = argparse.ArgumentParser(
         prog="pm-ws",
         description="Watch, record and replay Polymarket CLOB order books from the market WebSocket channel.",
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch = _command(commands, "watch", "live top-of-book table of tokens", _run_watch)
     _add_token_selection(watch)
     _add_connection_options(watch)
+    _add_share_option(watch)
     _add_display_options(watch)
 
     record = _command(commands, "record", "write every raw frame with its receive time to a file", _run_record)
@@ -157,7 +158,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--duration", type=_positive_float, default=None, metavar="SECONDS",
         help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
     )  # fmt: skip
+    _add_share_option(demo)
+    demo.add_argument(
+        "--all", action="store_true",
+        help="the whole fake exchange through Gamma and CLOB REST on loopback: markets open and resolve every "
+        "--fault-every seconds (instead of the faults), followed as `watch --all` does",
+    )  # fmt: skip
     _add_display_options(demo)
+
+    peek = _command(commands, "peek", "show the table another pm-ws process publishes with --share NAME", _run_peek)
+    peek.add_argument("name", metavar="NAME", type=_table_name, help="the shared table's name")
+    peek.add_argument(
+        "--duration", type=_positive_float, default=None, metavar="SECONDS",
+        help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
+    )  # fmt: skip
+    _add_display_options(peek)
     return parser
 
 
@@ -216,6 +231,24 @@ def _add_token_selection(command: argparse.ArgumentParser) -> None:
         "--gamma-url", default=DEFAULT_GAMMA_URL, metavar="URL",
         help=f"Gamma REST API base URL (default {DEFAULT_GAMMA_URL})",
     )  # fmt: skip
+    everything = command.add_argument_group("the whole exchange (instead of TOKEN_IDs, --market and --slug)")
+    everything.add_argument(
+        "--all", action="store_true",
+        help="every active order-book market (listed through Gamma), following new and resolved markets",
+    )  # fmt: skip
+    everything.add_argument(
+        "--tag", type=_positive_int, default=None, metavar="TAG_ID", help="with --all: Gamma tag id"
+    )
+    everything.add_argument(
+        "--min-volume", type=_positive_float, default=None, metavar="USDC", help="with --all: minimum volume"
+    )
+    everything.add_argument(
+        "--min-liquidity", type=_positive_float, default=None, metavar="USDC", help="with --all: minimum liquidity"
+    )
+    everything.add_argument(
+        "--clob-url", default=DEFAULT_CLOB_URL, metavar="URL",
+        help=f"with --all: CLOB REST base URL for books the WebSocket never sends (default {DEFAULT_CLOB_URL})",
+    )  # fmt: skip
 
 
 def _add_connection_options(command: argparse.ArgumentParser) -> None:
@@ -228,6 +261,14 @@ def _add_connection_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--book-timeout", type=_positive_float, default=20.0, metavar="SECONDS",
         help="fail (exit 3) if no token has received an order book after this long (default 20)",
+    )  # fmt: skip
+
+
+def _add_share_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--share", type=_table_name, default=None, metavar="NAME",
+        help="publish the table in shared memory as NAME (/dev/shm/NAME, this user only): read it from other "
+        "processes with `pm-ws peek NAME` or pm_ws.TopReader(NAME)",
     )  # fmt: skip
 
 
@@ -249,6 +290,15 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, was {text!r}")
     return value
+
+
+def _table_name(text: str) -> str:
+    from .shared import check_name
+
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(text: str) -> int:
@@ -283,11 +333,21 @@ def _run_demo(args: argparse.Namespace) -> int:
     return _run_live(demo(args))
 
 
+def _run_peek(args: argparse.Namespace) -> int:
+    from ._peek import peek
+
+    return _until_interrupted(lambda: peek(args))
+
+
 def _run_live(coroutine: Any) -> int:
-    # Ctrl-C (or SIGTERM) is how watch, record and demo are meant to stop: cleanup runs, exit 0
+    return _until_interrupted(lambda: asyncio.run(coroutine))
+
+
+def _until_interrupted(run: Callable[[], int]) -> int:
+    # Ctrl-C (or SIGTERM) is how watch, record, demo and peek are meant to stop: cleanup runs, exit 0
     with _sigterm_as_interrupt():
         try:
-            return int(asyncio.run(coroutine))
+            return int(run())
         except KeyboardInterrupt:
             return ExitCode.OK
 

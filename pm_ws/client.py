@@ -304,7 +304,7 @@ class MarketClient:
         )
         for shard in self._shards:
             shard.start()
-        waiters = [asyncio.ensure_future(self._stop.wait())]
+        waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._beat())]
         if stop_event is not None:
             waiters.append(asyncio.ensure_future(stop_event.wait()))
         try:
@@ -530,6 +530,12 @@ class MarketClient:
         logger.info("pm_ws client stopped; dispatcher counters: %s", self._nonzero_counters())
 
     # ------------------------------------------------------------------ helpers
+
+    async def _beat(self) -> None:
+        # Readers of a shared table: this process is alive, sockets up or not (rows say STALE then)
+        while True:
+            self.store.beat()
+            await asyncio.sleep(self._tick)
 
     def _row(self, token: str, field: int) -> int:
         return int(self.store.view[self.store.slot(token), field])

@@ -42,12 +42,15 @@ from typing import Any
 
 import orjson
 
-from ._bootstrap import DEFAULT_CLOB_URL, RestBootstrap
+from ._bootstrap import RestBootstrap
 from ._http import HttpClient
 from .client import DEFAULT_URL, ClientEvent, EventCallback, MarketClient
 from .errors import CapacityError
 from .row import TOKEN_ID
-from .gamma import DEFAULT_GAMMA_URL, GammaError, GammaMarket, MarketFilter, list_markets, markets_by_condition_ids
+from .gamma import (
+    DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL, GammaError, GammaMarket, MarketFilter, list_markets, markets_by_condition_ids,
+    string_list,
+)
 
 __all__ = ["ExchangeFollower"]
 
@@ -55,6 +58,8 @@ logger = logging.getLogger("pm_ws")
 
 TICK = 0.1  # seconds between two rounds of the follower's upkeep
 LISTING_RETRY = 5.0  # seconds before a failed listing is tried again
+# Default wait before a REST book: past the first re-drive's deadline, before the second miss would rebuild
+BOOTSTRAP_AFTER_TIMEOUTS = 1.5
 BOOTSTRAP_SCAN_EVERY = 5  # upkeep rounds between two scans for tokens waiting too long (a scan reads every row)
 
 
@@ -77,12 +82,16 @@ class ExchangeFollower:
         Announced markets are gathered this long, then subscribed together.
     bootstrap_after : float or None
         Seconds without a book before a token's REST book is asked; by default
-        ``snapshot_timeout`` × 2 (its first re-drive found nothing either); None switches the
-        REST bootstrap off.
+        ``snapshot_timeout`` × 1.5 (its first re-drive found nothing either, and the second miss,
+        which would rebuild its connection, has not come yet); None switches the REST bootstrap off.
+        A token handed to the REST bootstrap no longer costs its connection a rebuild.
     http : HttpClient, optional
         The HTTP client (its rate limit covers every REST request); a default one otherwise.
     on_event, on_frame : callable, optional
         As for :class:`~pm_ws.MarketClient` (the follower sees the events and frames first).
+    on_tokens : callable, optional
+        ``on_tokens("subscribe" | "unsubscribe", tokens)``, called just before the follower subscribes or
+        unsubscribes tokens (a recorder writes them down, so a replay adds and removes the same rows).
     **client_options
         Passed to :class:`~pm_ws.MarketClient` (``capacity`` defaults to 65,536 here;
         ``custom_features`` is always on).
@@ -102,6 +111,7 @@ class ExchangeFollower:
         http: HttpClient | None = None,
         on_event: EventCallback | None = None,
         on_frame: Callable[[str | bytes, int], None] | None = None,
+        on_tokens: Callable[[str, list[str]], None] | None = None,
         **client_options: Any,
     ) -> None:
         for name, value in (("relist_interval", relist_interval), ("subscribe_delay", subscribe_delay)):
@@ -117,16 +127,18 @@ class ExchangeFollower:
         self.http = http if http is not None else HttpClient()
         self._user_event = on_event
         self._user_frame = on_frame
+        self._on_tokens = on_tokens
         client_options.setdefault("capacity", 65_536)
         client_options["custom_features"] = True
         self.client = MarketClient(url, on_event=self._on_event, on_frame=self._on_frame, **client_options)
         self.store = self.client.store
         if bootstrap_after is not None and bootstrap_after < 0:
-            bootstrap_after = self.client.snapshot_timeout * 2
+            bootstrap_after = self.client.snapshot_timeout * BOOTSTRAP_AFTER_TIMEOUTS
         self.bootstrap = (
             RestBootstrap(self.store, self.http, clob_url, bootstrap_after) if bootstrap_after is not None else None
         )
         self.markets: dict[str, tuple[str, ...]] = {}  # followed: condition id -> token ids
+        self.labels: dict[str, str] = {}  # token id -> "<outcome> <question>" of followed (and announced) markets
         self.listed = asyncio.Event()  # set once the first listing is subscribed
         self._announced: dict[str, tuple[str, ...]] = {}  # new_market not subscribed yet
         self._resolved_at: dict[str, float] = {}  # condition id -> when it resolved (monotonic s)
@@ -212,6 +224,7 @@ class ExchangeFollower:
             return
         self.counters["announced"] += 1
         self._announced[condition_id] = tokens
+        self._label(tokens, string_list(payload.get("outcomes")), _text(payload.get("question")))
 
     def _resolve_event(self, payload: dict[str, Any]) -> None:
         condition_id = _text(payload.get("market") or payload.get("condition_id"))
@@ -251,6 +264,7 @@ class ExchangeFollower:
         if self.bootstrap is not None and self._rounds % BOOTSTRAP_SCAN_EVERY == 0:
             tokens = self.bootstrap.due(list(self.client._owner), time.monotonic_ns())
             if tokens:
+                self._stop_awaiting(tokens)
                 self._spawn(self.bootstrap.fetch(tokens), "bootstrap")
 
     async def _listing(self) -> None:
@@ -263,6 +277,9 @@ class ExchangeFollower:
             return
         self.counters["listings"] += 1
         listed = {market.condition_id: market for market in markets}
+        for cid, market in listed.items():
+            if cid not in self.markets:
+                self._label(market.token_ids, market.outcomes, market.question)
         await self._follow({cid: m.token_ids for cid, m in listed.items() if cid not in self.markets})
         gone = [cid for cid in self.markets if cid not in listed and cid not in self._resolved_at]
         if gone:
@@ -300,6 +317,8 @@ class ExchangeFollower:
         if not tokens:
             return
         try:
+            if self._on_tokens is not None:
+                self._on_tokens("subscribe", tokens)
             await self.client.subscribe(tokens)
         except CapacityError as exc:
             self.counters["capacity_full"] += 1
@@ -314,8 +333,27 @@ class ExchangeFollower:
             tokens.extend(self.markets.pop(condition_id, ()))
         if self.bootstrap is not None:
             self.bootstrap.forget(tokens)
+        for token in tokens:
+            self.labels.pop(token, None)
         self.counters["unsubscribed"] += len(tokens)
+        if self._on_tokens is not None:
+            self._on_tokens("unsubscribe", tokens)
         await self.client.unsubscribe(tokens)
+
+    def _label(self, tokens: tuple[str, ...], outcomes: tuple[str, ...], question: str) -> None:
+        for index, token in enumerate(tokens):
+            outcome = outcomes[index] if index < len(outcomes) else f"#{index}"
+            self.labels[token] = f"{outcome} {question}".strip()
+
+    def _stop_awaiting(self, tokens: list[str]) -> None:
+        # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection
+        # (and disturb every neighbour); if the REST book does not come, the bootstrap asks again
+        owner = self.client._owner
+        for token in tokens:
+            shard = owner.get(token)
+            if shard is not None:
+                shard.awaiting.pop(token, None)
+                shard.redriven.discard(token)
 
     def _spawn(self, work: Any, name: str) -> None:
         task = asyncio.create_task(work, name=name)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # aiohttp is the pm_ws[exchange] extra: pm-ws starts without 
     from ._http import HttpClient
 
 DEFAULT_GAMMA_URL = "https://gamma-api.polymarket.com"
+DEFAULT_CLOB_URL = "https://clob.polymarket.com"  # the CLOB REST API (books), for the REST bootstrap
 PAGE_LIMIT = 100  # markets per keyset page: Gamma clamps larger pages to this
 LOOKUP_RETRIES = 2  # a one-off lookup (the CLI's --slug) gives up sooner than a listing
 
@@ -218,8 +219,8 @@ def _with_tokens(markets: list[dict[str, Any]], what: str, base_url: str) -> lis
 
 
 def _market(raw: dict[str, Any]) -> GammaMarket:
-    token_ids = _string_list(raw.get("clobTokenIds"))
-    prices = _string_list(raw.get("outcomePrices"))
+    token_ids = string_list(raw.get("clobTokenIds"))
+    prices = string_list(raw.get("outcomePrices"))
     closed = raw.get("closed") is True
     winners = [token for token, price in zip(token_ids, prices) if price in ("1", "1.0")]
     return GammaMarket(
@@ -227,14 +228,14 @@ def _market(raw: dict[str, Any]) -> GammaMarket:
         question=str(raw.get("question", "")),
         slug=str(raw.get("slug", "")),
         token_ids=token_ids,
-        outcomes=_string_list(raw.get("outcomes")),
+        outcomes=string_list(raw.get("outcomes")),
         closed=closed,
         winner=winners[0] if closed and len(winners) == 1 else None,
     )
 
 
-def _string_list(value: Any) -> tuple[str, ...]:
-    # Gamma sends these as a JSON-encoded string ("[\"1\", \"2\"]"); other endpoints send a real list
+def string_list(value: Any) -> tuple[str, ...]:
+    """The strings of a list, or of a JSON-encoded list (Gamma's ``clobTokenIds``, ``outcomes``); () otherwise."""
     if isinstance(value, str):
         try:
             value = orjson.loads(value) if value else []

@@ -18,9 +18,10 @@ import threading
 import time
 import types
 import urllib.parse
+import uuid
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from pm_ws import BookStore, Dispatcher, MarketClient, _core, _live, _replay
+from pm_ws import BookStore, Dispatcher, MarketClient, TopReader, _core, _live, _replay
 from pm_ws import _core_py  # only to build a deliberately broken core for the --check test
 from pm_ws._decimal_text import price_text, size_text
 from pm_ws._exit import ExitCode
@@ -165,7 +166,7 @@ def write_recording(path: Path, server: FakeMarketServer, changes: int) -> int:
 @pytest.mark.parametrize(
     ("command", "expected"),
     [([], "exit codes:"), (["watch"], "--slug SLUG"), (["record"], "recording format"), (["replay"], "--check"),
-     (["demo"], "--duration SECONDS")],
+     (["demo"], "--share NAME"), (["peek"], "NAME")],
 )  # fmt: skip
 def test_cli_help_of_every_command_exits_zero(
     command: list[str], expected: str, capsys: pytest.CaptureFixture[str]
@@ -190,7 +191,8 @@ def test_cli_python_dash_m_runs_the_same_main() -> None:
      (["replay"], "required"), (["watch", "bad id!"], "invalid token id"),
      (["watch"], "at least one TOKEN_ID"), (["watch", "1", "--url", "http://127.0.0.1:1"], "invalid WebSocket URL"),
      (["replay", "r.pmws", "--speed", "2"], "--speed applies only with --realtime"),
-     (["replay", "r.pmws", "--check", "--impl", "py"], "--impl does not apply to --check")],
+     (["replay", "r.pmws", "--check", "--impl", "py"], "--impl does not apply to --check"),
+     (["demo", "--share", "a/b"], "invalid shared table name"), (["peek"], "required")],
 )  # fmt: skip
 def test_cli_bad_arguments_exit_2_with_one_line(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
@@ -249,7 +251,7 @@ def test_cli_verbose_after_the_command_is_not_a_usage_error(capsys: pytest.Captu
 def test_cli_parser_every_command_has_a_summary() -> None:
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
 
-    assert set(commands.choices) == {"watch", "record", "replay", "demo"}
+    assert set(commands.choices) == {"watch", "record", "replay", "demo", "peek"}
     assert all(choice.help for choice in commands._choices_actions)
 
 
@@ -262,7 +264,8 @@ def test_cli_help_lists_every_exit_code_with_its_meaning(capsys: pytest.CaptureF
 
 @pytest.mark.parametrize(
     ("module", "loads_fake_server"),
-    [("pm_ws.cli", False), ("pm_ws._live", False), ("pm_ws._replay", False), ("pm_ws._demo", True)],
+    [("pm_ws.cli", False), ("pm_ws._live", False), ("pm_ws._replay", False), ("pm_ws._peek", False),
+     ("pm_ws._demo", True)],
 )
 def test_cli_only_demo_imports_the_fake_server(module: str, loads_fake_server: bool) -> None:
     # a fresh interpreter: this one has pm_ws.testing loaded already
@@ -825,6 +828,98 @@ def test_cli_record_killed_leaves_readable_file(tmp_path: Path) -> None:
     with RecordingReader(out) as reader:
         frames = sum(1 for r in reader if r.kind != KIND_META)
     assert frames > 50  # at least the blocks of the first two seconds
+
+
+# -- --share and peek -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def table_name() -> Iterator[str]:
+    """A fresh shared table name; a table left by a killed writer is unlinked afterwards."""
+    name = f"pmws-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    with suppress(FileNotFoundError):
+        os.unlink(f"/dev/shm/{name}")
+
+
+def test_cli_peek_without_a_table_exits_3_with_one_line(table_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["peek", table_name]) == ExitCode.NOT_FOUND
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no pm_ws shared table named {table_name!r}" in err
+
+
+def test_cli_share_name_in_use_exits_2(table_name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    store = BookStore(2, shared=table_name)
+    try:
+        assert main(["demo", "--share", table_name, "--duration", "1"]) == ExitCode.USAGE
+    finally:
+        store.close_shared()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{table_name!r} is in use by writer pid {os.getpid()}" in err
+
+
+def test_cli_watch_share_publishes_the_table_then_unlinks_it(
+    quiet_server: ServerThread, table_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = quiet_server.server
+    seen: dict[str, State] = {}
+
+    def read_from_another_thread() -> None:  # TopReader sees only the segment, as another process would
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(seen) < len(server.token_ids):
+            with suppress(FileNotFoundError):
+                with TopReader(table_name) as reader:
+                    seen.update((token, reader.top(token).state) for token in reader.tokens())
+                    if set(seen.values()) == {State.LIVE}:
+                        return
+            time.sleep(0.05)
+
+    with ThreadPoolExecutor(1) as pool:
+        reading = pool.submit(read_from_another_thread)
+        code = main(["watch", *server.token_ids, "--url", server.url, "--share", table_name, "--duration", "2"])
+        reading.result(timeout=15)
+
+    assert code == ExitCode.OK
+    assert f"shared as {table_name}" in capsys.readouterr().out
+    assert seen == dict.fromkeys(server.token_ids, State.LIVE)
+    assert not os.path.exists(f"/dev/shm/{table_name}")  # unlinked at the clean exit
+
+
+@pytest.mark.slow
+def test_cli_peek_shows_a_demo_in_another_process_then_its_death(table_name: str) -> None:
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "pm_ws", "demo", "--share", table_name, "--markets", "2", "--fault-every", "60"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_child_env(),
+    )  # fmt: skip
+    try:
+        wait_for_live_table(table_name, tokens=4)
+        alive = run_module("peek", table_name, "--duration", "1.5")
+        demo.kill()  # no clean exit: the table stays behind, its heartbeat stops
+        demo.wait(timeout=SUBPROCESS_TIMEOUT)
+        dead = run_module("peek", table_name, "--duration", "1.5")
+    finally:
+        demo.kill()
+        demo.communicate()
+
+    assert alive.returncode == 0 and alive.stderr == "", alive.stderr
+    first = alive.stdout.split("-- ")[1]
+    assert f"pm-ws peek {table_name}" in first and f"writer pid {demo.pid} alive" in first
+    assert "4 LIVE" in first and first.count(" LIVE ") == 4
+    assert dead.returncode == 0, dead.stderr
+    last = dead.stdout.rsplit("-- ", 1)[1]
+    assert "GONE" in last and "4 STALE" in last and "LIVE" not in last
+
+
+def wait_for_live_table(name: str, tokens: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with suppress(FileNotFoundError):
+            with TopReader(name) as reader:
+                held = reader.tokens()
+                if len(held) == tokens and all(reader.top(token).state is State.LIVE for token in held):
+                    return
+        time.sleep(0.1)
+    raise AssertionError(f"table {name} not LIVE within {timeout} s")
 
 
 # -- the table --------------------------------------------------------------------------------------

@@ -145,3 +145,39 @@ async def test_deltas_during_a_slow_rest_request_are_merged() -> None:
         assert follower.store.book(token, None) == ws.truth(token)
         boot = follower.stats()["bootstrap"]
         assert boot["replayed"] > 0 and boot["older_dropped"] > 0
+
+
+async def test_a_token_handed_to_the_rest_bootstrap_does_not_rebuild_its_connection() -> None:
+    # Its first re-drive found nothing; the REST book is asked before its second miss, which would abort the socket
+    async with exchange(4, snapshot_timeout=1.0, bootstrap_after=1.2) as (ws, rest, follower):
+        token = ws.markets[1].yes_id
+        ws.withhold_snapshot([token])
+        await follower.client.unsubscribe([token])
+        await follower.client.subscribe([token])
+        started = time.monotonic()
+        await until(lambda: follower.stats()["bootstrap"]["books_loaded"] == 1, 3.0)
+        await asyncio.sleep(started + 2.5 - time.monotonic())  # past the second miss, still UNCONFIRMED
+        assert state(follower, token) is State.UNCONFIRMED
+        while state(follower, token) is not State.LIVE:
+            await ws.step(2)
+            await asyncio.sleep(0.02)
+        connections = follower.stats()["connections"]
+        assert [(c["aborts"], c["reconnects"], c["awaiting_snapshot"]) for c in connections] == [(0, 0, 0)]
+        assert follower.stats()["bootstrap"]["books_loaded"] == 1
+
+
+async def test_missing_books_stops_awaiting_a_rest_loaded_or_resolved_token() -> None:
+    from pm_ws._watchdogs import missing_books
+
+    async with exchange(4, bootstrap_after=None) as (ws, rest, follower):
+        shard = follower.client._shards[0]
+        loaded, resolved = ws.markets[2].yes_id, ws.markets[3].yes_id
+        ws.withhold_snapshot([loaded, resolved])
+        await follower.client.unsubscribe([loaded, resolved])
+        await follower.client.subscribe([loaded, resolved])
+        await until(lambda: {loaded, resolved} <= set(shard.awaiting))
+        follower.store.load_book(loaded, [(4000, 1_000_000)], [(6000, 1_000_000)], 100, 1, 1)
+        follower.store.resolve(resolved, True)
+        missing_books(shard, time.monotonic_ns() + 10**12)  # far past every deadline
+        assert loaded not in shard.awaiting and resolved not in shard.awaiting
+        assert shard.aborts == 0 and shard.redrives == 0

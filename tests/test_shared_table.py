@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import mmap
@@ -187,3 +188,14 @@ def test_private_store_has_no_table(impl: ModuleType) -> None:
 
 def test_public_reader_matches_the_core() -> None:
     assert pm_ws.TopReader.__module__ == ("pm_ws._shared_py" if pm_ws.IMPLEMENTATION == "python" else "pm_ws._shared_c")
+
+
+def test_store_collected_in_a_cycle_releases_its_table(impl: ModuleType, name: str) -> None:
+    # The collector may clear a store's attributes before freeing it (a MarketClient and its shards
+    # form a cycle): freeing must still tell the shared rows from its own memory
+    store = impl.BookStore(4, shared=name)
+    store.close_shared()
+    cycle: list[Any] = [store]
+    cycle.append(cycle)
+    del store, cycle
+    gc.collect()
