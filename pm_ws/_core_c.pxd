@@ -243,7 +243,7 @@ cdef class BookStore:
     cdef dict _resolved  # resolved token ids -> won (True/False, None: unknown)
 
     cdef int32_t lookup(self, const char* p, Py_ssize_t n, uint64_t h) noexcept
-    cdef int32_t _slot_of(self, object token_id) noexcept
+    cdef int32_t _slot_of(self, object token_id) except -2
     cdef void _free_slot(self, int32_t slot) noexcept
 
 
