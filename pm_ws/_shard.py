@@ -1,7 +1,7 @@
 """One shard: a share of the client's tokens and the life of the socket that carries them.
 
 A shard connects, sends the subscription, reads frames into the shared dispatcher, writes operation
-frames and PING, runs the watchdogs, re-drives tokens, aborts a socket it gave up on and reconnects with
+frames and PING, runs the watchdogs when the client's tick asks, re-drives tokens, aborts a socket it gave up on and reconnects with
 its backoff. Its bookkeeping (tokens, re-drives, counters) survives reconnects. What it shares with the
 other shards (store, dispatcher, settings, events, the resync queue, the connect stagger) it reaches
 through its owner, the :class:`~pm_ws.MarketClient`.
@@ -75,7 +75,7 @@ class ShardOwner(Protocol):
     store: BookStore
     dispatcher: Any
     _stopping: bool
-    _tick: float  # seconds between two runs of the watchdogs
+    _tick: float  # seconds between two runs of the watchdogs (the client runs every OPEN shard's in one task)
     _watchdogs: tuple[Watchdog, ...]  # run every tick
     _housekeeping: tuple[Watchdog, ...]  # run every HOUSEKEEPING_NS while frames flow
 
@@ -171,6 +171,12 @@ class Shard:
         self.probed.pop(token, None)
         self.rebuilt_for.discard(token)
         self.dirty = True
+
+    def maybe_waiting(self) -> list[str]:
+        """The tokens that may be without a book: all while the socket is down, else those awaited or to re-drive."""
+        if not self.up:
+            return list(self.tokens)
+        return [*self.awaiting, *self.redrive, *self.deferred]
 
     def flush_waiter(self) -> asyncio.Future[None] | None:
         """A future set once the writer sent the frames for the current token set (None: no open socket)."""
@@ -312,7 +318,6 @@ class Shard:
             logger.info("connection %d: subscribed %d tokens (core=%s)", self.id, len(tokens), IMPLEMENTATION)
             owner._emit("connected", None, {"connection": self.id, "tokens": len(tokens)})
             helpers.append(asyncio.create_task(self._write(socket), name=f"pm_ws.writer.{self.id}"))
-            helpers.append(asyncio.create_task(self._watch(), name=f"pm_ws.watchdog.{self.id}"))
             for helper in helpers:
                 helper.add_done_callback(lambda task: self._helper_done(socket, task))
             feed = owner._frame_feed()
@@ -408,16 +413,17 @@ class Shard:
             self.abort(socket, f"a send did not complete within write_timeout {self.owner.write_timeout:g}s")
             raise
 
-    async def _watch(self) -> None:
-        # The watchdogs, every tick: deadlines that need no frame to fire
-        watchdogs = [watchdog.check for watchdog in self.owner._watchdogs]
-        while self.up:
-            await asyncio.sleep(self.owner._tick)
-            now = time.monotonic_ns()
-            for check in watchdogs:
-                check(self, now)
+    def watch(self, now: int) -> None:
+        """Run the watchdogs once: deadlines that need no frame to fire (the client's tick calls it while OPEN)."""
+        socket = self.socket
+        try:
+            for watchdog in self.owner._watchdogs:
+                watchdog.check(self, now)
                 if not self.up:
                     return
+        except Exception:  # a watchdog that fails on a bug must not leave the socket without deadlines
+            logger.exception("connection %d: a watchdog failed", self.id)
+            self.abort(socket, "a watchdog failed")
 
     def housekeep(self, now: int) -> bool:
         """Run the housekeeping checks (resyncs, pending books); True when the socket is gone."""
@@ -431,7 +437,7 @@ class Shard:
         return False
 
     def _helper_done(self, socket: Socket, task: asyncio.Task[None]) -> None:
-        # A writer or watchdog that died of a bug must not leave a socket without PING or deadlines
+        # A writer that died of a bug must not leave a socket without PING
         if task.cancelled() or task.exception() is None:
             return
         logger.error("connection %d: %s failed", self.id, task.get_name(), exc_info=task.exception())
