@@ -10,7 +10,7 @@ The follower lists every market through Gamma and subscribes 2 tokens per market
   start       time from start to every token LIVE (listing, 100 handshakes, 20,000 snapshots)
   rss         resident memory growth per token (follower, store, books, sockets)
   frames      client CPU per frame with the server changing books at ``--rate`` changes/s
-  stats       cost of one ``follower.stats()``
+  stats       cost of one ``follower.stats()``, with the per-token entries and without
   new_market  time from the announcement to both tokens LIVE (the bound: 2 s + one round trip)
   resolve     time from ``market_resolved`` to the market's slots free (the bound: grace + one tick)
   cycles      RSS before/after ``--cycles`` open/resolve cycles (flat: nothing kept per market)
@@ -151,7 +151,7 @@ async def run(args: argparse.Namespace) -> None:
         follower = ExchangeFollower(
             exchange.ws_url, gamma_url=exchange.rest_url, clob_url=exchange.rest_url, http=http,
             resolve_grace=RESOLVE_GRACE, subscribe_delay=0.05, relist_interval=3600, snapshot_timeout=SNAPSHOT_TIMEOUT,
-            capacity=len(tokens) + 2 * args.cycles + 64, connect_stagger=0.0,
+            capacity=len(tokens) + 2 * args.cycles + 64, connect_stagger=0.0, transport=args.transport,
         )  # fmt: skip
         started = time.perf_counter()
         async with follower:
@@ -191,11 +191,12 @@ async def run(args: argparse.Namespace) -> None:
             wrong = [t for t in starved if live(follower, [t]) and follower.store.book(t, None) != truth[t]]
             print(f"bootstrap   wrong-LIVE books among the starved tokens: {len(wrong)}")
 
-            n = 200
-            t0 = time.perf_counter()
-            for _ in range(n):
-                follower.stats()
-            print(f"stats       {(time.perf_counter() - t0) / n * 1e3:.2f} ms per follower.stats()")
+            for per_token in (True, False):
+                n = 50 if per_token else 2000
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    follower.stats(tokens=per_token)
+                print(f"stats       {(time.perf_counter() - t0) / n * 1e3:.3f} ms per follower.stats(tokens={per_token})")
 
             latencies = []
             for _ in range(5):
@@ -235,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=5_000, help="book changes per second for the CPU figure")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the CPU measurement")
     parser.add_argument("--cycles", type=int, default=1_000, help="open/resolve cycles")
+    parser.add_argument("--transport", default="websockets", help="the client's websocket library (or picows)")
     parser.add_argument("--starved-percent", type=float, default=1.0, help="tokens that never get a WS snapshot")
     args = parser.parse_args(argv)
     logging.getLogger("pm_ws").setLevel(logging.ERROR)  # the starved tokens' re-drives are expected

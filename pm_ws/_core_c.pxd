@@ -179,6 +179,8 @@ ctypedef struct pm_fields_t:  # recognised keys of one JSON object, last occurre
     int64_t val[K_COUNT]  # parsed number, pm_kind for K_EVENT_TYPE, pm_side for K_SIDE
     Py_ssize_t off[3]  # first staged level/entry of each array key, indexed A_BIDS, A_ASKS, A_PRICE_CHANGES
     Py_ssize_t cnt[3]  # how many
+    uint32_t sorted_levels  # bit A_BIDS / A_ASKS: every level of that array came in one fast run, strictly
+                            # worst -> best and none of size 0 (no duplicate price, no sorting, nothing to drop)
     const char* asset  # asset_id bytes after unescaping (in the frame or the arena)
     Py_ssize_t asset_n
     uint64_t asset_hash
@@ -241,7 +243,7 @@ cdef class BookStore:
     cdef dict _resolved  # resolved token ids -> won (True/False, None: unknown)
 
     cdef int32_t lookup(self, const char* p, Py_ssize_t n, uint64_t h) noexcept
-    cdef int32_t _slot_of(self, object token_id) noexcept
+    cdef int32_t _slot_of(self, object token_id) except -2
     cdef void _free_slot(self, int32_t slot) noexcept
 
 

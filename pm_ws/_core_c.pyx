@@ -15,9 +15,9 @@ are set by setup.py, so a ``PM_WS_CYTHON_DEBUG=1`` build really turns the checks
 cimport cython
 from cpython.buffer cimport PyBUF_FORMAT, PyBUF_ND, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
 from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_Check, PyBytes_CheckExact, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Calloc, PyMem_Free, PyMem_Malloc, PyMem_Realloc
-from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_CheckExact, PyUnicode_GET_LENGTH
+from cpython.unicode cimport PyUnicode_1BYTE_DATA, PyUnicode_Check, PyUnicode_CheckExact, PyUnicode_GET_LENGTH
 from libc.stdint cimport INT64_MAX, int32_t, int64_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 from libc.string cimport memcmp, memcpy, memmove, memset
@@ -29,7 +29,7 @@ import orjson
 
 from pm_ws._events import NEW_MARKET_ID_KEYS, STAT_KEYS
 from pm_ws._rest_levels import wire_levels
-from pm_ws.errors import CapacityError, parse_error
+from pm_ws.errors import capacity_error, parse_error, token_id_type_error, token_ids_type_error
 from pm_ws.row import (DEFAULT_MAX_FRAME_BYTES, OWNER_MAX, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top,
                        check_owner)
 
@@ -50,6 +50,8 @@ cdef extern from "pm_seqlock.h":  # _hot/pm_seqlock.h: the per-row sequence lock
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_COMPACT_ASCII(object o)
+    bint PyUnicode_IS_ASCII(object o)
+    void* PyUnicode_DATA(object o)
 
 
 include "_hot/numbers.pxi"
@@ -85,6 +87,9 @@ cdef class BookStore:
         ``pm_ws.TopReader(shared)`` reads them from any process of this user; see ``pm_ws.shared``
         for the layout. The segment is unlinked at a clean exit (or ``close_shared()``); one left by
         a dead writer is replaced. Call ``beat()`` at least every second (``MarketClient`` does).
+
+    A token id is a str or bytes (subclasses too, e.g. ``numpy.str_``); every method that takes one
+    raises TypeError for anything else, but ``in`` is simply False.
 
     Raises
     ------
@@ -222,7 +227,8 @@ cdef class BookStore:
                 return slot
             i = (i + 1) & self._mask
 
-    cdef int32_t _slot_of(self, object token_id) noexcept:
+    cdef int32_t _slot_of(self, object token_id) except -2:
+        # Slot of a held id, -1 for any other str/bytes; TypeError for anything else
         cdef cptr p
         cdef Py_ssize_t n
         if not token_view(token_id, &p, &n):
@@ -251,10 +257,12 @@ cdef class BookStore:
 
         Raises
         ------
+        TypeError
+            The id is not str or bytes.
         ValueError
             The id is not a valid token id.
         CapacityError
-            Every slot is taken.
+            Every slot is taken (the message names the token and the capacity).
         """
         cdef cptr p
         cdef Py_ssize_t n, i
@@ -270,7 +278,7 @@ cdef class BookStore:
         if slot >= 0:
             return slot
         if self._count >= self._capacity:
-            raise CapacityError(f"BookStore is full: all {self._capacity} slots hold a token")
+            raise capacity_error(id_text(p, n), self._capacity)
         slot = 0
         while self._ids[slot].n:
             slot += 1
@@ -297,7 +305,7 @@ cdef class BookStore:
         while self._table[i] >= 0:
             i = (i + 1) & self._mask
         self._table[i] = slot
-        self._names[slot] = (<bytes>PyBytes_FromStringAndSize(<const char*>p, n)).decode("ascii")
+        self._names[slot] = id_text(p, n)
         self._count += 1
         return slot
 
@@ -389,7 +397,8 @@ cdef class BookStore:
         return slot
 
     def __contains__(self, token_id):
-        return self._slot_of(token_id) >= 0
+        # Anything that is not str or bytes is simply not held (no TypeError, as for a set)
+        return isinstance(token_id, (str, bytes)) and self._slot_of(token_id) >= 0
 
     def __len__(self):
         return self._count
@@ -456,12 +465,19 @@ cdef class BookStore:
         ----------
         token_ids : iterable of str or bytes
             Tokens to mark; ids not held are ignored.
+
+        Raises
+        ------
+        TypeError
+            Before any row changes: ``token_ids`` is a single str or bytes, or holds an id that is not.
         """
         cdef int32_t slot
         cdef int64_t* row
         cdef int64_t seq
-        for token_id in token_ids:
-            slot = self._slot_of(token_id)
+        if isinstance(token_ids, (str, bytes, bytearray)):  # would mark its characters
+            raise token_ids_type_error(token_ids)
+        cdef list slots = [self._slot_of(token_id) for token_id in token_ids]  # every id checked before any row changes
+        for slot in slots:
             if slot >= 0:
                 row = self._rows + slot * PM_N_FIELDS
                 if row[PM_STATE] == PM_RESOLVED:
@@ -556,6 +572,11 @@ cdef class BookStore:
         if slot < 0:
             raise KeyError(token_id)
         return self._resolved.get(self._names[slot])
+
+
+cdef inline str id_text(cptr p, Py_ssize_t n):
+    # A token id's ASCII bytes as the plain str the store hands out
+    return (<bytes>PyBytes_FromStringAndSize(<const char*>p, n)).decode("ascii")
 
 
 cdef inline void clear_row(int64_t* row) noexcept:
@@ -796,8 +817,10 @@ cdef class Dispatcher:
             self._stats[ST_SKIP_NOT_LIVE] += 1
             return 0
         book = &self.store._books[slot]
-        if (side_load(&book.bids, self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], True) < 0
-                or side_load(&book.asks, self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS], False) < 0):
+        if (side_snapshot(&book.bids, self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], True,
+                          f.sorted_levels & (1 << A_BIDS)) < 0
+                or side_snapshot(&book.asks, self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS], False,
+                                 f.sorted_levels & (1 << A_ASKS)) < 0):
             raise MemoryError()
         row = self.store._rows + slot * PM_N_FIELDS
         if f.has & (1 << K_TICK_SIZE):

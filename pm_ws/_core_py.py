@@ -14,8 +14,10 @@ Numbers
 Rows and books
     ``BookStore`` keeps one row of ``N_FIELDS`` int64 values per token slot in a single buffer that
     is never reallocated; ``view`` exports it read-only (format ``"q"``, shape
-    ``(capacity, N_FIELDS)``). Each token's book keeps per side a list of ``(price, size)`` in wire
-    order, worst to best (bids ascending, asks descending), so the best level is the last one.
+    ``(capacity, N_FIELDS)``) through a second, read-only mapping of the same memory, so nothing
+    reachable from a view can write a row. Each token's book keeps per side a list of
+    ``(price, size)`` in wire order, worst to best (bids ascending, asks descending), so the best
+    level is the last one.
 
 Frames
     A frame is a control word (``PONG``, ``INVALID OPERATION``, ``NO NEW ASSETS``, any case), or
@@ -43,9 +45,12 @@ Frames
 from __future__ import annotations
 
 import heapq
+import mmap
 import operator
+import os
 import re
 import struct
+import tempfile
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from itertools import accumulate
@@ -70,7 +75,7 @@ from ._events import (
     ValueKind,
 )
 from ._rest_levels import wire_levels
-from .errors import CapacityError, ParseError, parse_error
+from .errors import ParseError, capacity_error, parse_error, token_id_type_error, token_ids_type_error
 from .row import (
     ASK_LEVELS,
     ASK_PX,
@@ -327,12 +332,24 @@ def _crossed(row: list[int]) -> bool:
 
 
 def _token_key(token_id: object) -> str | None:
-    # The dict key a token id is held under, or None when it cannot be a valid id
-    if isinstance(token_id, bytes):
-        token_id = token_id.decode("latin-1")
-    if isinstance(token_id, str) and TOKEN_ID.fullmatch(token_id):
-        return token_id
-    return None
+    # The plain str a token id is held under, None for a str/bytes that cannot be an id; TypeError for
+    # anything else. A str subclass (numpy.str_) is held as its plain value, as the compiled core does
+    if isinstance(token_id, str):
+        key = str.__str__(token_id)
+    elif isinstance(token_id, bytes):
+        key = token_id.decode("latin-1")
+    else:
+        raise token_id_type_error(token_id)
+    return key if TOKEN_ID.fullmatch(key) else None
+
+
+def _mapped_twice(size: int) -> tuple[mmap.mmap, mmap.mmap]:
+    # Private rows in anonymous memory mapped twice: writable for the store, read-only for the view (as a
+    # shared store maps its segment a second time), so nothing reachable from the view can write a row
+    memfd = getattr(os, "memfd_create", None)  # Linux; elsewhere an unlinked temporary file
+    with os.fdopen(memfd("pm_ws-rows", os.MFD_CLOEXEC), "w+b") if memfd else tempfile.TemporaryFile() as file:
+        file.truncate(size)
+        return mmap.mmap(file.fileno(), size), mmap.mmap(file.fileno(), size, access=mmap.ACCESS_READ)
 
 
 class BookStore:
@@ -348,6 +365,9 @@ class BookStore:
         for the layout. The segment is unlinked at a clean exit (or ``close_shared()``); one left by
         a dead writer is replaced. Call ``beat()`` at least every second (``MarketClient`` does).
 
+    A token id is a str or bytes (subclasses too, e.g. ``numpy.str_``); every method that takes one
+    raises TypeError for anything else, but ``in`` is simply False.
+
     Raises
     ------
     ValueError
@@ -362,14 +382,20 @@ class BookStore:
             raise ValueError(f"capacity must be at least 1, was {capacity}")
         self._capacity = capacity
         self._segment: shared_table.Segment | None = None
-        self._buffer: bytearray | memoryview  # never resized: views stay valid
+        # The rows twice, never resized (views stay valid): _buffer the store writes, _readable the
+        # views export, a read-only mapping of the same memory
+        self._buffer: mmap.mmap | memoryview
+        size = capacity * _ROW.size
         if shared is None:
-            self._buffer = bytearray(capacity * _ROW.size)
+            self._buffer, readable = _mapped_twice(size)
+            self._readable = memoryview(readable)
         else:
             from . import shared as shared_table  # the segment machinery only when asked for (and no import cycle)
 
             self._segment = shared_table.Segment(shared, capacity)
-            self._buffer = memoryview(self._segment.mmap)[self._segment.rows_offset :]
+            offset = self._segment.rows_offset
+            self._buffer = memoryview(self._segment.mmap)[offset:]
+            self._readable = memoryview(shared_table.open_segment(shared))[offset : offset + size]
         self._slots: dict[str, int] = {}
         self._ids: list[str | None] = [None] * capacity
         self._books: list[_Book | None] = [None] * capacity
@@ -405,7 +431,7 @@ class BookStore:
         Index it as ``view[slot, FIELD]``. Every access returns a new view of the same buffer,
         which lives as long as the store and is updated in place.
         """
-        return memoryview(self._buffer).cast("q", (self._capacity, N_FIELDS)).toreadonly()
+        return self._readable.cast("q", (self._capacity, N_FIELDS))
 
     def add(self, token_id: str | bytes, owner: int = 0) -> int:
         """Hold a token: give it the lowest free slot with an empty book, state ``SUBSCRIBING``, its ``TOKEN_TAG``.
@@ -429,10 +455,12 @@ class BookStore:
 
         Raises
         ------
+        TypeError
+            ``token_id`` is not str or bytes.
         ValueError
             ``token_id`` is not a valid token id.
         CapacityError
-            Every slot is taken.
+            Every slot is taken (the message names the token and the capacity).
         """
         owner = check_owner(owner)
         key = _token_key(token_id)
@@ -442,7 +470,7 @@ class BookStore:
         if slot is not None:
             return slot
         if not self._free:
-            raise CapacityError(f"BookStore is full: all {self._capacity} slots are taken")
+            raise capacity_error(key, self._capacity)
         slot = heapq.heappop(self._free)
         self._slots[key] = slot
         self._ids[slot] = key
@@ -501,7 +529,8 @@ class BookStore:
         return slot
 
     def __contains__(self, token_id: object) -> bool:
-        return self._lookup(token_id) is not None
+        # Anything that is not str or bytes is simply not held (no TypeError, as for a set)
+        return isinstance(token_id, (str, bytes)) and self._lookup(token_id) is not None
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -550,10 +579,13 @@ class BookStore:
         turns LIVE again only on a ``book`` that carries it (a snapshot), not on a post-trade refresh
         without one (that refresh still replaces the levels, the row stays STALE); a
         ``tick_size_change`` confirms the tick, and the next book of any kind turns it LIVE.
-        Ids not held by the store are ignored.
+        Ids not held by the store are ignored. TypeError, before any row changes, for a single str or
+        bytes (not a collection of ids) or an id that is not str or bytes.
         """
-        for token_id in token_ids:
-            slot = self._lookup(token_id)
+        if isinstance(token_ids, (str, bytes, bytearray)):  # would mark its characters
+            raise token_ids_type_error(token_ids)
+        slots = [self._lookup(token_id) for token_id in token_ids]  # every id checked before any row changes
+        for slot in slots:
             if slot is None:
                 continue
             row = self._read_row(slot)
@@ -645,7 +677,7 @@ class BookStore:
         return self._resolved.get(str(self._ids[self.slot(token_id)]))
 
     def _lookup(self, token_id: object) -> int | None:
-        # An invalid id or a foreign type is simply not held; only add() raises ValueError
+        # An invalid id is simply not held (only add() raises ValueError); not str or bytes: TypeError
         key = _token_key(token_id)
         return None if key is None else self._slots.get(key)
 

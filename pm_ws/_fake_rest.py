@@ -31,11 +31,11 @@ import orjson
 from aiohttp import web
 
 from ._decimal_text import PRICE_DECIMALS, SIZE_DECIMALS, units_text
+from ._loopback import LoopbackServer
 
 __all__ = ["FakeRestServer"]
 
 PAGE_LIMIT = 100
-LOOPBACK_HOSTS = ("127.0.0.1", "::1")
 
 
 class MarketSource(Protocol):
@@ -54,8 +54,9 @@ class MarketSource(Protocol):
     def condition_id(self, token_id: str) -> str: ...
 
 
-class FakeRestServer:
-    """Gamma and CLOB REST on 127.0.0.1 for the markets of ``market_server``.
+class FakeRestServer(LoopbackServer):
+    """Gamma and CLOB REST on 127.0.0.1 for the markets of ``market_server``; :attr:`url` is both the Gamma
+    and the CLOB base URL.
 
     Parameters
     ----------
@@ -67,15 +68,14 @@ class FakeRestServer:
         Every market has an order book (otherwise every third one has none, as on Gamma).
     """
 
+    SCHEME = "http"
+
     def __init__(
         self, market_server: MarketSource, *, host: str = "127.0.0.1", port: int = 0, all_order_books: bool = False
     ) -> None:
-        if host not in LOOPBACK_HOSTS:
-            raise ValueError(f"FakeRestServer listens on loopback only, host was {host!r}")
+        super().__init__(host, port)
         self.market_server = market_server
         self.all_order_books = all_order_books
-        self._host = host
-        self._port = port
         self._runner: web.AppRunner | None = None
         self.delay = 0.0
         self.hold = 0.0  # seconds a rendered book answer waits before it is sent
@@ -87,7 +87,7 @@ class FakeRestServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
+    async def _listen(self) -> int:
         app = web.Application()
         app.router.add_get("/markets/keyset", self._markets)
         app.router.add_get("/book", self._book)
@@ -96,27 +96,13 @@ class FakeRestServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self._host, self._port)
         await site.start()
-        self._port = self._runner.addresses[0][1]
+        port: int = self._runner.addresses[0][1]
+        return port
 
-    async def stop(self) -> None:
+    async def _close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> FakeRestServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """``http://<host>:<port>``: both the Gamma and the CLOB base URL."""
-        if self._runner is None:
-            raise RuntimeError("FakeRestServer is not running; use `async with` or await start()")
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self._port}"
 
     # ------------------------------------------------------------------ fault switches
 

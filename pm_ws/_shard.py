@@ -1,7 +1,7 @@
 """One shard: a share of the client's tokens and the life of the socket that carries them.
 
 A shard connects, sends the subscription, reads frames into the shared dispatcher, writes operation
-frames and PING, runs the watchdogs, re-drives tokens, aborts a socket it gave up on and reconnects with
+frames and PING, runs the watchdogs when the client's tick asks, re-drives tokens, aborts a socket it gave up on and reconnects with
 its backoff. Its bookkeeping (tokens, re-drives, counters) survives reconnects. What it shares with the
 other shards (store, dispatcher, settings, events, the resync queue, the connect stagger) it reaches
 through its owner, the :class:`~pm_ws.MarketClient`.
@@ -75,7 +75,7 @@ class ShardOwner(Protocol):
     store: BookStore
     dispatcher: Any
     _stopping: bool
-    _tick: float  # seconds between two runs of the watchdogs
+    _tick: float  # seconds between two runs of the watchdogs (the client runs every OPEN shard's in one task)
     _watchdogs: tuple[Watchdog, ...]  # run every tick
     _housekeeping: tuple[Watchdog, ...]  # run every HOUSEKEEPING_NS while frames flow
 
@@ -171,6 +171,12 @@ class Shard:
         self.probed.pop(token, None)
         self.rebuilt_for.discard(token)
         self.dirty = True
+
+    def maybe_waiting(self) -> list[str]:
+        """The tokens that may be without a book: all while the socket is down, else those awaited or to re-drive."""
+        if not self.up:
+            return list(self.tokens)
+        return [*self.awaiting, *self.redrive, *self.deferred]
 
     def flush_waiter(self) -> asyncio.Future[None] | None:
         """A future set once the writer sent the frames for the current token set (None: no open socket)."""
@@ -312,7 +318,6 @@ class Shard:
             logger.info("connection %d: subscribed %d tokens (core=%s)", self.id, len(tokens), IMPLEMENTATION)
             owner._emit("connected", None, {"connection": self.id, "tokens": len(tokens)})
             helpers.append(asyncio.create_task(self._write(socket), name=f"pm_ws.writer.{self.id}"))
-            helpers.append(asyncio.create_task(self._watch(), name=f"pm_ws.watchdog.{self.id}"))
             for helper in helpers:
                 helper.add_done_callback(lambda task: self._helper_done(socket, task))
             feed = owner._frame_feed()
@@ -320,17 +325,23 @@ class Shard:
             # Deadlines run on the monotonic clock (a wall-clock step must not fire or freeze them);
             # the rows get the wall clock, comparable with the exchange's timestamps
             monotonic, wall = time.monotonic_ns, time.time_ns
-            # The hot loop: keep it this small
-            async for frame in socket:
+            frames = socket.frames
+            take = frames.popleft
+            # The hot loop: per frame only the feed. The clocks, counters and checks run once per batch,
+            # the frames buffered when the reader wakes: they all arrived by then, so the batch's time is
+            # every frame's arrival for the inbound watchdog and the rows' receive time for all of them
+            while await socket.readable():
                 now = monotonic()
                 if now >= self.next_check_ns:
                     if self.housekeep(now):
                         break  # the socket is gone: frames still buffered must not revive its tokens
                     feed = owner._frame_feed()  # a tap added since (MarketClient.add_tap) applies from here
-                self.frames += 1
-                self.bytes += len(frame)
                 self.last_frame_ns = now
-                feed(frame, wall(), number)
+                self.frames += len(frames)
+                self.bytes += sum(map(len, frames))
+                received = wall()
+                while frames:  # socket_lost() empties it: a frame's feed may lose the socket
+                    feed(take(), received, number)
         except (SocketClosed, asyncio.TimeoutError):
             pass
         except Exception:
@@ -404,16 +415,17 @@ class Shard:
             self.abort(socket, f"a send did not complete within write_timeout {self.owner.write_timeout:g}s")
             raise
 
-    async def _watch(self) -> None:
-        # The watchdogs, every tick: deadlines that need no frame to fire
-        watchdogs = [watchdog.check for watchdog in self.owner._watchdogs]
-        while self.up:
-            await asyncio.sleep(self.owner._tick)
-            now = time.monotonic_ns()
-            for check in watchdogs:
-                check(self, now)
+    def watch(self, now: int) -> None:
+        """Run the watchdogs once: deadlines that need no frame to fire (the client's tick calls it while OPEN)."""
+        socket = self.socket
+        try:
+            for watchdog in self.owner._watchdogs:
+                watchdog.check(self, now)
                 if not self.up:
                     return
+        except Exception:  # a watchdog that fails on a bug must not leave the socket without deadlines
+            logger.exception("connection %d: a watchdog failed", self.id)
+            self.abort(socket, "a watchdog failed")
 
     def housekeep(self, now: int) -> bool:
         """Run the housekeeping checks (resyncs, pending books); True when the socket is gone."""
@@ -427,7 +439,7 @@ class Shard:
         return False
 
     def _helper_done(self, socket: Socket, task: asyncio.Task[None]) -> None:
-        # A writer or watchdog that died of a bug must not leave a socket without PING or deadlines
+        # A writer that died of a bug must not leave a socket without PING
         if task.cancelled() or task.exception() is None:
             return
         logger.error("connection %d: %s failed", self.id, task.get_name(), exc_info=task.exception())
@@ -472,7 +484,8 @@ class Shard:
         if self.socket is not socket or not self.up:
             return
         self.state = ShardState.CLOSING if self.owner._stopping else ShardState.DISCONNECTED
-        self.next_check_ns = 0  # the reader stops at its next frame
+        self.next_check_ns = 0  # the reader stops at its next batch
+        socket.frames.clear()  # the frames still buffered must not revive its tokens
         try:
             self.owner._mark_stale(list(self.tokens), reason)
             if not self.retired:  # closing a shard left without tokens is no fault

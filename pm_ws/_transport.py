@@ -3,24 +3,33 @@
 A shard sees its socket only as a :class:`Socket` and catches only :data:`CONNECT_ERRORS` and
 :data:`SocketClosed`. Two transports back it: ``websockets`` (the default) and picows
 (``pm_ws._transport_picows``, imported only when chosen: the plain install does not have it).
+Both hand whole messages to a :class:`~pm_ws._inbox.FrameBuffer` inside the callback that parsed them; the shard's
+reader drains it without waiting while any is left, so a burst of frames costs one wake-up and no
+per-frame coroutine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import Callable
 from ssl import SSLContext
 from typing import Any, Literal, Protocol, cast
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
+from websockets.frames import CloseCode, Frame, Opcode
 from websockets.protocol import State as SocketState
+
+from ._inbox import FrameBuffer
 
 CLOSE_TIMEOUT = 1.0  # seconds a clean close handshake may take before the socket is aborted
 
 TRANSPORTS = ("websockets", "picows")  # MarketClient(transport=...): the first is the default
 
+
+_TEXT, _BINARY, _CONTINUATION = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
 
 CONNECT_ERRORS = (OSError, asyncio.TimeoutError, WebSocketException)  # a failed attempt: log, back off
 SocketClosed = ConnectionClosed  # what send() and reading raise once the socket is closed (picows: a subclass)
@@ -32,6 +41,9 @@ class Socket(Protocol):
     on_end: Callable[[], None] | None
     """Called synchronously, inside the callback that learns the peer sends nothing more."""
 
+    frames: deque[str | bytes]
+    """The inbound messages received and not read yet, oldest first: the reader pops them."""
+
     @property
     def close_code(self) -> int | None:
         """The close code once the socket is closed (None before, or without a close frame)."""
@@ -40,8 +52,8 @@ class Socket(Protocol):
     def local_address(self) -> Any:
         """This end's socket address."""
 
-    def __aiter__(self) -> AsyncIterator[str | bytes]:
-        """The inbound frames, until the socket is closed."""
+    async def readable(self) -> bool:
+        """Wait until :attr:`frames` holds a message: True; False once the socket ended and none is left."""
 
     async def send(self, message: str) -> None:
         """Send one text frame; raises :data:`SocketClosed` once the socket is closed."""
@@ -103,28 +115,54 @@ async def open_socket(
     return cast(WebsocketsSocket, socket)
 
 
-class WebsocketsSocket(ClientConnection):
-    """A websockets client connection that reports the end of its data stream synchronously.
+class WebsocketsSocket(ClientConnection, FrameBuffer):
+    """A websockets client connection that queues its messages and reports the end of its data stream synchronously.
 
-    ``on_end`` runs inside the protocol callback that sees a close frame, the end of the stream or
-    the lost transport, so the tokens go STALE before any other task (the trader's) can run again.
+    Data frames go from the protocol callback that parsed them straight into the :class:`FrameBuffer`
+    (websockets' own message queue and ``recv()`` are left out: they cost a chain of coroutines per
+    frame). ``on_end`` runs inside the protocol callback that sees a close frame, the end of the stream
+    or the lost transport, so the tokens go STALE before any other task (the trader's) can run again.
     """
 
-    on_end: Callable[[], None] | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_buffer(self.protocol.max_message_size or 0)  # websockets enforces it too (0: no limit here)
+
+    def process_event(self, event: Any) -> None:
+        if self.response is None or self._ended:  # the handshake, or frames after a failure
+            super().process_event(event)
+            return
+        frame: Frame = event
+        opcode = frame.opcode
+        if opcode is _TEXT and frame.fin and not self._fragments:  # the hot path: one whole text frame
+            try:
+                self.text(frame.data.decode())  # type: ignore[union-attr]  # bytes when received
+            except UnicodeDecodeError as exc:
+                self._fail(CloseCode.INVALID_DATA, f"{exc.reason} at position {exc.start}")
+        elif opcode is _TEXT or opcode is _BINARY or opcode is _CONTINUATION:
+            text = None if opcode is _CONTINUATION else opcode is _TEXT
+            if (code := self.fragment(text, bytes(frame.data), frame.fin)) is not None:
+                self._fail(code, "invalid message")
+        else:  # control frames: websockets answers PING and handles CLOSE itself
+            super().process_event(event)
+
+    def _fail(self, code: int, reason: str) -> None:
+        # A message websockets' recv() would refuse: close with its code, as recv() would
+        self.protocol.fail(CloseCode(code), reason)
+        self.send_data()
+        self.end()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        if self.on_end is not None and self.protocol.state is not SocketState.OPEN:
-            self.on_end()
+        if self.protocol.state is not SocketState.OPEN:
+            self.end()
 
     def eof_received(self) -> None:
         super().eof_received()
-        if self.on_end is not None:  # the peer sends nothing more (connection_lost comes later)
-            self.on_end()
+        self.end()  # the peer sends nothing more (connection_lost comes later)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.on_end is not None:
-            self.on_end()
+        self.end()
         super().connection_lost(exc)
 
     def abort(self) -> None:

@@ -3,22 +3,21 @@
 Imported only when a client is built with ``transport="picows"`` (``pip install 'pm_ws[fast]'``), so
 the plain install never needs picows. picows hands each frame to a callback while it still points into
 the read buffer; the socket copies the payload out (``str`` for a text frame, ``bytes`` for binary, as
-``websockets`` delivers them) into a queue the shard's reader drains without waiting while it is not
-empty, so a burst of frames costs one wake-up, not one per frame.
+``websockets`` delivers them) into the :class:`~pm_ws._inbox.FrameBuffer` the shard's reader drains.
 """
 
 from __future__ import annotations
 
 import asyncio
 import urllib.request
-from collections import deque
-from collections.abc import AsyncIterator, Callable
 from ssl import SSLContext
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from websockets.exceptions import ConnectionClosed
+
+from ._inbox import FrameBuffer
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
@@ -34,24 +33,16 @@ class TransportClosed(ConnectionClosed):
         super().__init__(None, None)
 
 
-class PicowsSocket(WSListener):
-    """One picows connection as a shard uses it: the listener picows calls and the reader's queue."""
-
-    on_end: Callable[[], None] | None
+class PicowsSocket(WSListener, FrameBuffer):
+    """One picows connection as a shard uses it: the listener picows calls, and the reader's buffer."""
 
     def __init__(self, max_frame_bytes: int, close_timeout: float) -> None:
         super().__init__()
-        self.on_end = None
-        self._max_frame_bytes = max_frame_bytes
+        self._init_buffer(max_frame_bytes)
         self._close_timeout = close_timeout
         self._transport: WSTransport | None = None
         self._loop = asyncio.get_running_loop()
-        self._frames: deque[str | bytes] = deque()
-        self._reader: asyncio.Future[None] | None = None  # set while the reader waits for a frame
-        self._fragments: list[bytes] = []  # a message split over frames, until its last frame
-        self._fragments_type = _TEXT
         self._writable: asyncio.Future[None] | None = None  # set while the peer's buffers are full
-        self._ended = False
         self.disconnected: asyncio.Future[None] = self._loop.create_future()
 
     # ------------------------------------------------------------------ picows callbacks
@@ -60,10 +51,10 @@ class PicowsSocket(WSListener):
         self._transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        kind = frame.msg_type
-        if kind is _TEXT and frame.fin:  # the hot path: one whole text frame
+        kind = frame.msg_type  # read once: picows builds the enum member on every read
+        if kind is _TEXT and frame.fin and not self._fragments:  # the hot path: one whole text frame
             try:
-                self._frames.append(frame.get_payload_as_utf8_text())
+                self.frames.append(frame.get_payload_as_utf8_text())  # self.text() inlined: once per frame
             except UnicodeDecodeError:
                 self._fail(WSCloseCode.INVALID_TEXT)
                 return
@@ -71,11 +62,14 @@ class PicowsSocket(WSListener):
                 self._wake_reader()
         elif kind is _CLOSE:
             self._closing(transport)
-        else:
-            self._other_frame(frame, kind)
+        elif kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
+            text = None if kind is _CONTINUATION else kind is _TEXT
+            if (code := self.fragment(text, frame.get_payload_as_bytes(), bool(frame.fin))) is not None:
+                self._fail(WSCloseCode(code))
+        # PING is answered by picows itself; PONG carries nothing the client needs
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self._end()
+        self.end()
         if self._writable is not None and not self._writable.done():
             self._writable.set_exception(TransportClosed())
             self._writable.exception()  # retrieved here: nobody may be waiting for it
@@ -105,19 +99,6 @@ class PicowsSocket(WSListener):
     def local_address(self) -> Any:
         return None if self._transport is None else self._transport.underlying_transport.get_extra_info("sockname")
 
-    async def __aiter__(self) -> AsyncIterator[str | bytes]:
-        frames = self._frames
-        while True:
-            while frames:
-                yield frames.popleft()
-            if self._ended:
-                return
-            self._reader = self._loop.create_future()
-            try:
-                await self._reader
-            finally:
-                self._reader = None
-
     async def send(self, message: str) -> None:
         transport = self._transport
         if transport is None or transport.is_disconnected or transport.is_close_frame_sent:
@@ -143,23 +124,9 @@ class PicowsSocket(WSListener):
 
     # ------------------------------------------------------------------ the rest
 
-    def _wake_reader(self) -> None:
-        reader = self._reader
-        if reader is not None and not reader.done():
-            reader.set_result(None)
-
-    def _end(self) -> None:
-        # The peer sends nothing more: tell the shard now, inside this callback, then let the reader finish
-        if self._ended:
-            return
-        self._ended = True
-        self._wake_reader()
-        if self.on_end is not None:
-            self.on_end()
-
     def _closing(self, transport: WSTransport) -> None:
         # The server's close frame: nothing follows it; answer it and drop the connection
-        self._end()
+        self.end()
         if not transport.is_close_frame_sent:
             handshake = transport.close_handshake
             code = handshake.recv.code if handshake is not None and handshake.recv is not None else WSCloseCode.OK
@@ -168,40 +135,11 @@ class PicowsSocket(WSListener):
 
     def _fail(self, code: WSCloseCode) -> None:
         # A frame websockets would refuse too: close with its code (the connection ends at once)
-        self._end()
+        self.end()
         transport = self._transport
         if transport is not None:
             transport.send_close(code)
             transport.disconnect()
-
-    def _other_frame(self, frame: WSFrame, kind: WSMsgType) -> None:
-        # Binary frames and messages split over several frames (the server sends neither today)
-        if kind is _BINARY and frame.fin and not self._fragments:
-            self._deliver(frame.get_payload_as_bytes())
-        elif kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
-            if (kind is _CONTINUATION) != bool(self._fragments):
-                self._fail(WSCloseCode.PROTOCOL_ERROR)  # a continuation without a start, or a start inside one
-                return
-            if kind is not _CONTINUATION:
-                self._fragments_type = kind
-            self._fragments.append(frame.get_payload_as_bytes())
-            if sum(map(len, self._fragments)) > self._max_frame_bytes:
-                self._fail(WSCloseCode.MESSAGE_TOO_BIG)
-            elif frame.fin:
-                payload = b"".join(self._fragments)
-                self._fragments.clear()
-                if self._fragments_type is _BINARY:
-                    self._deliver(payload)
-                    return
-                try:
-                    self._deliver(payload.decode())
-                except UnicodeDecodeError:
-                    self._fail(WSCloseCode.INVALID_TEXT)
-        # PING is answered by picows itself; PONG carries nothing the client needs
-
-    def _deliver(self, message: str | bytes) -> None:
-        self._frames.append(message)
-        self._wake_reader()
 
 
 async def open_socket(

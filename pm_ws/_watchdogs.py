@@ -1,9 +1,10 @@
 """The shard's watchdogs: small checks ``check(shard, now)`` that act when a deadline passed.
 
 Each one re-drives tokens (unsubscribe + subscribe on the same socket) or aborts the socket itself;
-``now`` is ``time.monotonic_ns()``. A shard runs :data:`WATCHDOGS` in order on every tick of its
-watchdog task, and :data:`HOUSEKEEPING` every ``HOUSEKEEPING_NS`` from the reader while frames flow
-(and on every tick, through :func:`housekeeping`); it stops at the check that lost the socket.
+``now`` is ``time.monotonic_ns()``. Every open shard runs :data:`WATCHDOGS` in order on every tick of
+the client (one task ticks for all shards), and :data:`HOUSEKEEPING` every ``HOUSEKEEPING_NS`` from the
+reader while frames flow (and on every tick, through :func:`housekeeping`); it stops at the check that
+lost the socket.
 
 Adding a watchdog: write its check here, list it below with the name of its deadline, and give
 ``MarketClient`` that parameter (seconds). The client validates every deadline listed here and makes

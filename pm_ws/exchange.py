@@ -60,7 +60,7 @@ TICK = 0.1  # seconds between two rounds of the follower's upkeep
 LISTING_RETRY = 5.0  # seconds before a failed listing is tried again
 # Default wait before a REST book: past the first re-drive's deadline, before the second miss would rebuild
 BOOTSTRAP_AFTER_TIMEOUTS = 1.5
-BOOTSTRAP_SCAN_EVERY = 5  # upkeep rounds between two scans for tokens waiting too long (a scan reads every row)
+BOOTSTRAP_SCAN_EVERY = 5  # upkeep rounds between two scans for tokens waiting too long
 
 
 class ExchangeFollower:
@@ -190,9 +190,9 @@ class ExchangeFollower:
     ) -> None:
         await self.close()
 
-    def stats(self) -> dict[str, Any]:
-        """``MarketClient.stats()`` plus ``exchange`` (markets followed, counters), ``bootstrap`` and ``http``."""
-        stats = self.client.stats()
+    def stats(self, tokens: bool = True) -> dict[str, Any]:
+        """``MarketClient.stats(tokens)`` plus ``exchange`` (markets followed, counters), ``bootstrap`` and ``http``."""
+        stats = self.client.stats(tokens)
         stats["exchange"] = {"markets": len(self.markets), "resolving": len(self._resolved_at), **self.counters}
         stats["bootstrap"] = self.bootstrap.stats() if self.bootstrap is not None else None
         stats["http"] = self.http.stats()
@@ -262,7 +262,7 @@ class ExchangeFollower:
             await self._drop(due)
         self._rounds += 1
         if self.bootstrap is not None and self._rounds % BOOTSTRAP_SCAN_EVERY == 0:
-            tokens = self.bootstrap.due(list(self.client._owner), time.monotonic_ns())
+            tokens = self.bootstrap.due(self._maybe_waiting(self.bootstrap), time.monotonic_ns())
             if tokens:
                 self._stop_awaiting(tokens)
                 self._spawn(self.bootstrap.fetch(tokens), "bootstrap")
@@ -344,6 +344,15 @@ class ExchangeFollower:
         for index, token in enumerate(tokens):
             outcome = outcomes[index] if index < len(outcomes) else f"#{index}"
             self.labels[token] = f"{outcome} {question}".strip()
+
+    def _maybe_waiting(self, bootstrap: RestBootstrap) -> list[str]:
+        # A token without a book is awaited by its connection, about to be re-driven, on a connection that
+        # is down, or already followed by the bootstrap: only those rows are read, not every row
+        owner = self.client._owner
+        candidates = dict.fromkeys(bootstrap.waiting_since)
+        for shard in self.client._shards:
+            candidates.update(dict.fromkeys(shard.maybe_waiting()))
+        return [token for token in candidates if token in owner]
 
     def _stop_awaiting(self, tokens: list[str]) -> None:
         # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection

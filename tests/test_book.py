@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import struct
 
 import numpy
 import pytest
@@ -63,6 +64,21 @@ def test_view_write_type_error(impl):
     store.add(YES)
     with pytest.raises(TypeError):
         store.view[0, BID_PX] = 1
+
+
+def test_view_obj_not_writable_row_stays_subscribing(impl):
+    # A reader holding the view (or what it exports) cannot make a row LIVE
+    store = impl.BookStore(2)
+    store.add(YES)
+    before = bytes(store.view)
+    obj = store.view.obj
+    with pytest.raises(TypeError):
+        struct.pack_into("q", obj, STATE * 8, State.LIVE)
+    with pytest.raises(TypeError):
+        memoryview(obj)[:8] = bytes(8)
+    assert memoryview(obj).readonly
+    assert bytes(store.view) == before
+    assert store.top(YES).state == State.SUBSCRIBING
 
 
 def test_view_new_store_all_zero(impl):
@@ -145,9 +161,7 @@ def test_add_valid_id_shapes_accepted(impl, token_id):
     assert store.add(token_id) == 0
 
 
-@pytest.mark.parametrize(
-    "token_id", ["", "x" * 101, "a b", "é", "12\n", "1/2", '"1"', b"\xff", b"", 123, None, 1.5, ["1"]]
-)
+@pytest.mark.parametrize("token_id", ["", "x" * 101, "a b", "é", "12\n", "1/2", '"1"', b"\xff", b""])
 def test_add_invalid_id_value_error(impl, token_id):
     store = impl.BookStore(2)
     with pytest.raises(ValueError):
@@ -155,12 +169,69 @@ def test_add_invalid_id_value_error(impl, token_id):
     assert len(store) == 0
 
 
+NOT_IDS = [None, 123, 1.5, ["1"], bytearray(b"1"), memoryview(b"1")]
+NOT_ID_NAMES = ["None", "int", "float", "list", "bytearray", "memoryview"]
+
+
+@pytest.mark.parametrize("token_id", NOT_IDS, ids=NOT_ID_NAMES)
+@pytest.mark.parametrize(
+    "method, more",
+    [("add", ()), ("remove", ()), ("slot", ()), ("top", ()), ("book", ()), ("owner", ()), ("set_owner", (1,)),
+     ("load_book", ([], [], 100, 1, 2)), ("resolve", (True,)), ("resolution", ())],
+    ids=lambda value: value if isinstance(value, str) else "",
+)  # fmt: skip
+def test_non_string_id_type_error_store_unchanged(impl, method, more, token_id):
+    store = impl.BookStore(2)
+    store.add(YES)
+    before = bytes(store.view)
+    with pytest.raises(TypeError, match="token id must be str or bytes"):
+        getattr(store, method)(token_id, *more)
+    assert bytes(store.view) == before
+    assert store.tokens() == [YES]
+
+
+@pytest.mark.parametrize("token_id", NOT_IDS, ids=NOT_ID_NAMES)
+def test_contains_non_string_id_false(impl, token_id):
+    store = impl.BookStore(2)
+    store.add("1")
+    assert token_id not in store
+
+
+class _Id(str):
+    """A str subclass with its own equality and hash: the store must hold the plain value."""
+
+    def __eq__(self, other):
+        return False
+
+    def __hash__(self):
+        return 0
+
+
+@pytest.mark.parametrize("make", [numpy.str_, _Id], ids=["numpy.str_", "subclass"])
+def test_str_subclass_id_same_token_as_str(impl, make):
+    store = impl.BookStore(2)
+    slot = store.add(make(YES))
+    assert store.add(YES) == slot
+    assert store.slot(make(YES)) == store.slot(YES) == slot
+    assert make(YES) in store and store.top(make(YES)) == store.top(YES)
+    assert [type(token) for token in store.tokens()] == [str]
+    store.remove(make(YES))
+    assert len(store) == 0
+
+
+def test_non_ascii_str_subclass_not_an_id(impl):
+    store = impl.BookStore(2)
+    with pytest.raises(ValueError):
+        store.add(_Id("é"))
+    assert _Id("é") not in store
+
+
 def test_add_full_store_capacity_error(impl):
     store = impl.BookStore(2)
     store.add(YES)
     store.add(NO)
-    with pytest.raises(CapacityError):
-        store.add(OTHER)
+    with pytest.raises(CapacityError, match=rf"full \(2 slots\): no slot for token {OTHER!r}"):
+        store.add(OTHER.encode())
     assert store.add(NO) == 1  # a held token still answers when full
 
 
@@ -367,6 +438,27 @@ def test_mark_stale_crossed_refresh_invalid_then_next_refresh_back_to_stale(impl
     assert store.top(YES).state is State.STALE
     dispatcher.feed(frame(snapshot))
     assert store.top(YES).state is State.LIVE
+
+
+@pytest.mark.parametrize("token_ids", ["12", b"12", bytearray(b"12")], ids=repr)
+def test_mark_stale_bare_string_type_error(impl, token_ids):
+    store = impl.BookStore(3)
+    for token_id in ("1", "2", "12"):
+        store.add(token_id)
+    before = bytes(store.view)
+    with pytest.raises(TypeError, match="collection of token ids"):
+        store.mark_stale(token_ids)
+    assert bytes(store.view) == before
+
+
+@pytest.mark.parametrize("token_id", NOT_IDS, ids=NOT_ID_NAMES)
+def test_mark_stale_non_string_id_type_error_nothing_marked(impl, token_id):
+    store = impl.BookStore(2)
+    store.add(YES)
+    before = bytes(store.view)
+    with pytest.raises(TypeError, match="token id must be str or bytes"):
+        store.mark_stale([YES, token_id])
+    assert bytes(store.view) == before
 
 
 def test_mark_stale_bytes_ids_accepted(impl):

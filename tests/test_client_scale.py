@@ -106,3 +106,19 @@ async def test_client_two_thousand_tokens_all_live_on_ten_connections() -> None:
             assert sum(c["redrives"] for c in stats["connections"]) == 0
             figures.info("2000 tokens on 10 connections: all LIVE after %.0f ms", took * 1e3)
         assert_subscription_first(server)
+
+
+async def test_client_stats_without_tokens_and_one_ticking_task_for_all_connections() -> None:
+    # stats(tokens=False) costs per connection, not per token; the watchdogs of every connection run
+    # in the client's one ticking task (a task per connection would wake the loop once per connection)
+    async with serving(markets=20, rate_hz=50) as server:
+        async with started(server, max_tokens_per_connection=4, connect_stagger=0.0) as (client, _):
+            await wait_until(all_in(client, server.token_ids, State.LIVE), what="all live")
+            brief = client.stats(tokens=False)
+            assert brief["tokens"] is None and len(brief["connections"]) == 10
+            full = client.stats()
+            assert list(full["tokens"]) == server.token_ids
+            assert all(row["state"] is State.LIVE for row in full["tokens"].values())
+            names = [task.get_name() for task in asyncio.all_tasks()]
+            assert sum(name.startswith("pm_ws.connection.") for name in names) == 10
+            assert not any(name.startswith("pm_ws.watchdog") for name in names)

@@ -9,6 +9,7 @@ import mmap
 import os
 import re
 import stat
+import struct
 import uuid
 from pathlib import Path
 from collections.abc import Callable
@@ -199,3 +200,13 @@ def test_store_collected_in_a_cycle_releases_its_table(impl: ModuleType, name: s
     cycle.append(cycle)
     del store, cycle
     gc.collect()
+
+
+def test_view_obj_of_a_shared_store_not_writable(table: Any) -> None:
+    # The view of a shared store exports no writable mapping of the segment either
+    before = bytes(table.view)
+    obj = table.view.obj
+    with pytest.raises(TypeError):
+        struct.pack_into("q", obj, STATE * 8, State.LIVE)
+    assert memoryview(obj).readonly
+    assert bytes(table.view) == before

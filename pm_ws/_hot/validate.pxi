@@ -57,9 +57,9 @@ cdef int validate_event(pm_stage_t* s, const pm_fields_t* f, int kind) noexcept:
     if not required_keys(kind, &required, &optional):
         return S_BAD_SHAPE  # unreachable: only hot kinds are validated, and each has its keys
     status = classify(f, required, optional)
-    if kind == EV_BOOK and status == S_OK:  # the V_LEVELS keys, bids and asks
-        dup = has_duplicate_price(s, s.lv + f.off[A_BIDS], f.cnt[A_BIDS])
-        if dup == 0:
+    if kind == EV_BOOK and status == S_OK:  # the V_LEVELS keys, bids and asks; strictly sorted ones have none
+        dup = 0 if f.sorted_levels & (1 << A_BIDS) else has_duplicate_price(s, s.lv + f.off[A_BIDS], f.cnt[A_BIDS])
+        if dup == 0 and not f.sorted_levels & (1 << A_ASKS):
             dup = has_duplicate_price(s, s.lv + f.off[A_ASKS], f.cnt[A_ASKS])
         if dup < 0:
             return -1
@@ -68,17 +68,20 @@ cdef int validate_event(pm_stage_t* s, const pm_fields_t* f, int kind) noexcept:
     return status
 
 
-cdef bint token_view(object token_id, cptr* p, Py_ssize_t* n) noexcept:
-    # Read an id's bytes in place; False when it cannot be an id (not str/bytes, not ASCII)
-    if PyUnicode_CheckExact(token_id) and PyUnicode_IS_COMPACT_ASCII(token_id):
-        p[0] = <cptr>PyUnicode_1BYTE_DATA(token_id)
+cdef bint token_view(object token_id, cptr* p, Py_ssize_t* n) except -1:
+    # Read an id's bytes in place: False for a str that cannot be an id (not ASCII), TypeError unless str or
+    # bytes. Subclasses count (numpy.str_): PyUnicode_DATA also finds the characters of a non-compact str
+    if PyUnicode_Check(token_id):
+        if not PyUnicode_IS_ASCII(token_id):
+            return False
+        p[0] = <cptr>PyUnicode_DATA(token_id)
         n[0] = PyUnicode_GET_LENGTH(token_id)
         return True
-    if isinstance(token_id, bytes):
+    if PyBytes_Check(token_id):
         p[0] = <cptr>PyBytes_AS_STRING(token_id)
         n[0] = PyBytes_GET_SIZE(token_id)
         return True
-    return False
+    raise token_id_type_error(token_id)
 
 
 cdef bint valid_token(cptr p, Py_ssize_t n) noexcept:
