@@ -19,15 +19,19 @@ A batch (one NATS message, all integers little-endian)::
     record  := recv_ns:i64 owner:i32 kind:u8 length:u32 payload[length]
     kind    := 0 text frame (UTF-8) | 1 binary frame | 2 store operation (a UTF-8 JSON object)
              | 3 snapshot: token_length:u8 token JSON {"row": [...], "bids": [[px, sz]...], "asks": ...}
+             | 4 piece of a record too big for one batch: kind:u8 flags:u8 bytes (flags: 1 first, 2 last)
 
-``instance`` names one run of a publisher (random); ``first`` is the publisher's sequence number
-of the first record (each record has the next one, counted from 1 per instance): a consumer that
-sees a number skipped knows it missed records. ``owner`` is the client connection that delivered
-the frame (-1: not known). Store operations are ``{"op": "hello"}`` (first record of an instance:
-start from an empty store), ``{"op": "add", "tokens": [...]}``, ``{"op": "remove", "tokens":
-[...]}``, ``{"op": "stale", "tokens": [...]}`` and ``{"op": "mark"}`` (no-op: a point the publisher
-had acknowledged by JetStream). A snapshot record gives a token's row and whole book as they were
-after every record before it: a consumer in step skips it, one that lost track rebuilds from it.
+``instance`` names one run of a publisher (random); ``first`` is the publisher's sequence number of the first
+record (each record has the next one, counted from 1 per instance): a consumer that sees a number skipped
+knows it missed records. ``owner`` is the client connection a frame came on, the number the client fed it with
+(a frame changes only the rows that connection owns); in a snapshot record the token's owner; 0 in other
+records. Store operations are the client's own, in order: ``{"op": "hello"}`` (first record of an instance:
+start from an empty store), ``{"op": "add", "tokens": [...]}``, ``{"op": "owner", "tokens": [...], "owner":
+n}``, ``{"op": "remove", "tokens": [...]}``, ``{"op": "stale", "tokens": [...]}``; ``{"op": "held", "tokens":
+[...], "owner": n}`` (a row the client held when the publisher attached: add it, its snapshot record follows)
+and ``{"op": "mark"}`` (no-op: a point the publisher had acknowledged by JetStream). A snapshot record gives a
+token's row and whole book as they were after every record before it: a consumer in step skips it, one that
+lost track rebuilds from it.
 """
 
 from __future__ import annotations
@@ -52,7 +56,11 @@ __all__ = [
     "Batch",
     "MalformedBatch",
     "Subjects",
+    "KIND_PIECE",
     "KIND_SNAPSHOT",
+    "PIECE_FIRST",
+    "PIECE_HEADER",
+    "PIECE_LAST",
     "book_frames",
     "decode_snapshot",
     "encode_snapshot",
@@ -65,7 +73,11 @@ BATCH_MAGIC = b"PMB\x01"  # the last byte is the envelope version
 BATCH_HEADER = struct.Struct("<4sQQI")  # magic, instance, first sequence number, record count
 RECORD_HEADER = struct.Struct("<qiBI")  # recv_ns, owner, kind, payload length
 KIND_SNAPSHOT = 3  # after the recording's kinds: a token's row and book, see encode_snapshot
-_KINDS = (KIND_TEXT, KIND_BINARY, KIND_META, KIND_SNAPSHOT)
+KIND_PIECE = 4  # a piece of a record bigger than a batch: the pieces are consecutive records
+PIECE_HEADER = struct.Struct("<BB")  # the whole record's kind, flags
+PIECE_FIRST = 1
+PIECE_LAST = 2
+_KINDS = (KIND_TEXT, KIND_BINARY, KIND_META, KIND_SNAPSHOT, KIND_PIECE)
 _STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # also valid in subjects and key-value bucket names
 _PLAIN_KEY = re.compile(r"[0-9A-Za-z_-]+")
 
