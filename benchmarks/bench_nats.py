@@ -25,11 +25,27 @@ def on_frame_cost(frames: list[str], publisher: NatsPublisher) -> float:
     publisher.max_pending_bytes = 1 << 40
     start = time.perf_counter_ns()
     for index, frame in enumerate(frames):
-        publisher.on_frame(frame, index)
+        publisher.on_frame(frame, index, 1)
     elapsed = time.perf_counter_ns() - start
     publisher._pending.clear()
     publisher._pending_bytes = 0
     return elapsed / len(frames) / 1000
+
+
+async def reader_cost(frames: list[str], market: FakeMarketServer, server: NatsServer) -> tuple[float, float]:
+    """Microseconds per frame of the reader's feed call: the dispatcher alone, and through a publisher's tap."""
+    publisher = NatsPublisher(server.url, max_pending_bytes=1 << 40, **server.credentials)
+    client = publisher.client(market.url, capacity=64)
+    await client.subscribe(market.token_ids)  # not running: rows and owners only
+    costs = []
+    for feed in (client.dispatcher.feed, client._frame_feed()):
+        start = time.perf_counter_ns()
+        for index, frame in enumerate(frames):
+            feed(frame, index, 1)
+        costs.append((time.perf_counter_ns() - start) / len(frames) / 1000)
+        publisher._pending.clear()
+        publisher._pending_bytes = 0
+    return costs[0], costs[1]
 
 
 async def latency(server: NatsServer, market: FakeMarketServer, rate: int, seconds: float, consumers: int) -> dict:
@@ -38,14 +54,16 @@ async def latency(server: NatsServer, market: FakeMarketServer, rate: int, secon
     await client.subscribe(market.token_ids)
     lags: list[int] = []
     async with publisher, client:
-        readers = [NatsConsumer(server.url, stream=f"B{consumers}", capacity=64, **server.credentials) for _ in range(consumers)]
+        readers = [
+            NatsConsumer(server.url, stream=f"B{consumers}", capacity=64, **server.credentials) for _ in range(consumers)
+        ]
         for reader in readers:
             await reader.start()
         probe = readers[0]
         apply = probe._apply
 
-        def timed(recv_ns: int, kind: int, payload: memoryview) -> None:
-            apply(recv_ns, kind, payload)
+        def timed(recv_ns: int, owner: int, kind: int, payload: memoryview) -> None:
+            apply(recv_ns, owner, kind, payload)
             if kind == 0:
                 lags.append(time.time_ns() - recv_ns)
 
@@ -87,6 +105,8 @@ async def main() -> None:
                 publisher = NatsPublisher(server.url, **server.credentials)
                 costs = [on_frame_cost(frames, publisher) for _ in range(5)]
                 print(f"on_frame: {statistics.median(costs):.2f} us per frame (median of 5 x {len(frames)})")
+                plain, tapped = await reader_cost(frames, market, server)
+                print(f"reader feed: {plain:.2f} us per frame alone, {tapped:.2f} us through the publisher's tap")
                 for consumers in (1, 4, 16):
                     print(await latency(server, market, 5000, 3.0, consumers))
         finally:

@@ -327,8 +327,10 @@ class Shard:
             # every frame's arrival for the inbound watchdog and the rows' receive time for all of them
             while await socket.readable():
                 now = monotonic()
-                if now >= self.next_check_ns and self.housekeep(now):
-                    break  # the socket is gone: frames still buffered must not revive its tokens
+                if now >= self.next_check_ns:
+                    if self.housekeep(now):
+                        break  # the socket is gone: frames still buffered must not revive its tokens
+                    feed = owner._frame_feed()  # a tap added since (MarketClient.add_tap) applies from here
                 self.last_frame_ns = now
                 self.frames += len(frames)
                 self.bytes += sum(map(len, frames))

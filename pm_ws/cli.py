@@ -1,7 +1,8 @@
-"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay``, ``demo`` and ``peek``.
+"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay``, ``demo``, ``peek`` and ``publish``.
 
 Exit codes: ``pm_ws._exit.ExitCode``, listed by ``pm-ws --help``. The commands live in ``_live``
-(watch, record), ``_demo``, ``_replay`` and ``_peek``, each imported only when it runs.
+(watch, record), ``_demo``, ``_replay``, ``_peek`` and ``_publish`` (publish, watch --nats), each imported only
+when it runs.
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(watch)
     _add_share_option(watch)
     _add_display_options(watch)
+    _add_nats_options(watch, "show the rows a `pm-ws publish` publishes on this NATS server instead (no tokens)")
 
     record = _command(commands, "record", "write every raw frame with its receive time to a file", _run_record)
     record.add_argument("out", metavar="OUT", help="recording file to create (format: see `pm-ws record --help`)")
@@ -173,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this many seconds and exit 0 (default: until Ctrl-C)",
     )  # fmt: skip
     _add_display_options(peek)
+
+    publish = _command(
+        commands, "publish", "publish the books on a NATS JetStream stream (`watch --nats` shows them)", _run_publish
+    )
+    _add_token_selection(publish)
+    _add_connection_options(publish)
+    _add_nats_options(publish, "NATS server to publish to (required)", required=True)
     return parser
 
 
@@ -272,6 +281,15 @@ def _add_share_option(command: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_nats_options(command: argparse.ArgumentParser, summary: str, *, required: bool = False) -> None:
+    command.add_argument(
+        "--nats", metavar="NATS_URL", required=required, default=None,
+        help=f"{summary}: nats:// or tls://, comma-separated for a cluster; credentials in the URL "
+        "(user:password@, token@) or from PM_WS_NATS_USER/_PASSWORD/_TOKEN/_CREDS/_NKEY_SEED, never printed",
+    )  # fmt: skip
+    command.add_argument("--stream", default="PMWS", metavar="NAME", help="JetStream stream name (default PMWS)")
+
+
 def _add_display_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
         "--refresh", type=_positive_float, default=None, metavar="SECONDS",
@@ -316,6 +334,10 @@ def _positive_int(text: str) -> int:
 
 
 def _run_watch(args: argparse.Namespace) -> int:
+    if args.nats is not None:
+        from ._publish import watch_bus
+
+        return _run_live(watch_bus(args))
     from ._live import watch
 
     return _run_live(watch(args))
@@ -325,6 +347,12 @@ def _run_record(args: argparse.Namespace) -> int:
     from ._live import record
 
     return _run_live(record(args))
+
+
+def _run_publish(args: argparse.Namespace) -> int:
+    from ._publish import publish
+
+    return _run_live(publish(args))
 
 
 def _run_demo(args: argparse.Namespace) -> int:

@@ -4,12 +4,12 @@ Pure asyncio. Every connection (a :class:`~pm_ws._shard.Shard`) feeds its frames
 shared :class:`~pm_ws.Dispatcher`, which applies them to ONE shared :class:`~pm_ws.BookStore`; the
 client only decides which tokens go on which connection, when a token is STALE, and who hears about it.
 
-Per frame the reader does two clock reads (monotonic for the deadlines, wall for the row's
-``RECV_TS_NS``), one integer compare, ``feed(frame, wall(), number)`` and three attribute stores (plus
-the ``on_frame`` call when one was given). The connection's number makes the dispatcher change only the
-rows of tokens that connection owns (the rest is counted ``skip_foreign``). Everything else (resync
-queue, pending snapshots, timeouts) runs at most every ``HOUSEKEEPING_NS`` from the reader or on the watchdog's tick, never per frame.
-Nothing logs per frame.
+Per frame the reader does two clock reads (monotonic for the deadlines, wall for the row's ``RECV_TS_NS``),
+one integer compare, ``feed(frame, wall(), number)`` and three attribute stores (plus the ``on_frame`` and
+:meth:`MarketClient.add_tap` calls when there are any). The connection's number makes the dispatcher change
+only the rows of tokens that connection owns (the rest is counted ``skip_foreign``). Everything else (resync
+queue, pending snapshots, timeouts) runs at most every ``HOUSEKEEPING_NS`` from the reader or on the
+watchdog's tick, never per frame. Nothing logs per frame.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ _NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID, int(State.UNCONFIRMED))  
 _PROCESS_EXIT = (KeyboardInterrupt, SystemExit)
 
 FrameCallback = Callable[[str | bytes, int], None]
+TapFrameCallback = Callable[[str | bytes, int, int], None]  # on_frame(frame, recv_ns, owner) of add_tap
+StoreCallback = Callable[[str, list[str], dict[str, Any]], None]  # on_store(op, tokens, options) of add_tap
 FeedFunction = Callable[[str | bytes, int, int], int]  # feed(frame, recv_ns, owner) -> events applied
 
 
@@ -230,7 +232,11 @@ class MarketClient:
         self.connect_stagger = options.seconds("connect_stagger", connect_stagger, zero=True)
         self.max_frame_bytes = options.count("max_frame_bytes", max_frame_bytes, 1)
         self._backoff_factory = options.backoff_factory(backoff) or ExponentialBackoff
-        self._on_frame = on_frame
+        self._frame_taps: list[TapFrameCallback] = []
+        if on_frame is not None:
+            self._frame_taps.append(lambda frame, recv_ns, owner: on_frame(frame, recv_ns))
+        self._store_taps: list[StoreCallback] = []
+        self._feed = self._events.tap(self.dispatcher.feed, self._frame_taps)
         self._shards: list[Shard] = []
         self._retiring: set[asyncio.Task[None]] = set()  # tasks of shards closing for lack of tokens
         self._owner: dict[str, Shard] = {}
@@ -387,6 +393,51 @@ class MarketClient:
             "callback_errors": self._events.callback_errors,
         }
 
+    def add_tap(
+        self, on_frame: TapFrameCallback | None = None, on_store: StoreCallback | None = None
+    ) -> Callable[[], None]:
+        """Watch what this client feeds and does to its rows, from now on (also on a running client).
+
+        ``on_frame(frame, recv_ns, owner)`` gets every inbound frame as fed to the dispatcher, with the
+        receive time and the connection number (the token owner) it was fed with, right after ``feed``
+        returned. ``on_store(op, tokens, options)`` gets every change the client makes to its store, right
+        after it: ``("add", [token], {})``, ``("set_owner", [token], {"owner": n})``, ``("remove", [token],
+        {})`` and ``("mark_stale", tokens, {})``. Fed the same frames and operations in the same order, an
+        empty store and dispatcher of the same core hold the same rows. Both callbacks follow
+        ``on_event``'s rules (synchronous, short, failures counted in ``stats()["callback_errors"]``).
+
+        Returns a function that removes the tap.
+        """
+        if on_frame is not None:
+            self._frame_taps.append(on_frame)
+        if on_store is not None:
+            self._store_taps.append(on_store)
+        self._taps_changed()
+
+        def remove() -> None:
+            if on_frame in self._frame_taps:
+                self._frame_taps.remove(on_frame)
+            if on_store in self._store_taps:
+                self._store_taps.remove(on_store)
+            self._taps_changed()
+
+        return remove
+
+    def _taps_changed(self) -> None:
+        self._feed = self._events.tap(self.dispatcher.feed, self._frame_taps)
+        for shard in self._shards:
+            shard.next_check_ns = 0  # each reader takes the new feed before its next frame
+
+    def _stored(self, op: str, tokens: list[str], options: dict[str, Any]) -> None:
+        # Tell the taps about a change the client just made to its store
+        for on_store in self._store_taps:
+            try:
+                on_store(op, tokens, options)
+            except _PROCESS_EXIT:
+                raise
+            except BaseException:  # as in emit(): contained and counted
+                self._events.callback_failed("on_store")
+
     # ------------------------------------------------------------------ subscriptions
 
     def _add_tokens(self, token_ids: Iterable[str]) -> set[Shard]:
@@ -397,9 +448,11 @@ class MarketClient:
                 if token not in self.store:  # the store may be shared with the caller
                     self.store.add(token)  # validates the id
                     created.append(token)
+                    self._stored("add", [token], {})
         except Exception:
             for token in created:
                 self.store.remove(token)
+                self._stored("remove", [token], {})
             raise
         # A row the caller's store already holds is not maintained by us yet
         self._mark_stale(added, "subscribed", (_LIVE, _INVALID))
@@ -409,6 +462,7 @@ class MarketClient:
             shard.tokens[token] = None
             self._owner[token] = shard
             self.store.set_owner(token, shard.number)  # only its own socket's frames may change its row
+            self._stored("set_owner", [token], {"owner": shard.number})
             if token in shard.server_tokens:  # unsubscribed and back before the flush: the server
                 shard.redrive[token] = None  # still has it and would send no book without a re-drive
             shard.dirty = True
@@ -427,6 +481,7 @@ class MarketClient:
                 continue
             shard.forget(token)
             self.store.remove(token)
+            self._stored("remove", [token], {})
             touched.add(shard)
         for shard in touched:
             if shard.retired:
@@ -497,13 +552,13 @@ class MarketClient:
         if not stale:
             return
         self.store.mark_stale(stale)
+        self._stored("mark_stale", stale, {})
         for token in stale:
             self._emit("state", token, {"state": State.STALE, "reason": reason, "cause": cause})
 
     def _frame_feed(self) -> FeedFunction:
-        # What a reader feeds each frame to; only a client with on_frame pays for the extra call
-        feed: FeedFunction = self.dispatcher.feed
-        return feed if self._on_frame is None else self._events.tap(feed, self._on_frame)
+        # What a reader feeds each frame to; only a client with on_frame or a tap pays for the extra call
+        return self._feed
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -598,17 +653,21 @@ class _EventFanout:
         for stream in self.streams:
             stream.put(event)
 
-    def tap(self, feed: FeedFunction, on_frame: FrameCallback) -> FeedFunction:
-        """``feed`` followed by ``on_frame`` (a failing ``on_frame`` is counted, the frame stays applied)."""
+    def tap(self, feed: FeedFunction, taps: list[TapFrameCallback]) -> FeedFunction:
+        """``feed`` followed by each of ``taps`` (a failing one is counted, the frame stays applied)."""
+        if not taps:
+            return feed
+        callbacks = tuple(taps)
 
         def tapped(frame: str | bytes, recv_ns: int, owner: int) -> int:
             applied = feed(frame, recv_ns, owner)
-            try:
-                on_frame(frame, recv_ns)
-            except _PROCESS_EXIT:
-                raise
-            except BaseException:  # as in emit(): contained, counted, the reader goes on
-                self.callback_failed("on_frame")
+            for on_frame in callbacks:
+                try:
+                    on_frame(frame, recv_ns, owner)
+                except _PROCESS_EXIT:
+                    raise
+                except BaseException:  # as in emit(): contained, counted, the reader goes on
+                    self.callback_failed("on_frame")
             return applied
 
         return tapped

@@ -12,7 +12,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 USER = "pmws-test"
 PASSWORD = "s3cret-Pa55word"  # the tests check it never reaches a log
@@ -86,3 +89,14 @@ class NatsServer:
             except subprocess.TimeoutExpired:
                 self.kill()
             self.process = None
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A started server, stopped after the test."""
+    server = NatsServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

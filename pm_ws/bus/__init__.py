@@ -7,8 +7,8 @@ The wire format is in :mod:`pm_ws.bus.wire`. ``import pm_ws`` never imports this
 
 from __future__ import annotations
 
-from .connection import DEFAULT_NATS_URL
+from .connection import DEFAULT_NATS_URL, redact
 from .consumer import CAUSE_BUS, CAUSE_PUBLISHER, NatsConsumer
 from .publisher import NatsPublisher
 
-__all__ = ["CAUSE_BUS", "CAUSE_PUBLISHER", "DEFAULT_NATS_URL", "NatsConsumer", "NatsPublisher"]
+__all__ = ["CAUSE_BUS", "CAUSE_PUBLISHER", "DEFAULT_NATS_URL", "NatsConsumer", "NatsPublisher", "redact"]

@@ -57,4 +57,7 @@ async def connect(
         async with asyncio.timeout(CONNECT_TIMEOUT):
             return await nats.connect(servers, name=name, **callbacks, **settings)
     except Exception as exc:  # the servers list may carry credentials: say which without them
-        raise ConnectionError(f"cannot connect to NATS at {redact(servers)}: {redact(exc)}") from None
+        where = redact(servers if isinstance(servers, str) else ",".join(servers))
+        # refused credentials are retried until the deadline too: a timeout says nothing more
+        why = f"no connection within {CONNECT_TIMEOUT:g} s" if isinstance(exc, TimeoutError) else redact(exc)
+        raise ConnectionError(f"cannot connect to NATS at {where}: {why}") from None

@@ -1,15 +1,17 @@
 """Rebuild a publisher's books from a NATS JetStream stream: the same rows, or none LIVE.
 
-The consumer feeds the publisher's records to its own :class:`~pm_ws.Dispatcher` in stream order: the
-same frames with the same receive times, and the same store operations (add, remove, mark STALE),
-so while it stays in step its rows and books are byte-identical to the publisher's.
+The consumer feeds the publisher's records to its own :class:`~pm_ws.Dispatcher` in stream order: the same
+frames with the same receive times and owners (the client connection each came on), and the same store
+operations (add, set owner, remove, mark STALE), so while it stays in step its rows and books are
+byte-identical to the publisher's.
 
 It knows when it is not in step, and then no row of it is LIVE until it is again:
 
 - a record number skipped (the publisher overflowed, NATS lost messages, retention purged them):
   every row turns STALE ("awaiting") and the consumer asks the publisher for snapshots;
-- no heartbeat for ``stale_after`` seconds (publisher dead, or it lost NATS), or this consumer's
-  NATS connection dropped: the same;
+- no heartbeat for ``stale_after`` seconds (publisher dead, or it lost NATS; counted from the start
+  until the first one), or this consumer's NATS connection dropped: the same, and snapshots are not
+  applied until a heartbeat comes again (a silent publisher's snapshots prove nothing about now);
 - a new publisher instance: its first record (``hello``) empties the store, the rest rebuilds it.
 
 An awaiting row turns LIVE only from a snapshot record of its token: ``book_frames`` give it the
@@ -64,7 +66,9 @@ class NatsConsumer:
     stream : str
         The publisher's stream name.
     capacity : int
-        Slots of the store (at least the publisher's token count).
+        Slots of the store made when ``store`` is None (at least the publisher's token count).
+    store : BookStore, optional
+        The store to fill, e.g. a shared table (``BookStore(capacity, shared=NAME)``): the consumer beats it.
     stale_after : float
         Seconds without a heartbeat after which every row turns STALE (default 2.0; the publisher
         beats every 0.5 s).
@@ -80,6 +84,7 @@ class NatsConsumer:
         *,
         stream: str = "PMWS",
         capacity: int = 4096,
+        store: BookStore | None = None,
         stale_after: float = 2.0,
         **connect_options: Any,
     ) -> None:
@@ -89,7 +94,7 @@ class NatsConsumer:
         self.servers = servers
         self.stale_after = stale_after
         self._connect_options = connect_options
-        self.store = BookStore(capacity)
+        self.store = store if store is not None else BookStore(capacity)
         self._core = sys.modules[type(self.store).__module__]
         self.dispatcher = self._new_dispatcher()
         self.instance = 0  # the publisher instance followed (0: none yet)
@@ -98,15 +103,17 @@ class NatsConsumer:
         self.awaiting: set[str] = set()  # rows kept from LIVE until their snapshot
         self._restoring = False
         self._last_beat_ns = 0  # monotonic; 0: none since (re)start
-        self._silent = True
+        self._heard_ns = 0  # monotonic: the last heartbeat, or the start (the first beat's deadline runs from it)
+        self._silent = False  # no heartbeat within stale_after: nothing turns LIVE until the next one
         self._last_request_ns = 0
         self._streams: list[EventStream] = []
         self._nc: Any = None
         self._subscription: Any = None
         self._tasks: list[asyncio.Task[None]] = []
         self.counters = dict.fromkeys(
-            ("messages", "records", "frames", "operations", "snapshots_applied", "snapshots_skipped", "gaps",
-             "duplicates", "foreign", "malformed", "silences", "disconnects", "resets", "resnapshot_requests"), 0,
+            ("messages", "records", "frames", "operations", "snapshots_applied", "snapshots_skipped", "snapshots_held",
+             "gaps", "duplicates", "foreign", "malformed", "silences", "disconnects", "resets", "resnapshot_requests"),
+            0,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ life
@@ -118,6 +125,7 @@ class NatsConsumer:
             self._connect_options,
         )  # fmt: skip
         await self._nc.subscribe(self.subjects.heartbeat, cb=self._on_heartbeat)
+        self._heard_ns = time.monotonic_ns()
         self._tasks = [asyncio.create_task(self._watch(), name="pm_ws.bus.watch")]
         if not await self._follow():
             self._tasks.append(asyncio.create_task(self._follow_when_ready(), name="pm_ws.bus.follow"))
@@ -238,7 +246,7 @@ class NatsConsumer:
             self.position = number
             self.counters["records"] += 1
             try:
-                self._apply(recv_ns, kind, payload)
+                self._apply(recv_ns, owner, kind, payload)
             except Exception as exc:  # a record the publisher cannot have made: lose track rather than guess
                 self.counters["malformed"] += 1
                 logger.warning("consumer: record %d of %x not applied: %r", number, batch.instance, exc)
@@ -253,11 +261,13 @@ class NatsConsumer:
         if first > 1:
             self._await_all("new publisher instance")
 
-    def _apply(self, recv_ns: int, kind: int, payload: memoryview) -> None:
+    def _apply(self, recv_ns: int, owner: int, kind: int, payload: memoryview) -> None:
         if kind == KIND_SNAPSHOT:
             token = snapshot_token(payload)
-            if token in self.awaiting or token not in self.store:
-                self._restore(*decode_snapshot(payload))
+            if self._silent:
+                self.counters["snapshots_held"] += 1  # the row stays awaiting: the next beat asks again
+            elif token in self.awaiting or token not in self.store:
+                self._restore(owner, *decode_snapshot(payload))
             else:
                 self.counters["snapshots_skipped"] += 1
             return
@@ -267,7 +277,7 @@ class NatsConsumer:
             return
         frame = payload.tobytes()
         self.counters["frames"] += 1
-        self.dispatcher.feed(frame.decode("utf-8", "surrogatepass") if kind == KIND_TEXT else frame, recv_ns)
+        self.dispatcher.feed(frame.decode("utf-8", "surrogatepass") if kind == KIND_TEXT else frame, recv_ns, owner)
         if self.awaiting and b'"book"' in frame:  # only a book can make a STALE row LIVE
             self._hold_awaiting()
 
@@ -282,6 +292,13 @@ class NatsConsumer:
         elif op == "add":
             for token in tokens:
                 self.store.add(token)
+        elif op == "owner":
+            for token in tokens:
+                self.store.set_owner(token, int(operation["owner"]))
+        elif op == "held":  # a row the publisher held when it attached: its snapshot record follows
+            for token in tokens:
+                self.store.add(token, int(operation["owner"]))
+                self.awaiting.add(token)
         elif op == "remove":
             for token in tokens:
                 self.store.remove(token)
@@ -295,10 +312,13 @@ class NatsConsumer:
         elif op != "mark":
             raise ValueError(f"unknown store operation {op!r}")
 
-    def _restore(self, token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]) -> None:
+    def _restore(
+        self, owner: int, token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]
+    ) -> None:
         store = self.store
         if token not in store:
-            store.add(token)
+            store.add(token, owner)
+        store.set_owner(token, owner)  # a late joiner missed the operation that gave it
         frames = book_frames(token, row, bids, asks)
         source_state = row[STATE]
         if source_state == _SUBSCRIBING:
@@ -336,7 +356,9 @@ class NatsConsumer:
 
     def _ask_for_snapshots(self) -> None:
         now = time.monotonic_ns()
-        if self._nc is None or not self._nc.is_connected or now - self._last_request_ns < RESNAPSHOT_GAP * 1e9:
+        if self._silent or self._nc is None or not self._nc.is_connected:
+            return  # the next heartbeat asks
+        if now - self._last_request_ns < RESNAPSHOT_GAP * 1e9:
             return
         self._last_request_ns = now
         self.counters["resnapshot_requests"] += 1
@@ -345,16 +367,16 @@ class NatsConsumer:
     # ------------------------------------------------------------------ liveness
 
     async def _on_heartbeat(self, msg: Any) -> None:
-        self._last_beat_ns = time.monotonic_ns()
-        self._silent = False
-        if self.awaiting:
+        self._last_beat_ns = self._heard_ns = time.monotonic_ns()
+        was_silent, self._silent = self._silent, False
+        if self.awaiting or was_silent:  # snapshots held while silent may have been of tokens not held yet
             self._ask_for_snapshots()
 
     async def _watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_TICK)
-            beat = self._last_beat_ns
-            if not self._silent and time.monotonic_ns() - beat > self.stale_after * 1e9:
+            self.store.beat()  # readers of a shared table: this process is alive
+            if not self._silent and time.monotonic_ns() - self._heard_ns > self.stale_after * 1e9:
                 self._silent = True
                 self.counters["silences"] += 1
                 self._await_all("publisher silent")

@@ -1,11 +1,11 @@
 """Publish what a :class:`~pm_ws.MarketClient` receives and does to a NATS JetStream stream.
 
-The publisher sits beside the client's hot path, never in it: the client's ``feed`` is unchanged,
-then ``on_frame`` appends the frame (its bytes and a 17-byte record header) to a bounded list and
-returns. A task on the same loop cuts that list into batches and publishes them; another heartbeats
-and asks JetStream for an acknowledgement every ``heartbeat_interval`` (the stream sequence it
-returns is where a late joiner starts reading); a third writes snapshots into the stream, in order
-with the frames, and points the key-value bucket at them.
+The publisher sits beside the client's hot path, never in it: it attaches to a client through
+:meth:`~pm_ws.MarketClient.add_tap`, the client's ``feed`` is unchanged, then ``on_frame`` appends the frame
+(its bytes and a 17-byte record header) to a bounded list and returns. A task on the same loop cuts that list
+into batches and publishes them; another heartbeats and asks JetStream for an acknowledgement every
+``heartbeat_interval`` (the stream sequence it returns is where a late joiner starts reading); a third writes
+snapshots into the stream, in order with the frames, and points the key-value bucket at them.
 
 Bounded: records not yet handed to NATS take at most ``max_pending_bytes``; beyond, records are
 dropped and counted (``stats()["overflow_records"]``) but still numbered, so every consumer sees
@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
@@ -35,7 +35,9 @@ __all__ = ["NatsPublisher"]
 
 ACK_TIMEOUT_NS = 5_000_000_000  # an acknowledgement later than this counts as failed
 SNAPSHOT_SLICE = 64  # tokens snapshotted per loop turn: a round never holds the loop for long
-NO_OWNER = -1
+NO_OWNER = 0  # the owner field of records that are not frames
+# The client's store operations (MarketClient.add_tap's on_store) as the wire names them
+_OPERATIONS = {"add": "add", "remove": "remove", "mark_stale": "stale", "set_owner": "owner"}
 
 
 class NatsPublisher:
@@ -85,7 +87,8 @@ class NatsPublisher:
         self.retention = retention
         self._connect_options = connect_options
         self.instance = int.from_bytes(os.urandom(8), "little") >> 1  # > 0, fits JSON readers' int64
-        self.store: Any = None  # the client's store, set by client()
+        self.store: Any = None  # the store of the client attached
+        self._detach: Callable[[], None] | None = None
         self._seq = 0  # number of the last record made
         self._pending: list[bytes] = []  # records not yet handed to NATS
         self._pending_first = 1
@@ -110,31 +113,37 @@ class NatsPublisher:
 
     # ------------------------------------------------------------------ wiring to a client
 
-    def client(self, url: str = DEFAULT_URL, **client_options: Any) -> MarketClient:
-        """A new :class:`~pm_ws.MarketClient` whose frames and store operations this publisher publishes.
+    def attach(self, client: MarketClient) -> None:
+        """Publish ``client``'s frames and store operations from now on; it may be running already.
 
-        ``client_options`` go to ``MarketClient`` (not ``on_frame``, which the publisher takes). The
-        client's ``store`` attribute becomes a thin proxy that reports ``add``/``remove``/``mark_stale``
-        (the client's own row changes) to the publisher; the dispatcher writes the real store.
+        The rows it holds now go out as ``held`` operations and snapshot records (consumers rebuild
+        them from those); everything after, from the client's tap (:meth:`~pm_ws.MarketClient.add_tap`).
         """
         if self.store is not None:
             raise RuntimeError("this NatsPublisher already publishes a client")
-        if "on_frame" in client_options:
-            raise TypeError("on_frame is the publisher's: record frames from a consumer instead")
-        client = MarketClient(url, on_frame=self.on_frame, **client_options)
-        self.store = client.store
-        for token in client.store.tokens():  # a store passed in with tokens already held
-            self._meta({"op": "add", "tokens": [token]})
-        client.store = _ReportingStore(client.store, self)  # type: ignore[assignment]
+        store = self.store = client.store
+        for token in store.tokens():
+            self._meta({"op": "held", "tokens": [token], "owner": store.owner(token)})
+            self._snapshot(token)
+        self._detach = client.add_tap(on_frame=self.on_frame, on_store=self.on_store)
+
+    def client(self, url: str = DEFAULT_URL, **client_options: Any) -> MarketClient:
+        """A new :class:`~pm_ws.MarketClient` (``client_options`` as it takes them), attached to this publisher."""
+        client = MarketClient(url, **client_options)
+        self.attach(client)
         return client
 
-    def on_frame(self, frame: str | bytes, recv_ns: int) -> None:
-        """Queue one frame exactly as the client fed it (the client calls this after ``feed``)."""
+    def on_frame(self, frame: str | bytes, recv_ns: int, owner: int) -> None:
+        """Queue one frame exactly as the client fed it (the client's tap calls this after ``feed``)."""
         if isinstance(frame, str):
-            self._record(recv_ns, NO_OWNER, KIND_TEXT, frame.encode("utf-8", "surrogatepass"))
+            self._record(recv_ns, owner, KIND_TEXT, frame.encode("utf-8", "surrogatepass"))
         else:
-            self._record(recv_ns, NO_OWNER, KIND_BINARY, bytes(frame))
+            self._record(recv_ns, owner, KIND_BINARY, bytes(frame))
         self.counters["frames"] += 1
+
+    def on_store(self, op: str, tokens: list[str], options: dict[str, Any]) -> None:
+        """Queue one store operation the client made (the client's tap calls this right after it)."""
+        self._meta({"op": _OPERATIONS[op], "tokens": tokens, **options})
 
     def _meta(self, operation: dict[str, Any]) -> None:
         self._record(time.time_ns(), NO_OWNER, KIND_META, orjson.dumps(operation))
@@ -188,6 +197,9 @@ class NatsPublisher:
 
     async def close(self) -> None:
         """Publish what is pending (the client's last STALE marks too), then disconnect."""
+        if self._detach is not None:
+            self._detach()  # after its last STALE marks: the client exits first in the usual nesting
+            self._detach = None
         if self._nc is None:
             return
         deadline = time.monotonic() + 2.0
@@ -340,7 +352,8 @@ class NatsPublisher:
         store = self.store
         bids, asks = store.book(token, depth=None)
         row = [int(value) for value in store.top(token)]
-        if self._record(time.time_ns(), NO_OWNER, KIND_SNAPSHOT, encode_snapshot(token, row, bids, asks)):
+        snapshot = encode_snapshot(token, row, bids, asks)
+        if self._record(time.time_ns(), store.owner(token), KIND_SNAPSHOT, snapshot):
             self._snapshot_tokens.append(token)
             self.counters["snapshots"] += 1
 
@@ -350,45 +363,3 @@ class NatsPublisher:
     def _reconnected(self) -> None:
         self._want_ack = True
         self.request_snapshots()  # records may have died with the old socket: consumers will ask anyway
-
-
-class _ReportingStore:
-    """The client's store, reporting the client's own row changes to the publisher as records.
-
-    Everything else passes through: the dispatcher holds the real store and never sees this proxy.
-    """
-
-    def __init__(self, store: Any, publisher: NatsPublisher) -> None:
-        self._store = store
-        self._publisher = publisher
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
-
-    def __contains__(self, token_id: object) -> bool:
-        return token_id in self._store
-
-    def __len__(self) -> int:
-        return len(self._store)
-
-    def add(self, token_id: str | bytes, **options: Any) -> int:
-        new = token_id not in self._store
-        slot = self._store.add(token_id, **options)
-        if new:
-            self._publisher._meta({"op": "add", "tokens": [_text(token_id)], **options})
-        return slot
-
-    def remove(self, token_id: str | bytes) -> None:
-        if token_id in self._store:
-            self._store.remove(token_id)
-            self._publisher._meta({"op": "remove", "tokens": [_text(token_id)]})
-
-    def mark_stale(self, token_ids: Iterable[str | bytes]) -> None:
-        tokens = [_text(token) for token in token_ids]
-        self._store.mark_stale(tokens)
-        self._publisher._meta({"op": "stale", "tokens": tokens})
-
-
-def _text(token_id: str | bytes) -> str:
-    return token_id.decode("ascii") if isinstance(token_id, bytes) else str(token_id)
-

@@ -20,14 +20,17 @@ A batch (one NATS message, all integers little-endian)::
     kind    := 0 text frame (UTF-8) | 1 binary frame | 2 store operation (a UTF-8 JSON object)
              | 3 snapshot: token_length:u8 token JSON {"row": [...], "bids": [[px, sz]...], "asks": ...}
 
-``instance`` names one run of a publisher (random); ``first`` is the publisher's sequence number
-of the first record (each record has the next one, counted from 1 per instance): a consumer that
-sees a number skipped knows it missed records. ``owner`` is the client connection that delivered
-the frame (-1: not known). Store operations are ``{"op": "hello"}`` (first record of an instance:
-start from an empty store), ``{"op": "add", "tokens": [...]}``, ``{"op": "remove", "tokens":
-[...]}``, ``{"op": "stale", "tokens": [...]}`` and ``{"op": "mark"}`` (no-op: a point the publisher
-had acknowledged by JetStream). A snapshot record gives a token's row and whole book as they were
-after every record before it: a consumer in step skips it, one that lost track rebuilds from it.
+``instance`` names one run of a publisher (random); ``first`` is the publisher's sequence number of the first
+record (each record has the next one, counted from 1 per instance): a consumer that sees a number skipped
+knows it missed records. ``owner`` is the client connection a frame came on, the number the client fed it with
+(a frame changes only the rows that connection owns); in a snapshot record the token's owner; 0 in other
+records. Store operations are the client's own, in order: ``{"op": "hello"}`` (first record of an instance:
+start from an empty store), ``{"op": "add", "tokens": [...]}``, ``{"op": "owner", "tokens": [...], "owner":
+n}``, ``{"op": "remove", "tokens": [...]}``, ``{"op": "stale", "tokens": [...]}``; ``{"op": "held", "tokens":
+[...], "owner": n}`` (a row the client held when the publisher attached: add it, its snapshot record follows)
+and ``{"op": "mark"}`` (no-op: a point the publisher had acknowledged by JetStream). A snapshot record gives a
+token's row and whole book as they were after every record before it: a consumer in step skips it, one that
+lost track rebuilds from it.
 """
 
 from __future__ import annotations
