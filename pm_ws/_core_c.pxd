@@ -179,6 +179,8 @@ ctypedef struct pm_fields_t:  # recognised keys of one JSON object, last occurre
     int64_t val[K_COUNT]  # parsed number, pm_kind for K_EVENT_TYPE, pm_side for K_SIDE
     Py_ssize_t off[3]  # first staged level/entry of each array key, indexed A_BIDS, A_ASKS, A_PRICE_CHANGES
     Py_ssize_t cnt[3]  # how many
+    uint32_t sorted_levels  # bit A_BIDS / A_ASKS: every level of that array came in one fast run, strictly
+                            # worst -> best and none of size 0 (no duplicate price, no sorting, nothing to drop)
     const char* asset  # asset_id bytes after unescaping (in the frame or the arena)
     Py_ssize_t asset_n
     uint64_t asset_hash

@@ -891,8 +891,10 @@ cdef class Dispatcher:
             self._stats[ST_SKIP_NOT_LIVE] += 1
             return 0
         book = &self.store._books[slot]
-        if (side_load(&book.bids, self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], True) < 0
-                or side_load(&book.asks, self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS], False) < 0):
+        if (side_snapshot(&book.bids, self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], True,
+                          f.sorted_levels & (1 << A_BIDS)) < 0
+                or side_snapshot(&book.asks, self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS], False,
+                                 f.sorted_levels & (1 << A_ASKS)) < 0):
             raise MemoryError()
         row = self.store._rows + slot * PM_N_FIELDS
         if f.has & (1 << K_TICK_SIZE):

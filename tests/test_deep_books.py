@@ -138,3 +138,28 @@ def test_deep_book_sizes_same_state(modules: dict[str, ModuleType], n: int) -> N
     twin = Twin(modules, (TOKEN,))
     twin.feed(book_frame(bid_levels(n), ask_levels(n), tail="}"), recv_ts_ns=1)
     twin.feed(book_frame(bid_levels(n)[::-1], ask_levels(n)[::-1]), recv_ts_ns=2)  # best first: sorted
+
+
+def _repeat_best(levels: list[str]) -> list[str]:
+    return levels + levels[-1:]  # the best price twice, side by side
+
+
+def _generic_first(levels: list[str]) -> list[str]:
+    # the worst level again, spaced out: the generic scanner takes it, the fast run the rest
+    return [levels[0].replace(":", " : ")] + levels
+
+
+def _zero_best(levels: list[str]) -> list[str]:
+    return levels[:-1] + [levels[-1].replace(levels[-1].split('"size":')[1], '"0"}')]
+
+
+@pytest.mark.parametrize("change", [_repeat_best, _generic_first, _zero_best, lambda levels: levels[::-1]],
+                         ids=["repeat-best", "generic-first", "zero-best", "reversed"])
+def test_deep_book_sorted_run_broken_same_state(modules: dict[str, ModuleType], change) -> None:  # type: ignore[no-untyped-def]
+    # a side whose levels are strictly worst -> best, none of size 0, is copied without the
+    # duplicate, sort and drop checks: each case breaks exactly one of those conditions
+    twin = Twin(modules, (TOKEN,))
+    twin.feed(book_frame(bid_levels(), ask_levels()), recv_ts_ns=1)
+    twin.feed(book_frame(change(bid_levels()), ask_levels()), recv_ts_ns=2)
+    twin.feed(book_frame(bid_levels(), ask_levels()), recv_ts_ns=3)
+    twin.feed(book_frame(bid_levels(), change(ask_levels())), recv_ts_ns=4)

@@ -62,6 +62,18 @@ cdef int side_load(pm_side_t* side, const pm_level_t* src, Py_ssize_t n, bint bi
     return 0
 
 
+cdef int side_snapshot(pm_side_t* side, const pm_level_t* src, Py_ssize_t n, bint bids, bint sorted) noexcept:
+    # side_load, or a plain copy of levels already sorted worst -> best with none of size 0
+    # (pm_fields_t.sorted_levels)
+    if not sorted:
+        return side_load(side, src, n, bids)
+    if side_reserve(side, n) < 0:
+        return -1
+    memcpy(side.lv, src, n * sizeof(pm_level_t))
+    side.n = n
+    return 0
+
+
 cdef int side_set(pm_side_t* side, PxRaw px, SzRaw sz, bint bids) noexcept:
     # Set the absolute size at px (0 deletes). Most deltas land a few levels from the best, at
     # the tail: walk back from it a few steps, and search by halves only past them

@@ -26,36 +26,38 @@ cdef inline cptr plain_str_end(cptr p, cptr e, Py_ssize_t* guess) noexcept:
     return NULL
 
 
-cdef inline cptr quoted_units(cptr p, cptr e, int decimals, uint64_t int_max, uint64_t units_max,
-                              int64_t* out) noexcept:
-    # One pass over a valid plain number string: p just after the opening quote; returns just
-    # after the closing quote with the units in out, or NULL for anything else (the caller then
-    # takes the general route, which also decides bad_number)
-    cdef uint64_t ip = 0, fp = 0, units
+cdef inline cptr digit_run(cptr p, cptr e, Py_ssize_t most, uint64_t* value) noexcept:
+    # At most `most` digits at p into value, where they stop returned. A longer run stops at a
+    # digit, which no caller accepts; `most` (<= 18) bounds the value, so no check per digit
+    cdef uint64_t v = 0
     cdef unsigned int d
-    cdef int fd = 0
-    cdef cptr start = p
-    while p < e:
-        d = p[0] - 48  # ord('0') == 48
+    cdef cptr stop = p + most if e - p > most else e
+    while p < stop:
+        d = p[0] - 48  # ord('0') == 48; other bytes wrap above 9
         if d > 9:
             break
-        ip = ip * 10 + d
-        if ip > int_max:
-            return NULL
+        v = v * 10 + d
         p += 1
-    cdef Py_ssize_t int_digits = p - start
+    value[0] = v
+    return p
+
+
+cdef inline cptr quoted_units(cptr p, cptr e, int decimals, Py_ssize_t int_digits, uint64_t units_max,
+                              int64_t* out) noexcept:
+    # One pass over a valid plain number string with at most int_digits integer digits: p just
+    # after the opening quote; returns just after the closing quote with the units in out, or
+    # NULL for anything else (the caller then takes the general route, which also decides
+    # bad_number and reads longer integer parts)
+    cdef uint64_t ip, fp = 0, units
+    cdef cptr start = p, frac
+    cdef Py_ssize_t whole, fd = 0
+    p = digit_run(p, e, int_digits, &ip)
+    whole = p - start
     if p < e and p[0] == c'.':
-        p += 1
-        while p < e:
-            d = p[0] - 48
-            if d > 9:
-                break
-            if fd == decimals:
-                return NULL
-            fp = fp * 10 + d
-            fd += 1
-            p += 1
-    if p >= e or p[0] != c'"' or int_digits + fd == 0:
+        frac = p + 1
+        p = digit_run(frac, e, decimals, &fp)
+        fd = p - frac
+    if p >= e or p[0] != c'"' or whole + fd == 0:
         return NULL
     units = ip * POW10[decimals] + fp * POW10[decimals - fd]
     if units > units_max:
@@ -142,7 +144,7 @@ cdef inline cptr fast_size(cptr p, cptr e, pm_fields_t* f) noexcept:
     cdef cptr q
     if p >= e or p[0] != c'"':
         return NULL
-    q = quoted_units(p + 1, e, PM_SIZE_DECIMALS, SIZE_INT_MAX, INT64_MAX, &f.val[K_SIZE])
+    q = quoted_units(p + 1, e, PM_SIZE_DECIMALS, SIZE_FAST_DIGITS, INT64_MAX, &f.val[K_SIZE])
     if q == NULL:
         return slow_number(p + 1, e, K_SIZE, f)
     set_fresh_ok(f, K_SIZE)
@@ -199,14 +201,20 @@ cdef enum:
     LEVEL_MIN_BYTES = 25  # the shortest level, {"price":"1","size":"1"}, and its comma
 
 
-cdef cptr fast_levels(pm_stage_t* s, cptr p) noexcept:
+cdef cptr fast_levels(pm_stage_t* s, cptr p, bint bids, bint* sorted_run) noexcept:
     # Levels in the server's layout, {"price":"0.5","size":"100"} joined by bare commas, p at the
     # first '{': stages each one straight into s.lv while the layout holds and returns just after
     # the last one staged; p itself when none was (the caller scans that level generically and
-    # tries here again from the next), NULL out of memory. Every level staged here is valid
+    # tries here again from the next), NULL out of memory. Every level staged here is valid.
+    # sorted_run: whether the levels staged come strictly worst -> best (bids ascending, asks
+    # descending) with none of size 0, which spares the side's build its checks (sorted_levels);
+    # counted here on the way, the levels are not read again for it
     cdef cptr e = s.end, q, done = p
     cdef pm_level_t* lv
     cdef pm_level_t* first
+    cdef int64_t sign = 1 if bids else -1  # signed prices rise along the wire order on both sides
+    cdef int64_t last = -PM_PRICE_SCALE - 1  # the previous level's signed price
+    cdef bint ordered = True
     if reserve_levels(s, s.lv_n + (e - p) // LEVEL_MIN_BYTES + 1) < 0:
         return NULL
     lv = first = s.lv + s.lv_n
@@ -217,15 +225,18 @@ cdef cptr fast_levels(pm_stage_t* s, cptr p) noexcept:
         if q != NULL:
             q = lit(q, e, b',"size":"', 9)
         if q != NULL:
-            q = quoted_units(q, e, PM_SIZE_DECIMALS, SIZE_INT_MAX, INT64_MAX, &lv.sz)
+            q = quoted_units(q, e, PM_SIZE_DECIMALS, SIZE_FAST_DIGITS, INT64_MAX, &lv.sz)
         if q == NULL or e - q < 2 or q[0] != c'}':
             break
+        ordered = ordered & (lv.px * sign > last) & (lv.sz != 0)
+        last = lv.px * sign
         lv += 1
         done = q + 1
         if q[1] != c',':
             break
         p = q + 2
     s.lv_n += lv - first
+    sorted_run[0] = ordered
     return done
 
 

@@ -3,6 +3,7 @@
 
 cdef enum:
     SIZE_INT_MAX = 9223372036854  # INT64_MAX // PM_SIZE_SCALE
+    SIZE_FAST_DIGITS = 12  # integer digits of a size the one-pass parsers read: fewer than SIZE_INT_MAX has
 
 cdef uint64_t POW10[7]
 POW10[:] = [1, 10, 100, 1000, 10000, 100000, 1000000]

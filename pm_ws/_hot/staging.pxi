@@ -360,6 +360,8 @@ cdef cptr scan_list(pm_stage_t* s, cptr p, int depth, int k, pm_fields_t* f) noe
     cdef uint32_t element_keys = ENTRY_REQUIRED | ENTRY_OPTIONAL if entries else LEVEL_KEYS
     cdef Py_ssize_t first = s.pc_n if entries else s.lv_n
     cdef int status = S_OK, el
+    cdef bint sorted_run = False, run_sorted  # the whole array so far one sorted fast run (fast_levels)
+    cdef Py_ssize_t staged
     cdef pm_fields_t lf
     if depth > PM_MAX_JSON_DEPTH:
         return NULL
@@ -373,13 +375,16 @@ cdef cptr scan_list(pm_stage_t* s, cptr p, int depth, int k, pm_fields_t* f) noe
             if p[0] == c'{':
                 if depth + 1 > PM_MAX_JSON_DEPTH:
                     return NULL
-                q = fast_levels(s, p) if not entries else p
+                staged = s.lv_n
+                q = fast_levels(s, p, k == K_BIDS, &run_sorted) if not entries else p
                 if q == NULL:
                     return NULL
                 if q != p:  # a run of levels, all staged and valid
+                    sorted_run = run_sorted and staged == first
                     p = q
                     el = S_OK
                 else:
+                    sorted_run = False
                     q = fast_entry(p, e, &lf, s.guess) if entries else fast_level(p, e, &lf)
                     if q == NULL:
                         q = scan_fields(s, p + 1, depth + 1, element_keys, &lf)
@@ -399,6 +404,7 @@ cdef cptr scan_list(pm_stage_t* s, cptr p, int depth, int k, pm_fields_t* f) noe
                 if p == NULL:
                     return NULL
                 el = S_BAD_SHAPE
+                sorted_run = False
             if el > status:  # S_BAD_SHAPE > S_BAD_NUMBER > S_OK
                 status = el
             p = skip_ws(p, e)
@@ -412,6 +418,10 @@ cdef cptr scan_list(pm_stage_t* s, cptr p, int depth, int k, pm_fields_t* f) noe
             p = skip_ws(p + 1, e)
     f.off[k - K_FIRST_ARRAY] = first
     f.cnt[k - K_FIRST_ARRAY] = (s.pc_n if entries else s.lv_n) - first
+    if sorted_run:
+        f.sorted_levels |= (<uint32_t>1) << (k - K_FIRST_ARRAY)
+    else:
+        f.sorted_levels &= ~((<uint32_t>1) << (k - K_FIRST_ARRAY))
     set_status(f, k, status)
     return p
 

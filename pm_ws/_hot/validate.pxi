@@ -57,9 +57,9 @@ cdef int validate_event(pm_stage_t* s, const pm_fields_t* f, int kind) noexcept:
     if not required_keys(kind, &required, &optional):
         return S_BAD_SHAPE  # unreachable: only hot kinds are validated, and each has its keys
     status = classify(f, required, optional)
-    if kind == EV_BOOK and status == S_OK:  # the V_LEVELS keys, bids and asks
-        dup = has_duplicate_price(s, s.lv + f.off[A_BIDS], f.cnt[A_BIDS])
-        if dup == 0:
+    if kind == EV_BOOK and status == S_OK:  # the V_LEVELS keys, bids and asks; strictly sorted ones have none
+        dup = 0 if f.sorted_levels & (1 << A_BIDS) else has_duplicate_price(s, s.lv + f.off[A_BIDS], f.cnt[A_BIDS])
+        if dup == 0 and not f.sorted_levels & (1 << A_ASKS):
             dup = has_duplicate_price(s, s.lv + f.off[A_ASKS], f.cnt[A_ASKS])
         if dup < 0:
             return -1
