@@ -29,6 +29,7 @@ import orjson
 
 from pm_ws._events import NEW_MARKET_ID_KEYS, STAT_KEYS
 from pm_ws._rest_levels import wire_levels
+from pm_ws._token_blob import TokenState, decode_token, encode_token, restored_counters
 from pm_ws.errors import capacity_error, parse_error, token_id_type_error, token_ids_type_error
 from pm_ws.row import (DEFAULT_MAX_FRAME_BYTES, OWNER_MAX, SEEN_MARKET_ID_MAX, SEEN_MARKETS_MAX, TOKEN_ID_EXPECTED, Top,
                        check_owner)
@@ -573,6 +574,73 @@ cdef class BookStore:
             raise KeyError(token_id)
         return self._resolved.get(self._names[slot])
 
+    def export_token(self, token_id):
+        """Return a held token's whole state as a blob for ``restore_token`` (in this store or another, either core).
+
+        The blob (layout in ``pm_ws._token_blob``, versioned) holds the row, both sides' levels, the
+        tick flags ``mark_stale`` leaves, the owner and the resolution. KeyError if the token is not held.
+        """
+        cdef int32_t slot = self._slot_of(token_id)
+        cdef int64_t* row
+        cdef pm_book_t* book
+        cdef Py_ssize_t i
+        if slot < 0:
+            raise KeyError(token_id)
+        row = self._rows + slot * PM_N_FIELDS
+        book = &self._books[slot]
+        name = self._names[slot]
+        return encode_token(TokenState(
+            [row[i] for i in range(PM_N_FIELDS)], side_levels(&book.bids), side_levels(&book.asks),
+            book.books_name_tick, book.tick_unconfirmed, self._owners[slot], name in self._resolved,
+            self._resolved.get(name),
+        ))
+
+    def restore_token(self, token_id, blob):
+        """Give a held token the state ``export_token`` returned: row, levels, flags, owner, resolution.
+
+        Every row field takes the blob's value, SEQ and EPOCH too unless that would move them back:
+        they become ``max(blob SEQ, SEQ + 2)`` and ``max(blob EPOCH, EPOCH + 1)``, so a restore into a
+        slot behind the source (a new consumer's) gives a byte-identical row. The row is written
+        under its sequence lock. The resync queue is left as it is.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        ValueError
+            The blob is damaged, of another version or of another token; nothing changed.
+        """
+        cdef int32_t slot = self._slot_of(token_id)
+        cdef int64_t* row
+        cdef pm_book_t* book
+        cdef int64_t seq, new_seq, new_epoch
+        cdef Py_ssize_t i
+        if slot < 0:
+            raise KeyError(token_id)
+        row = self._rows + slot * PM_N_FIELDS
+        state = decode_token(blob, row[PM_TOKEN_TAG])
+        values = state.row
+        new_seq, new_epoch = restored_counters(row[PM_SEQ], row[PM_EPOCH], values)
+        book = &self._books[slot]
+        # room for both sides first: past this point nothing can fail half-way
+        if side_reserve(&book.bids, len(state.bids)) < 0 or side_reserve(&book.asks, len(state.asks)) < 0:
+            raise MemoryError()
+        side_copy(&book.bids, state.bids)
+        side_copy(&book.asks, state.asks)
+        book.books_name_tick = state.books_name_tick
+        book.tick_unconfirmed = state.tick_unconfirmed
+        self._owners[slot] = state.owner
+        if state.resolved:
+            self._resolved[self._names[slot]] = state.won
+        else:
+            self._resolved.pop(self._names[slot], None)
+        seq = pm_row_open(&row[PM_SEQ])
+        for i in range(PM_N_FIELDS):
+            if i != PM_SEQ:  # SEQ is the lock: only pm_row_close writes it
+                row[i] = values[i]
+        row[PM_EPOCH] = new_epoch
+        pm_row_close(&row[PM_SEQ], new_seq - 2)  # it stores its argument + 2
+
 
 cdef inline str id_text(cptr p, Py_ssize_t n):
     # A token id's ASCII bytes as the plain str the store hands out
@@ -601,6 +669,12 @@ cdef inline void invalidate_row(int64_t* row) noexcept:
     # The book can no longer be trusted (inside the row's write): INVALID, one more mismatch
     row[PM_STATE] = PM_INVALID
     row[PM_MISMATCHES] += 1
+
+
+cdef list side_levels(const pm_side_t* side):
+    # Every level as (price, size), in the side's worst -> best order (export_token)
+    cdef Py_ssize_t i
+    return [(side.lv[i].px, side.lv[i].sz) for i in range(side.n)]
 
 
 cdef list side_list(const pm_side_t* side, Py_ssize_t limit):

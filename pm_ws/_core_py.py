@@ -75,6 +75,7 @@ from ._events import (
     ValueKind,
 )
 from ._rest_levels import wire_levels
+from ._token_blob import TokenState, decode_token, encode_token, restored_counters
 from .errors import ParseError, capacity_error, parse_error, token_id_type_error, token_ids_type_error
 from .row import (
     ASK_LEVELS,
@@ -676,6 +677,55 @@ class BookStore:
         """
         return self._resolved.get(str(self._ids[self.slot(token_id)]))
 
+    def export_token(self, token_id: str | bytes) -> bytes:
+        """Return a held token's whole state as a blob for ``restore_token`` (in this store or another, either core).
+
+        The blob (layout in ``pm_ws._token_blob``, versioned) holds the row, both sides' levels, the
+        tick flags ``mark_stale`` leaves, the owner and the resolution. KeyError if the token is not held.
+        """
+        slot = self.slot(token_id)
+        book = self._books[slot]
+        assert book is not None
+        key = str(self._ids[slot])
+        return encode_token(
+            TokenState(
+                self._read_row(slot), book.bids, book.asks, book.books_name_tick, book.tick_unconfirmed,
+                self._owners[slot], key in self._resolved, self._resolved.get(key),
+            )
+        )  # fmt: skip
+
+    def restore_token(self, token_id: str | bytes, blob: bytes | bytearray | memoryview) -> None:
+        """Give a held token the state ``export_token`` returned: row, levels, flags, owner, resolution.
+
+        Every row field takes the blob's value, SEQ and EPOCH too unless that would move them back:
+        they become ``max(blob SEQ, SEQ + 2)`` and ``max(blob EPOCH, EPOCH + 1)``, so a restore into a
+        slot behind the source (a new consumer's) gives a byte-identical row. The row is written
+        under its sequence lock. The resync queue is left as it is.
+
+        Raises
+        ------
+        KeyError
+            The token is not held.
+        ValueError
+            The blob is damaged, of another version or of another token; nothing changed.
+        """
+        slot = self.slot(token_id)
+        now = self._read_row(slot)
+        state = decode_token(blob, now[TOKEN_TAG])
+        row = list(state.row)
+        seq, row[EPOCH] = restored_counters(now[SEQ], now[EPOCH], row)
+        book = self._books[slot]
+        assert book is not None
+        book.bids, book.asks = state.bids, state.asks
+        book.books_name_tick, book.tick_unconfirmed = state.books_name_tick, state.tick_unconfirmed
+        self._owners[slot] = state.owner
+        key = str(self._ids[slot])
+        if state.resolved:
+            self._resolved[key] = state.won
+        else:
+            self._resolved.pop(key, None)
+        self._write_row(slot, row, seq - now[SEQ])
+
     def _lookup(self, token_id: object) -> int | None:
         # An invalid id is simply not held (only add() raises ValueError); not str or bytes: TypeError
         key = _token_key(token_id)
@@ -692,17 +742,18 @@ class BookStore:
     def _read_row(self, slot: int) -> list[int]:
         return list(_ROW.unpack_from(self._buffer, slot * _ROW.size))
 
-    def _write_row(self, slot: int, row: list[int]) -> None:
-        # Every change of a row, under its sequence lock: SEQ odd, the fields, SEQ even and SEQ_STEP
-        # higher. Three separate stores in program order (the compiled core adds the release fences
-        # a weakly ordered CPU needs; here each store is an opaque C call, ordered on x86)
+    def _write_row(self, slot: int, row: list[int], step: int = SEQ_STEP) -> None:
+        # Every change of a row, under its sequence lock: SEQ odd, the fields, SEQ even and ``step``
+        # (SEQ_STEP; more for restore_token) higher. Three separate stores in program order (the
+        # compiled core adds the release fences a weakly ordered CPU needs; here each store is an
+        # opaque C call, ordered on x86)
         offset = slot * _ROW.size
         seq = _WORD.unpack_from(self._buffer, offset + _SEQ_OFFSET)[0]
         _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + 1)
         row[SEQ] = seq + 1
         _ROW.pack_into(self._buffer, offset, *row)
-        row[SEQ] = seq + SEQ_STEP
-        _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + SEQ_STEP)
+        row[SEQ] = seq + step
+        _WORD.pack_into(self._buffer, offset + _SEQ_OFFSET, seq + step)
 
     def _queue_resync(self, token_id: str) -> bool:
         # True when the token was not queued yet

@@ -14,10 +14,11 @@ It knows when it is not in step, and then no row of it is LIVE until it is again
   applied until a heartbeat comes again (a silent publisher's snapshots prove nothing about now);
 - a new publisher instance: its first record (``hello``) empties the store, the rest rebuilds it.
 
-An awaiting row turns LIVE only from a snapshot record of its token: ``book_frames`` give it the
-publisher's levels, prices, sizes, tick, last trade and times; SEQ, EPOCH and MISMATCHES stay the
-consumer's own from then on (see the README's bus section). Frames keep applying meanwhile, but
-a ``book`` frame cannot make an awaiting row LIVE (it is marked STALE again at once).
+An awaiting row turns LIVE only from a snapshot record of its token: ``BookStore.restore_token`` gives it
+the publisher's whole state (row, levels, tick flags, owner); SEQ and EPOCH are the publisher's unless that
+would move them back in the consumer's slot, so a late joiner's rows are byte-identical to the publisher's,
+and a consumer that lost track keeps its own, higher SEQ and EPOCH (see the README's bus section). Frames
+keep applying meanwhile, but a ``book`` frame cannot make an awaiting row LIVE (it is marked STALE again at once).
 
 A late joiner starts from the key-value bucket: it reads, per token, where the latest snapshot is,
 and reads the stream from the oldest of those places on.
@@ -37,10 +38,10 @@ from nats.js.errors import NotFoundError
 
 from .._core import BookStore
 from ..client_events import ClientEvent, EventStream
-from ..row import RECV_TS_NS, STATE, State
+from ..row import STATE, State
 from .connection import DEFAULT_NATS_URL, connect, logger
 from .wire import KIND_META, KIND_PIECE, KIND_SNAPSHOT, KIND_TEXT, PIECE_FIRST, PIECE_HEADER, PIECE_LAST
-from .wire import MalformedBatch, Subjects, book_frames, decode_snapshot, parse_batch, snapshot_token
+from .wire import MalformedBatch, Subjects, decode_snapshot, parse_batch, snapshot_token
 
 __all__ = ["CAUSE_BUS", "CAUSE_PUBLISHER", "NatsConsumer"]
 
@@ -52,8 +53,6 @@ WAIT_FOR_STREAM = 0.5  # seconds between two looks for a stream that does not ex
 
 _LIVE = int(State.LIVE)
 _STALE = int(State.STALE)
-_INVALID = int(State.INVALID)
-_SUBSCRIBING = int(State.SUBSCRIBING)
 
 
 class NatsConsumer:
@@ -102,7 +101,6 @@ class NatsConsumer:
         self.stream_seq = 0  # stream sequence of the last message handled
         self.awaiting: set[str] = set()  # rows kept from LIVE until their snapshot
         self._pieces: list[bytes] = []  # the pieces so far of a record bigger than a batch
-        self._restoring = False
         self._last_beat_ns = 0  # monotonic; 0: none since (re)start
         self._heard_ns = 0  # monotonic: the last heartbeat, or the start (the first beat's deadline runs from it)
         self._silent = False  # no heartbeat within stale_after: nothing turns LIVE until the next one
@@ -289,7 +287,7 @@ class NatsConsumer:
             if self._silent:
                 self.counters["snapshots_held"] += 1  # the row stays awaiting: the next beat asks again
             elif token in self.awaiting or token not in self.store:
-                self._restore(owner, *decode_snapshot(payload))
+                self._restore(*decode_snapshot(payload))
             else:
                 self.counters["snapshots_skipped"] += 1
             return
@@ -334,25 +332,11 @@ class NatsConsumer:
         elif op != "mark":
             raise ValueError(f"unknown store operation {op!r}")
 
-    def _restore(
-        self, owner: int, token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]
-    ) -> None:
+    def _restore(self, token: str, blob: bytes) -> None:
         store = self.store
         if token not in store:
-            store.add(token, owner)
-        store.set_owner(token, owner)  # a late joiner missed the operation that gave it
-        frames = book_frames(token, row, bids, asks)
-        source_state = row[STATE]
-        if source_state == _SUBSCRIBING:
-            frames = frames[1:]  # no book yet at the source: only its last trade, if any
-        self._restoring = True  # the trade frame is no news
-        try:
-            for frame in frames:
-                self.dispatcher.feed(frame, row[RECV_TS_NS])
-        finally:
-            self._restoring = False
-        if source_state in (_STALE, _INVALID):
-            store.mark_stale([token])
+            store.add(token)
+        store.restore_token(token, blob)  # the owner too: a late joiner missed the operation that gave it
         self.awaiting.discard(token)
         self.counters["snapshots_applied"] += 1
         self._emit_state(token, State(store.view[store.slot(token), STATE]), "snapshot", CAUSE_BUS)
@@ -421,7 +405,7 @@ class NatsConsumer:
         return {token: view[store.slot(token), STATE] for token in tokens if token in store}
 
     def _core_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        if self._restoring or not self._streams:
+        if not self._streams:
             return
         if event_type == "last_trade_price":
             self._emit("trade", payload.get("asset_id"), payload)

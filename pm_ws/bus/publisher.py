@@ -364,9 +364,7 @@ class NatsPublisher:
 
     def _snapshot(self, token: str) -> None:
         store = self.store
-        bids, asks = store.book(token, depth=None)
-        row = [int(value) for value in store.top(token)]
-        snapshot = encode_snapshot(token, row, bids, asks)
+        snapshot = encode_snapshot(token, store.export_token(token))
         if self._record(time.time_ns(), store.owner(token), KIND_SNAPSHOT, snapshot):
             self._snapshot_tokens.append(token)
             self.counters["snapshots"] += 1

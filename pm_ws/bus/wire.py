@@ -18,7 +18,7 @@ A batch (one NATS message, all integers little-endian)::
     batch   := BATCH_MAGIC:4 instance:u64 first:u64 count:u32 record{count}
     record  := recv_ns:i64 owner:i32 kind:u8 length:u32 payload[length]
     kind    := 0 text frame (UTF-8) | 1 binary frame | 2 store operation (a UTF-8 JSON object)
-             | 3 snapshot: token_length:u8 token JSON {"row": [...], "bids": [[px, sz]...], "asks": ...}
+             | 3 snapshot: token_length:u8 token blob (the token's BookStore.export_token, versioned itself)
              | 4 piece of a record too big for one batch: kind:u8 flags:u8 bytes (flags: 1 first, 2 last)
 
 ``instance`` names one run of a publisher (random); ``first`` is the publisher's sequence number of the first
@@ -31,7 +31,9 @@ n}``, ``{"op": "remove", "tokens": [...]}``, ``{"op": "stale", "tokens": [...]}`
 [...], "owner": n}`` (a row the client held when the publisher attached: add it, its snapshot record follows)
 and ``{"op": "mark"}`` (no-op: a point the publisher had acknowledged by JetStream). A snapshot record gives a
 token's row and whole book as they were after every record before it: a consumer in step skips it, one that
-lost track rebuilds from it.
+lost track rebuilds from it with ``BookStore.restore_token``. Envelope version 2: snapshot records carry the
+core's token blob (version 1 carried JSON rows and books); a consumer of another version counts every message
+malformed and applies none.
 """
 
 from __future__ import annotations
@@ -39,12 +41,9 @@ from __future__ import annotations
 import re
 import struct
 from collections.abc import Iterator
-from typing import Any, NamedTuple
-
-import orjson
+from typing import NamedTuple
 
 from ..recording import KIND_BINARY, KIND_META, KIND_TEXT
-from ..row import EXCH_TS_MS, LAST_PX, LAST_SIDE, LAST_SZ, PRICE_DECIMALS, SIDE_BUY, SIZE_DECIMALS, TICK
 
 __all__ = [
     "BATCH_HEADER",
@@ -61,7 +60,6 @@ __all__ = [
     "PIECE_FIRST",
     "PIECE_HEADER",
     "PIECE_LAST",
-    "book_frames",
     "decode_snapshot",
     "encode_snapshot",
     "parse_batch",
@@ -69,10 +67,10 @@ __all__ = [
     "snapshot_token",
 ]
 
-BATCH_MAGIC = b"PMB\x01"  # the last byte is the envelope version
+BATCH_MAGIC = b"PMB\x02"  # the last byte is the envelope version
 BATCH_HEADER = struct.Struct("<4sQQI")  # magic, instance, first sequence number, record count
 RECORD_HEADER = struct.Struct("<qiBI")  # recv_ns, owner, kind, payload length
-KIND_SNAPSHOT = 3  # after the recording's kinds: a token's row and book, see encode_snapshot
+KIND_SNAPSHOT = 3  # after the recording's kinds: a token's whole state, see encode_snapshot
 KIND_PIECE = 4  # a piece of a record bigger than a batch: the pieces are consecutive records
 PIECE_HEADER = struct.Struct("<BB")  # the whole record's kind, flags
 PIECE_FIRST = 1
@@ -155,10 +153,11 @@ def snapshot_key(token: str) -> str:
     return token if _PLAIN_KEY.fullmatch(token) else "x" + token.encode().hex()
 
 
-def encode_snapshot(token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]) -> bytes:
-    """A snapshot record's payload: the token first (consumers in step skip the record without decoding it)."""
+def encode_snapshot(token: str, blob: bytes) -> bytes:
+    """A snapshot record's payload: the token first (consumers in step skip the record without decoding it),
+    then its ``BookStore.export_token`` blob."""
     name = token.encode("ascii")
-    return bytes((len(name),)) + name + orjson.dumps({"row": row, "bids": bids, "asks": asks})
+    return bytes((len(name),)) + name + blob
 
 
 def snapshot_token(payload: memoryview | bytes) -> str:
@@ -166,56 +165,9 @@ def snapshot_token(payload: memoryview | bytes) -> str:
     return bytes(payload[1 : 1 + payload[0]]).decode("ascii")
 
 
-def decode_snapshot(payload: memoryview | bytes) -> tuple[str, list[int], list[tuple[int, int]], list[tuple[int, int]]]:
-    """``(token, row, bids, asks)`` of a snapshot record (books best first); ``ValueError`` if damaged."""
+def decode_snapshot(payload: memoryview | bytes) -> tuple[str, bytes]:
+    """``(token, blob)`` of a snapshot record; ``ValueError`` if it has no token (``restore_token`` checks the blob)."""
     try:
-        token = snapshot_token(payload)
-        fields: dict[str, Any] = orjson.loads(bytes(payload[1 + payload[0] :]))
-        row = [int(value) for value in fields["row"]]
-        bids = [(int(price), int(size)) for price, size in fields["bids"]]
-        asks = [(int(price), int(size)) for price, size in fields["asks"]]
-    except (IndexError, UnicodeDecodeError, orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        return snapshot_token(payload), bytes(payload[1 + payload[0] :])
+    except (IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"damaged snapshot record: {exc!r}") from None
-    if len(row) <= TICK:
-        raise ValueError("damaged snapshot record: row too short")
-    return token, row, bids, asks
-
-
-def _decimal(units: int, decimals: int) -> str:
-    # Exact text of a non-negative amount in 10**-decimals units
-    scale = 10**decimals
-    return f"{units // scale}.{units % scale:0{decimals}d}"
-
-
-def book_frames(token: str, row: list[int], bids: list[tuple[int, int]], asks: list[tuple[int, int]]) -> list[bytes]:
-    """Market-channel frames that rebuild the snapshot's book and last trade in an empty or stale row.
-
-    A ``book`` (levels, tick, timestamp) then, if the row has a trade, a ``last_trade_price``
-    (price, size, side): fed to a dispatcher they give the row the snapshot's prices, sizes, levels,
-    tick, last trade and times. SEQ, EPOCH and MISMATCHES are the consumer's own.
-    """
-    book: dict[str, Any] = {
-        "event_type": "book",
-        "asset_id": token,
-        "bids": [{"price": _decimal(p, PRICE_DECIMALS), "size": _decimal(s, SIZE_DECIMALS)} for p, s in bids[::-1]],
-        "asks": [{"price": _decimal(p, PRICE_DECIMALS), "size": _decimal(s, SIZE_DECIMALS)} for p, s in asks[::-1]],
-        "last_trade_price": _decimal(row[LAST_PX], PRICE_DECIMALS) if row[LAST_PX] else "",
-    }
-    if row[EXCH_TS_MS]:
-        book["timestamp"] = str(row[EXCH_TS_MS])
-    if row[TICK]:
-        book["tick_size"] = _decimal(row[TICK], PRICE_DECIMALS)
-    frames = [orjson.dumps(book)]
-    if row[LAST_PX] or row[LAST_SZ] or row[LAST_SIDE]:
-        trade: dict[str, Any] = {
-            "event_type": "last_trade_price",
-            "asset_id": token,
-            "price": _decimal(row[LAST_PX], PRICE_DECIMALS),
-            "size": _decimal(row[LAST_SZ], SIZE_DECIMALS),
-        }
-        if row[LAST_SIDE]:
-            trade["side"] = "BUY" if row[LAST_SIDE] == SIDE_BUY else "SELL"
-        if row[EXCH_TS_MS]:
-            trade["timestamp"] = str(row[EXCH_TS_MS])
-        frames.append(orjson.dumps(trade))
-    return frames
