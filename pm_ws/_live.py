@@ -119,7 +119,7 @@ class LiveView:
 
     def draw(self, now: float) -> None:
         """Draw the header line and the table once."""
-        client_stats = self.client.stats()
+        client_stats = self.client.stats(tokens=False)  # per-token entries cost ~1 µs each
         stats = client_stats["dispatcher"]
         rate = self.frame_rate.update(stats["frames"], now)
         rejected = sum(value for key, value in stats.items() if key.startswith("rej_"))
