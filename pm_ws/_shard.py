@@ -1,9 +1,9 @@
 """One shard: a share of the client's tokens and the life of the socket that carries them.
 
-A shard connects, sends the subscription, reads frames into the shared dispatcher, writes operation
-frames and PING, runs the watchdogs when the client's tick asks, re-drives tokens, aborts a socket it gave up on and reconnects with
-its backoff. Its bookkeeping (tokens, re-drives, counters) survives reconnects. What it shares with the
-other shards (store, dispatcher, settings, events, the resync queue, the connect stagger) it reaches
+A shard connects, sends the subscription, reads frames into the shared dispatcher, writes operation frames and
+PING, runs the watchdogs when the client's tick asks, re-drives tokens, aborts a socket it gave up on and
+reconnects with its backoff. Its bookkeeping (tokens, re-drives, counters) survives reconnects. What it shares
+with the other shards (store, dispatcher, settings, events, the resync queue, the connect stagger) it reaches
 through its owner, the :class:`~pm_ws.MarketClient`.
 """
 

@@ -6,8 +6,10 @@ Tokens fill the shards in subscription order; a shard left without tokens retire
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
+from ._core import BookStore
 from ._shard import Shard, ShardState
 
 
@@ -48,6 +50,19 @@ class ShardPool:
         shard.task.add_done_callback(self.retiring.discard)
         if shard.socket is None:
             shard.task.cancel()  # connecting or in backoff: nothing to close cleanly
+
+    async def tick(self, store: BookStore, seconds: float) -> None:
+        """Forever, every ``seconds``: ``store``'s heartbeat and the watchdogs of every open shard."""
+        # The heartbeat tells readers of a shared table this process is alive, sockets up or not (rows say
+        # STALE then). One task for all shards: a task per shard would wake the loop once per shard and
+        # tick (2,000 times a second for 100 shards)
+        while True:
+            store.beat()
+            now = time.monotonic_ns()
+            for shard in tuple(self.shards):  # a check's events may subscribe, adding a shard
+                if shard.state is ShardState.OPEN:
+                    shard.watch(now)
+            await asyncio.sleep(seconds)
 
     async def close(self) -> None:
         """Close every socket, then end every shard's task (retiring ones too)."""

@@ -2,13 +2,16 @@
 
 :meth:`MarketClient.add_tap <pm_ws.MarketClient.add_tap>` registers them here; the readers feed each
 frame to :attr:`Taps.feed`, which is the dispatcher's own ``feed`` while there is no frame tap, so a
-client without taps pays nothing for them.
+client without taps pays nothing for them. The client changes its store only through :class:`Taps`,
+so the store taps hear of every change right after it is made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
+
+from ._core import BookStore
 
 TapFrameCallback = Callable[[str | bytes, int, int], None]  # on_frame(frame, recv_ns, owner) of add_tap
 StoreCallback = Callable[[str, list[str], dict[str, Any]], None]  # on_store(op, tokens, options) of add_tap
@@ -20,14 +23,16 @@ PROCESS_EXIT = (KeyboardInterrupt, SystemExit)
 
 
 class Taps:
-    """The frame and store taps of one client, and the feed that calls the frame taps."""
+    """The frame and store taps of one client, the feed that calls the frame taps, the store operations."""
 
     def __init__(
         self,
+        store: BookStore,
         dispatcher_feed: FeedFunction,
         callback_failed: Callable[[str], None],
         feed_changed: Callable[[], None],
     ) -> None:
+        self._store = store
         self._dispatcher_feed = dispatcher_feed
         self._callback_failed = callback_failed  # counts and logs a failing callback by its name
         self._feed_changed = feed_changed  # tells the readers to take the new feed
@@ -52,8 +57,36 @@ class Taps:
 
         return remove
 
-    def stored(self, op: str, tokens: list[str], options: dict[str, Any]) -> None:
-        """Tell the store taps about a change the client just made to its store."""
+    def add_rows(self, tokens: list[str]) -> None:
+        """Add a row for each of ``tokens`` the store lacks (it may be shared with the caller): all or none."""
+        store = self._store
+        created: list[str] = []
+        try:
+            for token in tokens:
+                if token not in store:
+                    store.add(token)  # validates the id
+                    created.append(token)
+                    self._stored("add", [token], {})
+        except Exception:
+            for token in created:
+                store.remove(token)
+                self._stored("remove", [token], {})
+            raise
+
+    def remove_row(self, token: str) -> None:
+        self._store.remove(token)
+        self._stored("remove", [token], {})
+
+    def set_owner(self, token: str, owner: int) -> None:
+        self._store.set_owner(token, owner)
+        self._stored("set_owner", [token], {"owner": owner})
+
+    def mark_stale(self, tokens: list[str]) -> None:
+        self._store.mark_stale(tokens)
+        self._stored("mark_stale", tokens, {})
+
+    def _stored(self, op: str, tokens: list[str], options: dict[str, Any]) -> None:
+        # Tell the store taps about a change just made to the store
         for on_store in self._stores:
             try:
                 on_store(op, tokens, options)

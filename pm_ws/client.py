@@ -28,7 +28,7 @@ from . import _client_options as options
 from ._client_stats import connection_stats, token_stats
 from ._core import IMPLEMENTATION, BookStore
 from ._event_fanout import EventFanout
-from ._shard import Shard, ShardState, Watchdog
+from ._shard import Shard, Watchdog
 from ._shard_pool import ShardPool
 from ._taps import FeedFunction, StoreCallback, Taps, TapFrameCallback
 from ._transport import check_transport
@@ -235,7 +235,7 @@ class MarketClient:
         # The pool's own list and dict, under the names exchange.py, tests and the soak read
         self._shards = self._pool.shards
         self._owner = self._pool.owner
-        self._taps = Taps(self.dispatcher.feed, self._events.callback_failed, self._feed_changed)
+        self._taps = Taps(self.store, self.dispatcher.feed, self._events.callback_failed, self._feed_changed)
         if on_frame is not None:
             self._taps.add(lambda frame, recv_ns, owner: on_frame(frame, recv_ns), None)
         # A watchdog whose deadline is switched off (inf) does not run at all
@@ -307,7 +307,8 @@ class MarketClient:
         )
         for shard in self._shards:
             shard.start()
-        waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._tick_loop())]
+        waiters = [asyncio.ensure_future(self._stop.wait())]
+        waiters.append(asyncio.ensure_future(self._pool.tick(self.store, self._tick)))
         if stop_event is not None:
             waiters.append(asyncio.ensure_future(stop_event.wait()))
         try:
@@ -410,25 +411,13 @@ class MarketClient:
 
     def _add_tokens(self, token_ids: Iterable[str]) -> set[Shard]:
         added = [token for token in dict.fromkeys(_as_ids(token_ids)) if token not in self._owner]
-        created: list[str] = []
-        try:
-            for token in added:
-                if token not in self.store:  # the store may be shared with the caller
-                    self.store.add(token)  # validates the id
-                    created.append(token)
-                    self._taps.stored("add", [token], {})
-        except Exception:
-            for token in created:
-                self.store.remove(token)
-                self._taps.stored("remove", [token], {})
-            raise
+        self._taps.add_rows(added)
         # A row the caller's store already holds is not maintained by us yet
         self._mark_stale(added, "subscribed", (_LIVE, _INVALID))
         touched: set[Shard] = set()
         for token in added:
             shard = self._pool.place(token)
-            self.store.set_owner(token, shard.number)  # only its own socket's frames may change its row
-            self._taps.stored("set_owner", [token], {"owner": shard.number})
+            self._taps.set_owner(token, shard.number)  # only its own socket's frames may change its row
             touched.add(shard)
         for shard in touched:
             if self._running and shard.task is None:
@@ -442,8 +431,7 @@ class MarketClient:
             shard = self._pool.take(token)
             if shard is None:
                 continue
-            self.store.remove(token)
-            self._taps.stored("remove", [token], {})
+            self._taps.remove_row(token)
             touched.add(shard)
         for shard in touched:
             if shard.retired:
@@ -494,8 +482,7 @@ class MarketClient:
         stale = [token for token in tokens if token in store and view[slot_of(token), STATE] in states]
         if not stale:
             return
-        self.store.mark_stale(stale)
-        self._taps.stored("mark_stale", stale, {})
+        self._taps.mark_stale(stale)
         for token in stale:
             self._emit("state", token, {"state": State.STALE, "reason": reason, "cause": cause})
 
@@ -518,18 +505,6 @@ class MarketClient:
         logger.info("pm_ws client stopped; dispatcher counters: %s", self._nonzero_counters())
 
     # ------------------------------------------------------------------ helpers
-
-    async def _tick_loop(self) -> None:
-        # Every tick: the heartbeat for readers of a shared table (this process is alive, sockets up or
-        # not: rows say STALE then), and the watchdogs of every open shard. One task for all shards: a
-        # task per shard would wake the loop once per shard and tick (2,000 times a second for 100 shards)
-        while True:
-            self.store.beat()
-            now = time.monotonic_ns()
-            for shard in tuple(self._shards):  # a check's events may subscribe, adding a shard
-                if shard.state is ShardState.OPEN:
-                    shard.watch(now)
-            await asyncio.sleep(self._tick)
 
     def _row(self, token: str, field: int) -> int:
         return int(self.store.view[self.store.slot(token), field])
