@@ -307,7 +307,7 @@ class MarketClient:
         )
         for shard in self._shards:
             shard.start()
-        waiters = [asyncio.ensure_future(self._stop.wait())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stop.wait())]
         waiters.append(asyncio.ensure_future(self._pool.tick(self.store, self._tick)))
         if stop_event is not None:
             waiters.append(asyncio.ensure_future(stop_event.wait()))
