@@ -1,9 +1,9 @@
 """One shard: a share of the client's tokens and the life of the socket that carries them.
 
-A shard connects, sends the subscription, reads frames into the shared dispatcher, writes operation
-frames and PING, runs the watchdogs when the client's tick asks, re-drives tokens, aborts a socket it gave up on and reconnects with
-its backoff. Its bookkeeping (tokens, re-drives, counters) survives reconnects. What it shares with the
-other shards (store, dispatcher, settings, events, the resync queue, the connect stagger) it reaches
+A shard connects, sends the subscription, reads frames into the shared dispatcher, writes operation frames and
+PING, runs the watchdogs when the client's tick asks, re-drives tokens, aborts a socket it gave up on and
+reconnects with its backoff. Its bookkeeping (tokens, re-drives, counters) survives reconnects. What it shares
+with the other shards (store, dispatcher, settings, events, the resync queue, the connect stagger) it reaches
 through its owner, the :class:`~pm_ws.MarketClient`.
 """
 
@@ -18,9 +18,8 @@ from collections.abc import Callable
 from ssl import SSLContext
 from typing import Any, Literal, NamedTuple, Protocol
 
-import orjson
-
 from ._core import IMPLEMENTATION, BookStore
+from ._market_frames import operation_frame, subscription_frame
 from ._transport import CONNECT_ERRORS, Socket, SocketClosed, open_socket
 from .backoff import ExponentialBackoff
 from .row import EPOCH, STATE, State
@@ -140,23 +139,6 @@ class Shard:
         """A shard left without tokens is closed for good: the client never gives it tokens again."""
         return not self.tokens
 
-    def stats(self, now: int) -> dict[str, Any]:
-        """This shard's entry of ``MarketClient.stats()['connections']``; ``now`` is monotonic ns."""
-        return {
-            "id": self.id,
-            "state": self.state.value,
-            "tokens": len(self.tokens),
-            "frames": self.frames,
-            "bytes": self.bytes,
-            "reconnects": self.reconnects,
-            "redrives": self.redrives,
-            "probes": self.probes,
-            "aborts": self.aborts,
-            "pings": self.pings,
-            "awaiting_snapshot": len(self.awaiting),
-            "last_frame_age": (now - self.last_frame_ns) / 1e9 if self.last_frame_ns else None,
-        }
-
     # ------------------------------------------------------------------ tokens
 
     def forget(self, token: str) -> None:
@@ -213,9 +195,9 @@ class Shard:
         subscribe = [token for token in wanted if token not in told or token in redrive or token in probe]
         frames = []
         if unsubscribe:
-            frames.append(_operation_frame("unsubscribe", unsubscribe, None))
+            frames.append(operation_frame("unsubscribe", unsubscribe, None))
         if subscribe:
-            frames.append(_operation_frame("subscribe", subscribe, self.owner.custom_features))
+            frames.append(operation_frame("subscribe", subscribe, self.owner.custom_features))
             deadline = now + int(self.owner.snapshot_timeout * 1e9)
             for token in subscribe:
                 if token in probe:
@@ -311,7 +293,7 @@ class Shard:
             self.awaiting = {token: (deadline, owner._row(token, EPOCH)) for token in tokens}
             # A peer that stops reading could block this send; the watchdogs do not run yet
             due = asyncio.get_running_loop().time() + min(owner.write_timeout, owner.inbound_timeout)
-            await self._send(socket, [self._subscription_frame(tokens)], due)
+            await self._send(socket, [subscription_frame(tokens, owner.custom_features)], due)
             if not self.up:
                 return
             self.state = ShardState.OPEN
@@ -492,20 +474,3 @@ class Shard:
                 self.owner._emit("disconnected", None, {"connection": self.id, "reason": reason})
         except Exception:  # pragma: no cover - a bug here must not break the event loop's callback
             logger.exception("connection %d: marking tokens stale failed", self.id)
-
-    def _subscription_frame(self, tokens: list[str]) -> str:
-        return orjson.dumps(
-            {
-                "assets_ids": tokens,
-                "type": "market",
-                "initial_dump": True,
-                "custom_feature_enabled": self.owner.custom_features,
-            }
-        ).decode()
-
-
-def _operation_frame(operation: str, tokens: list[str], custom_features: bool | None) -> str:
-    body: dict[str, Any] = {"assets_ids": tokens, "operation": operation}
-    if custom_features is not None:
-        body["custom_feature_enabled"] = custom_features
-    return orjson.dumps(body).decode()

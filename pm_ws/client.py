@@ -25,13 +25,17 @@ from ssl import SSLContext
 from typing import Any, Literal
 
 from . import _client_options as options
+from ._client_stats import connection_stats, token_stats
 from ._core import IMPLEMENTATION, BookStore
-from ._shard import Shard, ShardState, Watchdog
+from ._event_fanout import EventFanout
+from ._shard import Shard, Watchdog
+from ._shard_pool import ShardPool
+from ._taps import FeedFunction, StoreCallback, Taps, TapFrameCallback
 from ._transport import check_transport
 from ._watchdogs import DEADLINES, HOUSEKEEPING, WATCHDOGS
 from .backoff import ExponentialBackoff
 from .client_events import CAUSE_CORE, CAUSE_MARKED, CAUSE_STOPPED, ClientEvent, EventCallback, EventStream
-from .row import EPOCH, RECV_TS_NS, STATE, State
+from .row import STATE, State
 
 __all__ = [
     "CAUSE_CORE",
@@ -53,17 +57,9 @@ EVENT_QUEUE_SIZE = 4096  # default bound of an events() iterator
 
 _LIVE = int(State.LIVE)
 _INVALID = int(State.INVALID)
-_STATES = tuple(State)  # State by value (the values are 0, 1, 2 ...): cheaper than State(value) per row
 _NOT_STALE = (int(State.SUBSCRIBING), _LIVE, _INVALID, int(State.UNCONFIRMED))  # RESOLVED is final
 
-# A synchronous callback cannot be cancelled from outside (cancellation lands on an await), so any
-# CancelledError it raises is its own and is contained like any error; only these still stop the process
-_PROCESS_EXIT = (KeyboardInterrupt, SystemExit)
-
 FrameCallback = Callable[[str | bytes, int], None]
-TapFrameCallback = Callable[[str | bytes, int, int], None]  # on_frame(frame, recv_ns, owner) of add_tap
-StoreCallback = Callable[[str, list[str], dict[str, Any]], None]  # on_store(op, tokens, options) of add_tap
-FeedFunction = Callable[[str | bytes, int, int], int]  # feed(frame, recv_ns, owner) -> events applied
 
 
 class MarketClient:
@@ -219,7 +215,7 @@ class MarketClient:
         self.proxy = proxy
         self.store: BookStore = store if store is not None else BookStore(capacity)
         core = sys.modules[type(self.store).__module__]  # a compiled store needs the compiled dispatcher
-        self._events = _EventFanout(on_event)
+        self._events = EventFanout(on_event)
         self.dispatcher = core.Dispatcher(self.store, on_event=self._events.core_event, emit_trades=True)
         self.max_tokens_per_connection = options.count("max_tokens_per_connection", max_tokens_per_connection, 1)
         self.ping_interval = ping_interval
@@ -233,20 +229,20 @@ class MarketClient:
         self.connect_stagger = options.seconds("connect_stagger", connect_stagger, zero=True)
         self.max_frame_bytes = options.count("max_frame_bytes", max_frame_bytes, 1)
         self._backoff_factory = options.backoff_factory(backoff) or ExponentialBackoff
-        self._frame_taps: list[TapFrameCallback] = []
+        self._pool = ShardPool(
+            self.max_tokens_per_connection, lambda ident: Shard(ident, self, self._backoff_factory())
+        )
+        # The pool's own list and dict, under the names exchange.py, tests and the soak read
+        self._shards = self._pool.shards
+        self._owner = self._pool.owner
+        self._taps = Taps(self.store, self.dispatcher.feed, self._events.callback_failed, self._feed_changed)
         if on_frame is not None:
-            self._frame_taps.append(lambda frame, recv_ns, owner: on_frame(frame, recv_ns))
-        self._store_taps: list[StoreCallback] = []
-        self._feed = self._events.tap(self.dispatcher.feed, self._frame_taps)
-        self._shards: list[Shard] = []
-        self._retiring: set[asyncio.Task[None]] = set()  # tasks of shards closing for lack of tokens
-        self._owner: dict[str, Shard] = {}
+            self._taps.add(lambda frame, recv_ns, owner: on_frame(frame, recv_ns), None)
         # A watchdog whose deadline is switched off (inf) does not run at all
         self._watchdogs: tuple[Watchdog, ...] = tuple(
             watchdog for watchdog in WATCHDOGS if watchdog.deadline is None or deadlines[watchdog.deadline] != math.inf
         )
         self._housekeeping: tuple[Watchdog, ...] = HOUSEKEEPING
-        self._next_id = 0
         self._next_connect_at = 0.0
         self._running = False
         self._stopping = False
@@ -311,7 +307,8 @@ class MarketClient:
         )
         for shard in self._shards:
             shard.start()
-        waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._tick_loop())]
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stop.wait())]
+        waiters.append(asyncio.ensure_future(self._pool.tick(self.store, self._tick)))
         if stop_event is not None:
             waiters.append(asyncio.ensure_future(stop_event.wait()))
         try:
@@ -380,28 +377,12 @@ class MarketClient:
         """
         mono = time.monotonic_ns()  # the connections' deadline clock
         return {
-            "connections": [shard.stats(mono) for shard in self._shards],
-            "tokens": self._token_stats() if tokens else None,
+            "connections": [connection_stats(shard, mono) for shard in self._shards],
+            "tokens": token_stats(self.store, self._owner) if tokens else None,
             "dispatcher": self.dispatcher.stats(),
             "events_dropped": self._events.dropped(),
             "callback_errors": self._events.callback_errors,
         }
-
-    def _token_stats(self) -> dict[str, dict[str, Any]]:
-        now = time.time_ns()  # the rows' RECV_TS_NS clock
-        view = self.store.view
-        slot_of = self.store.slot
-        tokens: dict[str, dict[str, Any]] = {}
-        for token, shard in self._owner.items():
-            slot = slot_of(token)
-            recv_ns = view[slot, RECV_TS_NS]
-            tokens[token] = {
-                "state": _STATES[view[slot, STATE]],
-                "epoch": view[slot, EPOCH],
-                "age": (now - recv_ns) / 1e9 if recv_ns else None,
-                "connection": shard.id,
-            }
-        return tokens
 
     def add_tap(
         self, on_frame: TapFrameCallback | None = None, on_store: StoreCallback | None = None
@@ -420,64 +401,23 @@ class MarketClient:
 
         Returns a function that removes the tap.
         """
-        if on_frame is not None:
-            self._frame_taps.append(on_frame)
-        if on_store is not None:
-            self._store_taps.append(on_store)
-        self._taps_changed()
+        return self._taps.add(on_frame, on_store)
 
-        def remove() -> None:
-            if on_frame in self._frame_taps:
-                self._frame_taps.remove(on_frame)
-            if on_store in self._store_taps:
-                self._store_taps.remove(on_store)
-            self._taps_changed()
-
-        return remove
-
-    def _taps_changed(self) -> None:
-        self._feed = self._events.tap(self.dispatcher.feed, self._frame_taps)
+    def _feed_changed(self) -> None:
         for shard in self._shards:
             shard.next_check_ns = 0  # each reader takes the new feed before its next frame
-
-    def _stored(self, op: str, tokens: list[str], options: dict[str, Any]) -> None:
-        # Tell the taps about a change the client just made to its store
-        for on_store in self._store_taps:
-            try:
-                on_store(op, tokens, options)
-            except _PROCESS_EXIT:
-                raise
-            except BaseException:  # as in emit(): contained and counted
-                self._events.callback_failed("on_store")
 
     # ------------------------------------------------------------------ subscriptions
 
     def _add_tokens(self, token_ids: Iterable[str]) -> set[Shard]:
         added = [token for token in dict.fromkeys(_as_ids(token_ids)) if token not in self._owner]
-        created: list[str] = []
-        try:
-            for token in added:
-                if token not in self.store:  # the store may be shared with the caller
-                    self.store.add(token)  # validates the id
-                    created.append(token)
-                    self._stored("add", [token], {})
-        except Exception:
-            for token in created:
-                self.store.remove(token)
-                self._stored("remove", [token], {})
-            raise
+        self._taps.add_rows(added)
         # A row the caller's store already holds is not maintained by us yet
         self._mark_stale(added, "subscribed", (_LIVE, _INVALID))
         touched: set[Shard] = set()
         for token in added:
-            shard = self._shard_with_room()
-            shard.tokens[token] = None
-            self._owner[token] = shard
-            self.store.set_owner(token, shard.number)  # only its own socket's frames may change its row
-            self._stored("set_owner", [token], {"owner": shard.number})
-            if token in shard.server_tokens:  # unsubscribed and back before the flush: the server
-                shard.redrive[token] = None  # still has it and would send no book without a re-drive
-            shard.dirty = True
+            shard = self._pool.place(token)
+            self._taps.set_owner(token, shard.number)  # only its own socket's frames may change its row
             touched.add(shard)
         for shard in touched:
             if self._running and shard.task is None:
@@ -488,37 +428,16 @@ class MarketClient:
     def _remove_tokens(self, token_ids: Iterable[str]) -> set[Shard]:
         touched: set[Shard] = set()
         for token in dict.fromkeys(_as_ids(token_ids)):
-            shard = self._owner.pop(token, None)
+            shard = self._pool.take(token)
             if shard is None:
                 continue
-            shard.forget(token)
-            self.store.remove(token)
-            self._stored("remove", [token], {})
+            self._taps.remove_row(token)
             touched.add(shard)
         for shard in touched:
             if shard.retired:
-                self._retire(shard)
+                self._pool.retire(shard)
             shard.wake.set()
         return touched
-
-    def _shard_with_room(self) -> Shard:
-        for shard in self._shards:
-            if len(shard.tokens) < self.max_tokens_per_connection:
-                return shard
-        shard = Shard(self._next_id, self, self._backoff_factory())
-        self._next_id += 1
-        self._shards.append(shard)
-        return shard
-
-    def _retire(self, shard: Shard) -> None:
-        # A shard left without tokens: out of the list, its writer closes the socket
-        self._shards.remove(shard)
-        if shard.task is None:
-            return
-        self._retiring.add(shard.task)  # shutdown still waits for it
-        shard.task.add_done_callback(self._retiring.discard)
-        if shard.socket is None:
-            shard.task.cancel()  # connecting or in backoff: nothing to close cleanly
 
     async def _flushed(self, shards: set[Shard]) -> None:
         # Wait until each open socket concerned sent the frames for the current token sets
@@ -563,14 +482,13 @@ class MarketClient:
         stale = [token for token in tokens if token in store and view[slot_of(token), STATE] in states]
         if not stale:
             return
-        self.store.mark_stale(stale)
-        self._stored("mark_stale", stale, {})
+        self._taps.mark_stale(stale)
         for token in stale:
             self._emit("state", token, {"state": State.STALE, "reason": reason, "cause": cause})
 
     def _frame_feed(self) -> FeedFunction:
         # What a reader feeds each frame to; only a client with on_frame or a tap pays for the extra call
-        return self._feed
+        return self._taps.feed
 
     async def _shutdown(self) -> None:
         self._stopping = True
@@ -578,17 +496,7 @@ class MarketClient:
             self._mark_stale(list(shard.tokens), "client stopped", cause=CAUSE_STOPPED)
             if shard.socket is not None:  # frames still queued or arriving during the close must not revive a row
                 shard.socket_lost(shard.socket, "client stopped")
-        closing = [shard.socket.close() for shard in self._shards if shard.socket is not None]
-        if closing:
-            await asyncio.gather(*closing, return_exceptions=True)
-        tasks = [shard.task for shard in self._shards if shard.task is not None] + list(self._retiring)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        for shard in self._shards:
-            shard.task = None
-            shard.state = ShardState.CLOSED
+        await self._pool.close()
         self._events.end_streams()
         self._stop = asyncio.Event()  # an Event binds to the loop that first waits on it: fresh per run
         self._running = False
@@ -598,18 +506,6 @@ class MarketClient:
 
     # ------------------------------------------------------------------ helpers
 
-    async def _tick_loop(self) -> None:
-        # Every tick: the heartbeat for readers of a shared table (this process is alive, sockets up or
-        # not: rows say STALE then), and the watchdogs of every open shard. One task for all shards: a
-        # task per shard would wake the loop once per shard and tick (2,000 times a second for 100 shards)
-        while True:
-            self.store.beat()
-            now = time.monotonic_ns()
-            for shard in tuple(self._shards):  # a check's events may subscribe, adding a shard
-                if shard.state is ShardState.OPEN:
-                    shard.watch(now)
-            await asyncio.sleep(self._tick)
-
     def _row(self, token: str, field: int) -> int:
         return int(self.store.view[self.store.slot(token), field])
 
@@ -618,87 +514,6 @@ class MarketClient:
 
     def _nonzero_counters(self) -> dict[str, int]:
         return {key: value for key, value in self.dispatcher.stats().items() if value}
-
-
-class _EventFanout:
-    """Give each cold event to ``on_event`` and to every open ``events()`` stream; count failing callbacks."""
-
-    def __init__(self, on_event: EventCallback | None) -> None:
-        self.on_event = on_event
-        self.streams: list[EventStream] = []
-        self.ended = False  # a run() returned and no other started: a new stream would wait for nothing
-        self.dropped_before = 0  # events dropped by streams no longer open, so stats() never goes back
-        self.callback_errors = 0
-
-    def open_stream(self, maxsize: int) -> EventStream:
-        stream = EventStream(maxsize, self._forget_stream)
-        if self.ended:
-            stream.end()
-        else:
-            self.streams.append(stream)
-        return stream
-
-    def end_streams(self) -> None:
-        self.ended = True
-        for stream in self.streams:
-            stream.end()
-            self.dropped_before += stream.dropped
-        self.streams.clear()  # ended streams take no more events
-
-    def dropped(self) -> int:
-        return self.dropped_before + sum(stream.dropped for stream in self.streams)
-
-    def core_event(self, event_type: str, payload: dict[str, Any]) -> None:
-        # Called by the dispatcher inside feed(): trades and the custom-feature market events
-        if self.on_event is None and not self.streams:
-            return
-        if event_type == "last_trade_price":
-            self.emit("trade", payload.get("asset_id"), payload)
-        else:
-            self.emit(event_type, None, payload)
-
-    def emit(self, kind: str, token_id: str | None, data: dict[str, Any]) -> None:
-        if self.on_event is None and not self.streams:
-            return
-        event = ClientEvent(kind, token_id, data)
-        if self.on_event is not None:
-            try:
-                self.on_event(event)
-            except _PROCESS_EXIT:
-                raise
-            except BaseException:  # a CancelledError raised BY the callback must not end the connection task
-                self.callback_failed("on_event")
-        for stream in self.streams:
-            stream.put(event)
-
-    def tap(self, feed: FeedFunction, taps: list[TapFrameCallback]) -> FeedFunction:
-        """``feed`` followed by each of ``taps`` (a failing one is counted, the frame stays applied)."""
-        if not taps:
-            return feed
-        callbacks = tuple(taps)
-
-        def tapped(frame: str | bytes, recv_ns: int, owner: int) -> int:
-            applied = feed(frame, recv_ns, owner)
-            for on_frame in callbacks:
-                try:
-                    on_frame(frame, recv_ns, owner)
-                except _PROCESS_EXIT:
-                    raise
-                except BaseException:  # as in emit(): contained, counted, the reader goes on
-                    self.callback_failed("on_frame")
-            return applied
-
-        return tapped
-
-    def callback_failed(self, name: str) -> None:
-        self.callback_errors += 1
-        if self.callback_errors == 1:
-            logger.exception("%s callback failed (logged once; see stats()['callback_errors'])", name)
-
-    def _forget_stream(self, stream: EventStream) -> None:
-        if stream in self.streams:
-            self.streams.remove(stream)
-            self.dropped_before += stream.dropped
 
 
 class PolymarketMarketWsClient(MarketClient):
