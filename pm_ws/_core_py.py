@@ -74,9 +74,9 @@ from ._events import (
     EventType,
     ValueKind,
 )
-from ._rest_levels import wire_levels
-from ._token_blob import TokenState, decode_token, encode_token, restored_counters
-from .errors import ParseError, capacity_error, parse_error, token_id_type_error, token_ids_type_error
+from ._numbers_py import INT64_MAX, parse_price, parse_size, price_to_cents, price_units, size_units
+from ._store_transfer_py import export_slot, load_slot_book, resolve_slot, restore_slot
+from .errors import ParseError, capacity_error, token_id_type_error, token_ids_type_error
 from .row import (
     ASK_LEVELS,
     ASK_PX,
@@ -95,7 +95,6 @@ from .row import (
     MISMATCHES,
     N_FIELDS,
     OWNER_MAX,
-    PRICE_DECIMALS,
     PRICE_SCALE,
     RECV_TS_NS,
     SEEN_MARKET_ID_MAX,
@@ -104,7 +103,6 @@ from .row import (
     SEQ_STEP,
     SIDE_BUY,
     SIDE_SELL,
-    SIZE_DECIMALS,
     STATE,
     TICK,
     TOKEN_ID,
@@ -118,14 +116,11 @@ from .row import (
 
 __all__ = ["BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents"]
 
-INT64_MAX = 2**63 - 1
-MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
 
 _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
 _WORD = struct.Struct("@q")  # one field
 _SEQ_OFFSET = SEQ * _WORD.size
 
-_DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
 _TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
 
 _JSON_WHITESPACE = b" \t\n\r"
@@ -136,116 +131,6 @@ _DEPTH_STEP = tuple(1 if b in b"[{" else -1 for b in range(256))  # indexed by a
 _CONTROL_WORDS = {word.encode(): counter for word, counter in CONTROL_WORDS.items()}
 _SIDES = {"BUY": SIDE_BUY, "SELL": SIDE_SELL}
 _MISSING = object()  # tells an absent key from a JSON null
-
-
-# ---------------------------------------------------------------------------------------------
-# Exact numbers
-
-
-def _text_of(value: object, field: str) -> str:
-    # bytes are decoded as latin-1 so every byte maps to one character; non-ASCII never matches
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("latin-1")
-    raise TypeError(f"{field} must be str, bytes or bytearray, was {type(value).__name__}")
-
-
-def _parse_fixed(text: str, field: str, digits: int, max_units: int, too_large: str) -> int:
-    # Reasons are checked in this order: grammar, fractional digits, range
-    match = _DECIMAL.fullmatch(text)
-    if match is None or not (match[1] or match[2]):
-        raise parse_error(field, text, "not a decimal number")
-    whole, fraction = match[1].lstrip("0"), match[2] or ""
-    if len(fraction) > digits:
-        raise parse_error(field, text, f"more than {digits} fractional digits")
-    # A longer integer part is out of range anyway; skipping int() also avoids its digit cap
-    if len(whole) > MAX_INT_DIGITS:
-        raise parse_error(field, text, too_large)
-    units = int(whole + fraction.ljust(digits, "0"))  # the digits with the point moved right
-    if units > max_units:
-        raise parse_error(field, text, too_large)
-    return units
-
-
-def _price_units(text: str) -> int:
-    return _parse_fixed(text, "price", PRICE_DECIMALS, PRICE_SCALE, "greater than 1")
-
-
-def _size_units(text: str) -> int:
-    return _parse_fixed(text, "size", SIZE_DECIMALS, INT64_MAX, "does not fit in int64")
-
-
-def parse_price(value: str | bytes | bytearray) -> int:
-    """Parse a decimal price into exact 1e-4 units.
-
-    Parameters
-    ----------
-    value : str, bytes or bytearray
-        ASCII decimal text such as ``"0.514"`` or ``".48"``: at most 4 fractional digits, at most 1.
-
-    Returns
-    -------
-    int
-        The price times ``PRICE_SCALE`` (0 ... 10000).
-
-    Raises
-    ------
-    ParseError
-        The text is not such a decimal, has more than 4 fractional digits or is above 1.
-    TypeError
-        ``value`` is not str, bytes or bytearray.
-    """
-    return _price_units(_text_of(value, "price"))
-
-
-def parse_size(value: str | bytes | bytearray) -> int:
-    """Parse a decimal size into exact 1e-6 units (micro-shares).
-
-    Parameters
-    ----------
-    value : str, bytes or bytearray
-        ASCII decimal text such as ``"219.217767"``: at most 6 fractional digits.
-
-    Returns
-    -------
-    int
-        The size times ``SIZE_SCALE``; always fits int64.
-
-    Raises
-    ------
-    ParseError
-        The text is not such a decimal, has more than 6 fractional digits or overflows int64.
-    TypeError
-        ``value`` is not str, bytes or bytearray.
-    """
-    return _size_units(_text_of(value, "size"))
-
-
-def price_to_cents(value: str | bytes | bytearray) -> int:
-    """Parse a price that must be a whole number of cents (for code ported from cent-based bots).
-
-    Parameters
-    ----------
-    value : str, bytes or bytearray
-        Decimal price text as accepted by :func:`parse_price`, e.g. ``"0.29"``.
-
-    Returns
-    -------
-    int
-        The price in cents (0 ... 100), exact: ``"0.29"`` is 29, never 28.
-
-    Raises
-    ------
-    ParseError
-        :func:`parse_price` rejects the text, or the price is not a multiple of 0.01.
-    TypeError
-        ``value`` is not str, bytes or bytearray.
-    """
-    units = parse_price(value)
-    if units % 100:
-        raise parse_error("price", _text_of(value, "price"), "not a whole cent")
-    return units // 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -638,23 +523,7 @@ class BookStore:
         ValueError
             An impossible book (see ``pm_ws._rest_levels.wire_levels``).
         """
-        slot = self.slot(token_id)
-        row = self._read_row(slot)
-        tick = operator.index(tick) or row[TICK]
-        bid_levels, ask_levels = wire_levels(bids, asks, tick)
-        if row[STATE] in (State.LIVE, State.RESOLVED):
-            return False
-        book = self._books[slot]
-        assert book is not None
-        book.bids, book.asks = bid_levels, ask_levels
-        book.books_name_tick = True
-        book.tick_unconfirmed = False
-        row[TICK] = tick
-        row[STATE] = State.UNCONFIRMED
-        row[EPOCH] += 1
-        _touch(row, book, operator.index(exch_ts_ms), operator.index(recv_ts_ns))
-        self._write_row(slot, row)
-        return True
+        return load_slot_book(self, self.slot(token_id), bids, asks, tick, exch_ts_ms, recv_ts_ns)
 
     def resolve(self, token_id: str | bytes, won: bool | None) -> None:
         """Mark a held token's market resolved: state ``RESOLVED`` for good (no frame changes it again).
@@ -662,13 +531,7 @@ class BookStore:
         ``won``: whether this token is the winning outcome (None: not known). The book is kept.
         KeyError if the token is not held.
         """
-        slot = self.slot(token_id)
-        row = self._read_row(slot)
-        self._resolved[str(self._ids[slot])] = None if won is None else bool(won)
-        if row[STATE] != State.RESOLVED:
-            row[STATE] = State.RESOLVED
-            row[EPOCH] += 1
-            self._write_row(slot, row)
+        resolve_slot(self, self.slot(token_id), won)
 
     def resolution(self, token_id: str | bytes) -> bool | None:
         """True/False: the resolved token won/lost; None: not resolved or the winner is unknown.
@@ -683,16 +546,7 @@ class BookStore:
         The blob (layout in ``pm_ws._token_blob``, versioned) holds the row, both sides' levels, the
         tick flags ``mark_stale`` leaves, the owner and the resolution. KeyError if the token is not held.
         """
-        slot = self.slot(token_id)
-        book = self._books[slot]
-        assert book is not None
-        key = str(self._ids[slot])
-        return encode_token(
-            TokenState(
-                self._read_row(slot), book.bids, book.asks, book.books_name_tick, book.tick_unconfirmed,
-                self._owners[slot], key in self._resolved, self._resolved.get(key),
-            )
-        )  # fmt: skip
+        return export_slot(self, self.slot(token_id))
 
     def restore_token(self, token_id: str | bytes, blob: bytes | bytearray | memoryview) -> None:
         """Give a held token the state ``export_token`` returned: row, levels, flags, owner, resolution.
@@ -709,22 +563,7 @@ class BookStore:
         ValueError
             The blob is damaged, of another version or of another token; nothing changed.
         """
-        slot = self.slot(token_id)
-        now = self._read_row(slot)
-        state = decode_token(blob, now[TOKEN_TAG])
-        row = list(state.row)
-        seq, row[EPOCH] = restored_counters(now[SEQ], now[EPOCH], row)
-        book = self._books[slot]
-        assert book is not None
-        book.bids, book.asks = state.bids, state.asks
-        book.books_name_tick, book.tick_unconfirmed = state.books_name_tick, state.tick_unconfirmed
-        self._owners[slot] = state.owner
-        key = str(self._ids[slot])
-        if state.resolved:
-            self._resolved[key] = state.won
-        else:
-            self._resolved.pop(key, None)
-        self._write_row(slot, row, seq - now[SEQ])
+        restore_slot(self, self.slot(token_id), blob)
 
     def _lookup(self, token_id: object) -> int | None:
         # An invalid id is simply not held (only add() raises ValueError); not str or bytes: TypeError
@@ -821,14 +660,14 @@ def _shaped_keys(obj: dict[str, Any], required: tuple[str, ...], optional: tuple
 
 def _wire_price(text: str) -> int:
     try:
-        return _price_units(text)
+        return price_units(text)
     except ParseError:
         raise _Rejected("rej_bad_number") from None
 
 
 def _wire_size(text: str) -> int:
     try:
-        return _size_units(text)
+        return size_units(text)
     except ParseError:
         raise _Rejected("rej_bad_number") from None
 
