@@ -8,6 +8,11 @@ take a fast path that checks each key as it goes and hands the rest of an object
 scanner on the first surprise. Behaviour is the contract stated by the pure
 twin ``_core_py`` (its docstring and the shared tests); the C layout lives in ``_core_c.pxd``.
 
+The hot path's sections are included from ``_hot/`` (numbers, scanner, staging, fastpath,
+book_side, validate); so are BookStore's cold parts (``store_slots``: slot memory, add and remove;
+``store_shared``: the shared-memory segment; ``store_transfer``: REST snapshots, resolutions, a
+token's export and restore) and the tables the tests compare (``compiled_tables``).
+
 Compiler directives that depend on the build mode (bounds and wraparound checks, C division)
 are set by setup.py, so a ``PM_WS_CYTHON_DEBUG=1`` build really turns the checks back on.
 """
@@ -104,7 +109,6 @@ cdef class BookStore:
     """
 
     def __cinit__(self, Py_ssize_t capacity=1024, shared=None):
-        cdef Py_ssize_t size = 16
         if capacity < 1 or capacity > (1 << 28):
             raise ValueError(f"capacity must be at least 1 (and at most {1 << 28}), was {capacity}")
         self._capacity = capacity
@@ -112,16 +116,7 @@ cdef class BookStore:
             self._rows = <int64_t*>PyMem_Calloc(capacity * PM_N_FIELDS, sizeof(int64_t))
         else:
             attach_segment(self, shared)
-        self._books = <pm_book_t*>PyMem_Calloc(capacity, sizeof(pm_book_t))
-        self._ids = <pm_token_t*>PyMem_Calloc(capacity, sizeof(pm_token_t))
-        self._owners = <int32_t*>PyMem_Calloc(capacity, sizeof(int32_t))
-        while size < 2 * capacity:
-            size <<= 1
-        self._table = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
-        if not (self._rows and self._books and self._ids and self._owners and self._table):
-            raise MemoryError()
-        memset(self._table, 0xFF, size * sizeof(int32_t))  # every cell -1
-        self._mask = size - 1
+        allocate_slots(self)
         self._shape[0] = capacity
         self._shape[1] = PM_N_FIELDS
         self._strides[0] = PM_N_FIELDS * sizeof(int64_t)
@@ -131,20 +126,7 @@ cdef class BookStore:
         self._resolved = {}
 
     def __dealloc__(self):
-        cdef Py_ssize_t i
-        if self._books != NULL:
-            for i in range(self._capacity):
-                PyMem_Free(self._books[i].bids.lv)
-                PyMem_Free(self._books[i].asks.lv)
-        PyMem_Free(self._books)
-        # not ``_segment is None``: the GC may have cleared that attribute already (a store in a cycle)
-        if self._header == NULL:
-            PyMem_Free(self._rows)
-        else:
-            PyBuffer_Release(&self._shm)
-        PyMem_Free(self._ids)
-        PyMem_Free(self._owners)
-        PyMem_Free(self._table)
+        free_slots(self)
 
     def __getbuffer__(self, Py_buffer* buf, int flags):
         if flags & PyBUF_WRITABLE:
@@ -980,61 +962,7 @@ cdef class Dispatcher:
         return {STAT_KEYS[i]: self._stats[i] for i in range(ST_COUNT)}
 
 
-# Layout and vocabulary as compiled from _core_c.pxd, for the tests that keep them equal to
-# pm_ws.row and pm_ws._events
-FIELD_INDEX = {
-    "BID_PX": PM_BID_PX, "BID_SZ": PM_BID_SZ, "ASK_PX": PM_ASK_PX, "ASK_SZ": PM_ASK_SZ,
-    "LAST_PX": PM_LAST_PX, "LAST_SZ": PM_LAST_SZ, "LAST_SIDE": PM_LAST_SIDE,
-    "EXCH_TS_MS": PM_EXCH_TS_MS, "RECV_TS_NS": PM_RECV_TS_NS, "SEQ": PM_SEQ, "EPOCH": PM_EPOCH,
-    "STATE": PM_STATE, "TICK": PM_TICK, "BID_LEVELS": PM_BID_LEVELS, "ASK_LEVELS": PM_ASK_LEVELS,
-    "MISMATCHES": PM_MISMATCHES, "TOKEN_TAG": PM_TOKEN_TAG, "CONFIRM_TS_NS": PM_CONFIRM_TS_NS,
-}
-C_CONSTANTS = {
-    "PRICE_SCALE": PM_PRICE_SCALE, "SIZE_SCALE": PM_SIZE_SCALE, "N_FIELDS": PM_N_FIELDS,
-    "FIRST_SPARE": PM_FIRST_SPARE,
-    "SIDE_BUY": PM_SIDE_BUY, "SIDE_SELL": PM_SIDE_SELL,
-    "EMPTY": PM_EMPTY, "SUBSCRIBING": PM_SUBSCRIBING, "LIVE": PM_LIVE, "STALE": PM_STALE,
-    "INVALID": PM_INVALID, "RESOLVED": PM_RESOLVED, "UNCONFIRMED": PM_UNCONFIRMED, "N_STATS": ST_COUNT,
-}
-C_LIMITS = {
-    "PRICE_DECIMALS": PM_PRICE_DECIMALS, "SIZE_DECIMALS": PM_SIZE_DECIMALS, "TOKEN_ID_MAX": PM_TOKEN_ID_MAX,
-    "MAX_JSON_DEPTH": PM_MAX_JSON_DEPTH, "MAX_TIMESTAMP_DIGITS": PM_MAX_TIMESTAMP_DIGITS,
-}
-
-
-cdef tuple key_names(uint32_t keys):
-    cdef int k
-    return tuple([KEY_NAMES[k] for k in range(K_COUNT) if (keys >> k) & 1])
-
-
-cdef tuple event_row(int kind):
-    # (name, the pm_kind kind_of() gives it, hot, required keys, optional keys)
-    cdef uint32_t required = 0, optional = 0
-    cdef bytes name = EVENT_NAMES[kind].encode()
-    cdef bint hot = required_keys(kind, &required, &optional)
-    if not hot:
-        required = optional = 0
-    return (EVENT_NAMES[kind], kind_of(name, len(name)), hot and kind < EV_FIRST_COLD,
-            key_names(required), key_names(optional))
-
-
-cdef tuple key_row(int k):
-    # (name, the pm_key key_of() and the raw_key() fast path give it, its value kind's name)
-    cdef bytes name = KEY_NAMES[k].encode()
-    cdef bytes padded = name + b'"' + b" " * RAW_KEY_SPAN  # raw_key reads ahead
-    cdef int fast = -1
-    if raw_key(<cptr>padded, &fast) == NULL:
-        fast = -1
-    return (KEY_NAMES[k], key_of(name, len(name)), fast, VALUE_NAMES[key_value(k)])
-
-
-EVENT_TABLE = tuple([event_row(kind) for kind in range(EV_BOOK, EV_COUNT)])  # in pm_kind order
-KEY_TABLE = tuple([key_row(k) for k in range(K_COUNT)])  # in pm_key order
-ELEMENT_KEYS = {
-    "level": key_names(LEVEL_KEYS),
-    "entry_required": key_names(ENTRY_REQUIRED),
-    "entry_optional": key_names(ENTRY_OPTIONAL),
-}
+include "_hot/compiled_tables.pxi"
 
 if len(STAT_KEYS) != ST_COUNT:
     raise ImportError("pm_ws._core_c: pm_stat in _core_c.pxd no longer matches pm_ws._events.STAT_KEYS")

@@ -1,6 +1,40 @@
-# Giving a token a BookStore slot and taking it back: the slot, its fresh row, its book and the
-# open-addressing table entry (BookStore.lookup, on the hot path, stays in the class). Cold code,
-# run by BookStore.add and BookStore.remove only.
+# A BookStore's slots: their memory, and giving a token a slot and taking it back (the slot, its
+# fresh row, its book and the open-addressing table entry; BookStore.lookup, on the hot path, stays
+# in the class). Cold code, run by BookStore's construction, add and remove only.
+
+cdef int allocate_slots(BookStore store) except -1:
+    # Books, ids, owners and the table (twice the capacity, a power of two) for store._capacity slots;
+    # store._rows is already set (private or in the segment) and checked here too
+    cdef Py_ssize_t capacity = store._capacity, size = 16
+    store._books = <pm_book_t*>PyMem_Calloc(capacity, sizeof(pm_book_t))
+    store._ids = <pm_token_t*>PyMem_Calloc(capacity, sizeof(pm_token_t))
+    store._owners = <int32_t*>PyMem_Calloc(capacity, sizeof(int32_t))
+    while size < 2 * capacity:
+        size <<= 1
+    store._table = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
+    if not (store._rows and store._books and store._ids and store._owners and store._table):
+        raise MemoryError()
+    memset(store._table, 0xFF, size * sizeof(int32_t))  # every cell -1
+    store._mask = size - 1
+    return 0
+
+
+cdef void free_slots(BookStore store) noexcept:
+    # BookStore.__dealloc__: everything allocate_slots and the rows took, whatever got allocated
+    cdef Py_ssize_t i
+    if store._books != NULL:
+        for i in range(store._capacity):
+            PyMem_Free(store._books[i].bids.lv)
+            PyMem_Free(store._books[i].asks.lv)
+    PyMem_Free(store._books)
+    # not ``_segment is None``: the GC may have cleared that attribute already (a store in a cycle)
+    if store._header == NULL:
+        PyMem_Free(store._rows)
+    else:
+        PyBuffer_Release(&store._shm)
+    PyMem_Free(store._ids)
+    PyMem_Free(store._owners)
+    PyMem_Free(store._table)
 
 cdef int32_t claim_slot(BookStore store, cptr p, Py_ssize_t n, uint64_t h, int32_t owner) except -1:
     # The lowest free slot for the id p[:n] (hash h, not held, a slot free): a fresh row, an empty book
