@@ -42,8 +42,8 @@ Frames
     outcome is counted in ``stats()``.
 
 The parts outside this module: ``_numbers_py`` (exact numbers), ``_frame_decode_py`` (the JSON
-text and each event's checks) and ``_store_transfer_py`` (REST snapshots, resolutions, a token's
-export and restore).
+text and each event's checks) and ``_store_transfer_py`` (resolutions, a token's export and
+restore).
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ if TYPE_CHECKING:
 from ._events import CONTROL_WORDS, EVENTS, NEW_MARKET_ID_KEYS, STAT_KEYS, EventType
 from ._frame_decode_py import Rejected, decode_event, decode_json, frame_bytes
 from ._numbers_py import INT64_MAX, parse_price, parse_size, price_to_cents
-from ._store_transfer_py import export_slot, load_slot_book, resolve_slot, restore_slot
+from ._rest_levels import wire_levels
+from ._store_transfer_py import export_slot, resolve_slot, restore_slot
 from .errors import capacity_error, token_id_type_error, token_ids_type_error
 from .row import (
     ASK_LEVELS,
@@ -504,7 +505,23 @@ class BookStore:
         ValueError
             An impossible book (see ``pm_ws._rest_levels.wire_levels``).
         """
-        return load_slot_book(self, self.slot(token_id), bids, asks, tick, exch_ts_ms, recv_ts_ns)
+        slot = self.slot(token_id)
+        row = self._read_row(slot)
+        tick = operator.index(tick) or row[TICK]
+        bid_levels, ask_levels = wire_levels(bids, asks, tick)
+        if row[STATE] in (State.LIVE, State.RESOLVED):
+            return False
+        book = self._books[slot]
+        assert book is not None
+        book.bids, book.asks = bid_levels, ask_levels
+        book.books_name_tick = True
+        book.tick_unconfirmed = False
+        row[TICK] = tick
+        row[STATE] = State.UNCONFIRMED
+        row[EPOCH] += 1
+        _touch(row, book, operator.index(exch_ts_ms), operator.index(recv_ts_ns))
+        self._write_row(slot, row)
+        return True
 
     def resolve(self, token_id: str | bytes, won: bool | None) -> None:
         """Mark a held token's market resolved: state ``RESOLVED`` for good (no frame changes it again).
