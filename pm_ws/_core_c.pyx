@@ -8,6 +8,11 @@ take a fast path that checks each key as it goes and hands the rest of an object
 scanner on the first surprise. Behaviour is the contract stated by the pure
 twin ``_core_py`` (its docstring and the shared tests); the C layout lives in ``_core_c.pxd``.
 
+The hot path's sections are included from ``_hot/`` (numbers, scanner, staging, fastpath,
+book_side, validate); so are BookStore's cold parts (``store_slots``: slot memory, add and remove;
+``store_shared``: the shared-memory segment; ``store_transfer``: REST snapshots, resolutions, a
+token's export and restore) and the tables the tests compare (``compiled_tables``).
+
 Compiler directives that depend on the build mode (bounds and wraparound checks, C division)
 are set by setup.py, so a ``PM_WS_CYTHON_DEBUG=1`` build really turns the checks back on.
 """
@@ -61,6 +66,9 @@ include "_hot/staging.pxi"
 include "_hot/fastpath.pxi"
 include "_hot/book_side.pxi"
 include "_hot/validate.pxi"
+include "_hot/store_slots.pxi"
+include "_hot/store_shared.pxi"
+include "_hot/store_transfer.pxi"
 
 # Names of the pm_kind, pm_key and pm_value members, in enum order, as pm_ws._events spells them
 EVENT_NAMES = ("", "book", "price_change", "last_trade_price", "tick_size_change", "best_bid_ask",
@@ -101,32 +109,14 @@ cdef class BookStore:
     """
 
     def __cinit__(self, Py_ssize_t capacity=1024, shared=None):
-        cdef Py_ssize_t size = 16
-        cdef char* base
         if capacity < 1 or capacity > (1 << 28):
             raise ValueError(f"capacity must be at least 1 (and at most {1 << 28}), was {capacity}")
         self._capacity = capacity
         if shared is None:
             self._rows = <int64_t*>PyMem_Calloc(capacity * PM_N_FIELDS, sizeof(int64_t))
         else:
-            from pm_ws.shared import Segment  # the segment machinery only when asked for
-            segment = Segment(shared, capacity)
-            PyObject_GetBuffer(segment.mmap, &self._shm, PyBUF_WRITABLE)
-            self._segment = segment
-            base = <char*>self._shm.buf
-            self._header = <int64_t*>base
-            self._dir = base + <Py_ssize_t>segment.dir_offset
-            self._rows = <int64_t*>(base + <Py_ssize_t>segment.rows_offset)
-        self._books = <pm_book_t*>PyMem_Calloc(capacity, sizeof(pm_book_t))
-        self._ids = <pm_token_t*>PyMem_Calloc(capacity, sizeof(pm_token_t))
-        self._owners = <int32_t*>PyMem_Calloc(capacity, sizeof(int32_t))
-        while size < 2 * capacity:
-            size <<= 1
-        self._table = <int32_t*>PyMem_Malloc(size * sizeof(int32_t))
-        if not (self._rows and self._books and self._ids and self._owners and self._table):
-            raise MemoryError()
-        memset(self._table, 0xFF, size * sizeof(int32_t))  # every cell -1
-        self._mask = size - 1
+            attach_segment(self, shared)
+        allocate_slots(self)
         self._shape[0] = capacity
         self._shape[1] = PM_N_FIELDS
         self._strides[0] = PM_N_FIELDS * sizeof(int64_t)
@@ -136,20 +126,7 @@ cdef class BookStore:
         self._resolved = {}
 
     def __dealloc__(self):
-        cdef Py_ssize_t i
-        if self._books != NULL:
-            for i in range(self._capacity):
-                PyMem_Free(self._books[i].bids.lv)
-                PyMem_Free(self._books[i].asks.lv)
-        PyMem_Free(self._books)
-        # not ``_segment is None``: the GC may have cleared that attribute already (a store in a cycle)
-        if self._header == NULL:
-            PyMem_Free(self._rows)
-        else:
-            PyBuffer_Release(&self._shm)
-        PyMem_Free(self._ids)
-        PyMem_Free(self._owners)
-        PyMem_Free(self._table)
+        free_slots(self)
 
     def __getbuffer__(self, Py_buffer* buf, int flags):
         if flags & PyBUF_WRITABLE:
@@ -266,11 +243,9 @@ cdef class BookStore:
             Every slot is taken (the message names the token and the capacity).
         """
         cdef cptr p
-        cdef Py_ssize_t n, i
+        cdef Py_ssize_t n
         cdef int32_t slot
         cdef uint64_t h
-        cdef int64_t* row
-        cdef int64_t seq
         cdef int32_t new_owner = check_owner(owner)
         if not (token_view(token_id, &p, &n) and valid_token(p, n)):
             raise ValueError(f"invalid token id {token_id!r:.60}: {TOKEN_ID_EXPECTED}")
@@ -280,71 +255,10 @@ cdef class BookStore:
             return slot
         if self._count >= self._capacity:
             raise capacity_error(id_text(p, n), self._capacity)
-        slot = 0
-        while self._ids[slot].n:
-            slot += 1
-        self._ids[slot].hash = h
-        self._ids[slot].n = n
-        memcpy(self._ids[slot].id, p, n)
-        if self._dir != NULL:  # the directory first: a reader checks what it finds against the row
-            dir_write(self._dir + slot * DIR_ENTRY_BYTES, p, n)
-        row = self._rows + slot * PM_N_FIELDS
-        seq = pm_row_open(&row[PM_SEQ])
-        clear_row(row)
-        if seq:  # a reused slot: a reader that cached it sees SEQ (always) and EPOCH move on
-            row[PM_EPOCH] += 1
-        row[PM_ASK_PX] = PM_PRICE_SCALE
-        row[PM_STATE] = PM_SUBSCRIBING
-        row[PM_TOKEN_TAG] = pm_token_tag(p, n)
-        pm_row_close(&row[PM_SEQ], seq)
-        self._owners[slot] = new_owner
-        self._books[slot].bids.n = 0
-        self._books[slot].asks.n = 0
-        self._books[slot].books_name_tick = False
-        self._books[slot].tick_unconfirmed = False
-        i = <Py_ssize_t>(h & <uint64_t>self._mask)
-        while self._table[i] >= 0:
-            i = (i + 1) & self._mask
-        self._table[i] = slot
-        self._names[slot] = id_text(p, n)
-        self._count += 1
-        return slot
+        return claim_slot(self, p, n, h, new_owner)
 
     cdef void _free_slot(self, int32_t slot) noexcept:
-        # Remove slot from the table (backward-shift deletion keeps probe chains whole)
-        cdef Py_ssize_t i, j, home
-        cdef Py_ssize_t mask = self._mask
-        i = <Py_ssize_t>(self._ids[slot].hash & <uint64_t>mask)
-        while self._table[i] != slot:
-            i = (i + 1) & mask
-        j = i
-        while True:
-            self._table[i] = -1
-            while True:
-                j = (j + 1) & mask
-                if self._table[j] < 0:
-                    break
-                home = <Py_ssize_t>(self._ids[self._table[j]].hash & <uint64_t>mask)
-                # the entry at j may fill the hole at i unless its home lies cyclically in (i, j]
-                if (i <= j and (i < home <= j)) or (i > j and (home > i or home <= j)):
-                    continue
-                self._table[i] = self._table[j]
-                i = j
-                break
-            if self._table[j] < 0:
-                break
-        PyMem_Free(self._books[slot].bids.lv)
-        PyMem_Free(self._books[slot].asks.lv)
-        memset(&self._books[slot], 0, sizeof(pm_book_t))
-        cdef int64_t* row = self._rows + slot * PM_N_FIELDS
-        cdef int64_t seq = pm_row_open(&row[PM_SEQ])
-        clear_row(row)
-        pm_row_close(&row[PM_SEQ], seq)
-        if self._dir != NULL:
-            dir_write(self._dir + slot * DIR_ENTRY_BYTES, <cptr>self._ids[slot].id, 0)
-        self._owners[slot] = 0
-        self._ids[slot].n = 0
-        self._count -= 1
+        release_slot(self, slot)
 
     def remove(self, token_id):
         """Stop holding a token: free its slot and book, zero its row but SEQ (bumped) and EPOCH.
@@ -521,29 +435,9 @@ cdef class BookStore:
             An impossible book (see ``pm_ws._rest_levels.wire_levels``).
         """
         cdef int32_t slot = self._slot_of(token_id)
-        cdef int64_t* row
-        cdef pm_book_t* book
-        cdef int64_t exch_ms = exch_ts_ms, recv_ns = recv_ts_ns, seq
         if slot < 0:
             raise KeyError(token_id)
-        row = self._rows + slot * PM_N_FIELDS
-        tick = operator.index(tick) or row[PM_TICK]
-        bid_levels, ask_levels = wire_levels(bids, asks, tick)
-        if row[PM_STATE] == PM_LIVE or row[PM_STATE] == PM_RESOLVED:
-            return False
-        book = &self._books[slot]
-        side_copy(&book.bids, bid_levels)
-        side_copy(&book.asks, ask_levels)
-        book.books_name_tick = True
-        book.tick_unconfirmed = False
-        seq = pm_row_open(&row[PM_SEQ])
-        row[PM_TICK] = tick
-        row[PM_STATE] = PM_UNCONFIRMED
-        row[PM_EPOCH] += 1
-        row[PM_EXCH_TS_MS] = exch_ms
-        stamp_row(row, book, recv_ns)
-        pm_row_close(&row[PM_SEQ], seq)
-        return True
+        return load_slot_book(self, slot, bids, asks, tick, exch_ts_ms, recv_ts_ns)
 
     def resolve(self, token_id, won):
         """Mark a held token's market resolved: state ``RESOLVED`` for good (no frame changes it again).
@@ -552,17 +446,9 @@ cdef class BookStore:
         KeyError if the token is not held.
         """
         cdef int32_t slot = self._slot_of(token_id)
-        cdef int64_t* row
-        cdef int64_t seq
         if slot < 0:
             raise KeyError(token_id)
-        self._resolved[self._names[slot]] = None if won is None else bool(won)
-        row = self._rows + slot * PM_N_FIELDS
-        if row[PM_STATE] != PM_RESOLVED:
-            seq = pm_row_open(&row[PM_SEQ])
-            row[PM_STATE] = PM_RESOLVED
-            row[PM_EPOCH] += 1
-            pm_row_close(&row[PM_SEQ], seq)
+        resolve_slot(self, slot, won)
 
     def resolution(self, token_id):
         """True/False: the resolved token won/lost; None: not resolved or the winner is unknown.
@@ -581,19 +467,9 @@ cdef class BookStore:
         tick flags ``mark_stale`` leaves, the owner and the resolution. KeyError if the token is not held.
         """
         cdef int32_t slot = self._slot_of(token_id)
-        cdef int64_t* row
-        cdef pm_book_t* book
-        cdef Py_ssize_t i
         if slot < 0:
             raise KeyError(token_id)
-        row = self._rows + slot * PM_N_FIELDS
-        book = &self._books[slot]
-        name = self._names[slot]
-        return encode_token(TokenState(
-            [row[i] for i in range(PM_N_FIELDS)], side_levels(&book.bids), side_levels(&book.asks),
-            book.books_name_tick, book.tick_unconfirmed, self._owners[slot], name in self._resolved,
-            self._resolved.get(name),
-        ))
+        return export_slot(self, slot)
 
     def restore_token(self, token_id, blob):
         """Give a held token the state ``export_token`` returned: row, levels, flags, owner, resolution.
@@ -611,70 +487,16 @@ cdef class BookStore:
             The blob is damaged, of another version or of another token; nothing changed.
         """
         cdef int32_t slot = self._slot_of(token_id)
-        cdef int64_t* row
-        cdef pm_book_t* book
-        cdef int64_t seq, new_seq, new_epoch
-        cdef Py_ssize_t i
         if slot < 0:
             raise KeyError(token_id)
-        row = self._rows + slot * PM_N_FIELDS
-        state = decode_token(blob, row[PM_TOKEN_TAG])
-        values = state.row
-        new_seq, new_epoch = restored_counters(row[PM_SEQ], row[PM_EPOCH], values)
-        book = &self._books[slot]
-        # room for both sides first: past this point nothing can fail half-way
-        if side_reserve(&book.bids, len(state.bids)) < 0 or side_reserve(&book.asks, len(state.asks)) < 0:
-            raise MemoryError()
-        side_copy(&book.bids, state.bids)
-        side_copy(&book.asks, state.asks)
-        book.books_name_tick = state.books_name_tick
-        book.tick_unconfirmed = state.tick_unconfirmed
-        self._owners[slot] = state.owner
-        if state.resolved:
-            self._resolved[self._names[slot]] = state.won
-        else:
-            self._resolved.pop(self._names[slot], None)
-        seq = pm_row_open(&row[PM_SEQ])
-        for i in range(PM_N_FIELDS):
-            if i != PM_SEQ:  # SEQ is the lock: only pm_row_close writes it
-                row[i] = values[i]
-        row[PM_EPOCH] = new_epoch
-        pm_row_close(&row[PM_SEQ], new_seq - 2)  # it stores its argument + 2
+        restore_slot(self, slot, blob)
 
-
-cdef inline str id_text(cptr p, Py_ssize_t n):
-    # A token id's ASCII bytes as the plain str the store hands out
-    return (<bytes>PyBytes_FromStringAndSize(<const char*>p, n)).decode("ascii")
-
-
-cdef inline void clear_row(int64_t* row) noexcept:
-    # Zero a row but SEQ and EPOCH (for a slot they never go back, across remove and add). SEQ is
-    # never written here, not even with its own value: it is the lock readers are watching
-    memset(row, 0, PM_SEQ * sizeof(int64_t))
-    memset(row + PM_EPOCH + 1, 0, (PM_N_FIELDS - PM_EPOCH - 1) * sizeof(int64_t))
-
-
-cdef inline void dir_write(char* entry, cptr p, Py_ssize_t n) noexcept:
-    # A directory entry (n = 0: a free slot) under its own sequence lock, like a row
-    cdef int64_t* words = <int64_t*>entry
-    cdef int64_t seq = pm_row_open(&words[E_SEQ])
-    words[E_TAG] = pm_token_tag(p, n) if n else 0
-    words[E_LENGTH] = n
-    memset(entry + E_ID, 0, DIR_ENTRY_BYTES - E_ID)
-    memcpy(entry + E_ID, p, n)
-    pm_row_close(&words[E_SEQ], seq)
 
 
 cdef inline void invalidate_row(int64_t* row) noexcept:
     # The book can no longer be trusted (inside the row's write): INVALID, one more mismatch
     row[PM_STATE] = PM_INVALID
     row[PM_MISMATCHES] += 1
-
-
-cdef list side_levels(const pm_side_t* side):
-    # Every level as (price, size), in the side's worst -> best order (export_token)
-    cdef Py_ssize_t i
-    return [(side.lv[i].px, side.lv[i].sz) for i in range(side.n)]
 
 
 cdef list side_list(const pm_side_t* side, Py_ssize_t limit):
@@ -1140,61 +962,7 @@ cdef class Dispatcher:
         return {STAT_KEYS[i]: self._stats[i] for i in range(ST_COUNT)}
 
 
-# Layout and vocabulary as compiled from _core_c.pxd, for the tests that keep them equal to
-# pm_ws.row and pm_ws._events
-FIELD_INDEX = {
-    "BID_PX": PM_BID_PX, "BID_SZ": PM_BID_SZ, "ASK_PX": PM_ASK_PX, "ASK_SZ": PM_ASK_SZ,
-    "LAST_PX": PM_LAST_PX, "LAST_SZ": PM_LAST_SZ, "LAST_SIDE": PM_LAST_SIDE,
-    "EXCH_TS_MS": PM_EXCH_TS_MS, "RECV_TS_NS": PM_RECV_TS_NS, "SEQ": PM_SEQ, "EPOCH": PM_EPOCH,
-    "STATE": PM_STATE, "TICK": PM_TICK, "BID_LEVELS": PM_BID_LEVELS, "ASK_LEVELS": PM_ASK_LEVELS,
-    "MISMATCHES": PM_MISMATCHES, "TOKEN_TAG": PM_TOKEN_TAG, "CONFIRM_TS_NS": PM_CONFIRM_TS_NS,
-}
-C_CONSTANTS = {
-    "PRICE_SCALE": PM_PRICE_SCALE, "SIZE_SCALE": PM_SIZE_SCALE, "N_FIELDS": PM_N_FIELDS,
-    "FIRST_SPARE": PM_FIRST_SPARE,
-    "SIDE_BUY": PM_SIDE_BUY, "SIDE_SELL": PM_SIDE_SELL,
-    "EMPTY": PM_EMPTY, "SUBSCRIBING": PM_SUBSCRIBING, "LIVE": PM_LIVE, "STALE": PM_STALE,
-    "INVALID": PM_INVALID, "RESOLVED": PM_RESOLVED, "UNCONFIRMED": PM_UNCONFIRMED, "N_STATS": ST_COUNT,
-}
-C_LIMITS = {
-    "PRICE_DECIMALS": PM_PRICE_DECIMALS, "SIZE_DECIMALS": PM_SIZE_DECIMALS, "TOKEN_ID_MAX": PM_TOKEN_ID_MAX,
-    "MAX_JSON_DEPTH": PM_MAX_JSON_DEPTH, "MAX_TIMESTAMP_DIGITS": PM_MAX_TIMESTAMP_DIGITS,
-}
-
-
-cdef tuple key_names(uint32_t keys):
-    cdef int k
-    return tuple([KEY_NAMES[k] for k in range(K_COUNT) if (keys >> k) & 1])
-
-
-cdef tuple event_row(int kind):
-    # (name, the pm_kind kind_of() gives it, hot, required keys, optional keys)
-    cdef uint32_t required = 0, optional = 0
-    cdef bytes name = EVENT_NAMES[kind].encode()
-    cdef bint hot = required_keys(kind, &required, &optional)
-    if not hot:
-        required = optional = 0
-    return (EVENT_NAMES[kind], kind_of(name, len(name)), hot and kind < EV_FIRST_COLD,
-            key_names(required), key_names(optional))
-
-
-cdef tuple key_row(int k):
-    # (name, the pm_key key_of() and the raw_key() fast path give it, its value kind's name)
-    cdef bytes name = KEY_NAMES[k].encode()
-    cdef bytes padded = name + b'"' + b" " * RAW_KEY_SPAN  # raw_key reads ahead
-    cdef int fast = -1
-    if raw_key(<cptr>padded, &fast) == NULL:
-        fast = -1
-    return (KEY_NAMES[k], key_of(name, len(name)), fast, VALUE_NAMES[key_value(k)])
-
-
-EVENT_TABLE = tuple([event_row(kind) for kind in range(EV_BOOK, EV_COUNT)])  # in pm_kind order
-KEY_TABLE = tuple([key_row(k) for k in range(K_COUNT)])  # in pm_key order
-ELEMENT_KEYS = {
-    "level": key_names(LEVEL_KEYS),
-    "entry_required": key_names(ENTRY_REQUIRED),
-    "entry_optional": key_names(ENTRY_OPTIONAL),
-}
+include "_hot/compiled_tables.pxi"
 
 if len(STAT_KEYS) != ST_COUNT:
     raise ImportError("pm_ws._core_c: pm_stat in _core_c.pxd no longer matches pm_ws._events.STAT_KEYS")

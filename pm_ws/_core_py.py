@@ -40,6 +40,10 @@ Frames
     (a ``price_change`` entry's, a ``best_bid_ask``) that match the book. With ``feed(owner=n)``,
     n != 0, events for tokens whose owner is not n change nothing (``skip_foreign``). Every
     outcome is counted in ``stats()``.
+
+The parts outside this module: ``_numbers_py`` (exact numbers), ``_frame_decode_py`` (the JSON
+text and each event's checks) and ``_store_transfer_py`` (resolutions, a token's export and
+restore).
 """
 
 from __future__ import annotations
@@ -48,35 +52,21 @@ import heapq
 import mmap
 import operator
 import os
-import re
 import struct
 import tempfile
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from itertools import accumulate
 from typing import TYPE_CHECKING, Any, NamedTuple
-
-import orjson
 
 if TYPE_CHECKING:
     from . import shared as shared_table
 
-from ._events import (
-    CONTROL_WORDS,
-    ENTRY_OPTIONAL,
-    ENTRY_REQUIRED,
-    EVENTS,
-    KEYS,
-    LEVEL_KEYS,
-    MAX_TIMESTAMP_DIGITS,
-    NEW_MARKET_ID_KEYS,
-    STAT_KEYS,
-    EventType,
-    ValueKind,
-)
+from ._events import CONTROL_WORDS, EVENTS, NEW_MARKET_ID_KEYS, STAT_KEYS, EventType
+from ._frame_decode_py import Rejected, decode_event, decode_json, frame_bytes
+from ._numbers_py import INT64_MAX, parse_price, parse_size, price_to_cents
 from ._rest_levels import wire_levels
-from ._token_blob import TokenState, decode_token, encode_token, restored_counters
-from .errors import ParseError, capacity_error, parse_error, token_id_type_error, token_ids_type_error
+from ._store_transfer_py import export_slot, resolve_slot, restore_slot
+from .errors import capacity_error, token_id_type_error, token_ids_type_error
 from .row import (
     ASK_LEVELS,
     ASK_PX,
@@ -91,11 +81,9 @@ from .row import (
     LAST_PX,
     LAST_SIDE,
     LAST_SZ,
-    MAX_JSON_DEPTH,
     MISMATCHES,
     N_FIELDS,
     OWNER_MAX,
-    PRICE_DECIMALS,
     PRICE_SCALE,
     RECV_TS_NS,
     SEEN_MARKET_ID_MAX,
@@ -103,8 +91,6 @@ from .row import (
     SEQ,
     SEQ_STEP,
     SIDE_BUY,
-    SIDE_SELL,
-    SIZE_DECIMALS,
     STATE,
     TICK,
     TOKEN_ID,
@@ -118,134 +104,15 @@ from .row import (
 
 __all__ = ["BookStore", "Dispatcher", "parse_price", "parse_size", "price_to_cents"]
 
-INT64_MAX = 2**63 - 1
-MAX_INT_DIGITS = 19  # len(str(INT64_MAX)); longer integer parts are out of range for both fields
 
 _ROW = struct.Struct(f"@{N_FIELDS}q")  # one row, native int64 like the exported "q" view
 _WORD = struct.Struct("@q")  # one field
 _SEQ_OFFSET = SEQ * _WORD.size
 
-_DECIMAL = re.compile(r"([0-9]*)(?:\.([0-9]*))?")  # [0-9], not \d: ASCII digits only
-_TIMESTAMP = re.compile(r"[0-9]{1,%d}" % MAX_TIMESTAMP_DIGITS)
-
 _JSON_WHITESPACE = b" \t\n\r"
 _JSON_OPENERS = b"{["
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-_DEPTH_STEP = tuple(1 if b in b"[{" else -1 for b in range(256))  # indexed by a bracket byte
 
 _CONTROL_WORDS = {word.encode(): counter for word, counter in CONTROL_WORDS.items()}
-_SIDES = {"BUY": SIDE_BUY, "SELL": SIDE_SELL}
-_MISSING = object()  # tells an absent key from a JSON null
-
-
-# ---------------------------------------------------------------------------------------------
-# Exact numbers
-
-
-def _text_of(value: object, field: str) -> str:
-    # bytes are decoded as latin-1 so every byte maps to one character; non-ASCII never matches
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (bytes, bytearray)):
-        return bytes(value).decode("latin-1")
-    raise TypeError(f"{field} must be str, bytes or bytearray, was {type(value).__name__}")
-
-
-def _parse_fixed(text: str, field: str, digits: int, max_units: int, too_large: str) -> int:
-    # Reasons are checked in this order: grammar, fractional digits, range
-    match = _DECIMAL.fullmatch(text)
-    if match is None or not (match[1] or match[2]):
-        raise parse_error(field, text, "not a decimal number")
-    whole, fraction = match[1].lstrip("0"), match[2] or ""
-    if len(fraction) > digits:
-        raise parse_error(field, text, f"more than {digits} fractional digits")
-    # A longer integer part is out of range anyway; skipping int() also avoids its digit cap
-    if len(whole) > MAX_INT_DIGITS:
-        raise parse_error(field, text, too_large)
-    units = int(whole + fraction.ljust(digits, "0"))  # the digits with the point moved right
-    if units > max_units:
-        raise parse_error(field, text, too_large)
-    return units
-
-
-def _price_units(text: str) -> int:
-    return _parse_fixed(text, "price", PRICE_DECIMALS, PRICE_SCALE, "greater than 1")
-
-
-def _size_units(text: str) -> int:
-    return _parse_fixed(text, "size", SIZE_DECIMALS, INT64_MAX, "does not fit in int64")
-
-
-def parse_price(value: str | bytes | bytearray) -> int:
-    """Parse a decimal price into exact 1e-4 units.
-
-    Parameters
-    ----------
-    value : str, bytes or bytearray
-        ASCII decimal text such as ``"0.514"`` or ``".48"``: at most 4 fractional digits, at most 1.
-
-    Returns
-    -------
-    int
-        The price times ``PRICE_SCALE`` (0 ... 10000).
-
-    Raises
-    ------
-    ParseError
-        The text is not such a decimal, has more than 4 fractional digits or is above 1.
-    TypeError
-        ``value`` is not str, bytes or bytearray.
-    """
-    return _price_units(_text_of(value, "price"))
-
-
-def parse_size(value: str | bytes | bytearray) -> int:
-    """Parse a decimal size into exact 1e-6 units (micro-shares).
-
-    Parameters
-    ----------
-    value : str, bytes or bytearray
-        ASCII decimal text such as ``"219.217767"``: at most 6 fractional digits.
-
-    Returns
-    -------
-    int
-        The size times ``SIZE_SCALE``; always fits int64.
-
-    Raises
-    ------
-    ParseError
-        The text is not such a decimal, has more than 6 fractional digits or overflows int64.
-    TypeError
-        ``value`` is not str, bytes or bytearray.
-    """
-    return _size_units(_text_of(value, "size"))
-
-
-def price_to_cents(value: str | bytes | bytearray) -> int:
-    """Parse a price that must be a whole number of cents (for code ported from cent-based bots).
-
-    Parameters
-    ----------
-    value : str, bytes or bytearray
-        Decimal price text as accepted by :func:`parse_price`, e.g. ``"0.29"``.
-
-    Returns
-    -------
-    int
-        The price in cents (0 ... 100), exact: ``"0.29"`` is 29, never 28.
-
-    Raises
-    ------
-    ParseError
-        :func:`parse_price` rejects the text, or the price is not a multiple of 0.01.
-    TypeError
-        ``value`` is not str, bytes or bytearray.
-    """
-    units = parse_price(value)
-    if units % 100:
-        raise parse_error("price", _text_of(value, "price"), "not a whole cent")
-    return units // 100
 
 
 # ---------------------------------------------------------------------------------------------
@@ -662,13 +529,7 @@ class BookStore:
         ``won``: whether this token is the winning outcome (None: not known). The book is kept.
         KeyError if the token is not held.
         """
-        slot = self.slot(token_id)
-        row = self._read_row(slot)
-        self._resolved[str(self._ids[slot])] = None if won is None else bool(won)
-        if row[STATE] != State.RESOLVED:
-            row[STATE] = State.RESOLVED
-            row[EPOCH] += 1
-            self._write_row(slot, row)
+        resolve_slot(self, self.slot(token_id), won)
 
     def resolution(self, token_id: str | bytes) -> bool | None:
         """True/False: the resolved token won/lost; None: not resolved or the winner is unknown.
@@ -683,16 +544,7 @@ class BookStore:
         The blob (layout in ``pm_ws._token_blob``, versioned) holds the row, both sides' levels, the
         tick flags ``mark_stale`` leaves, the owner and the resolution. KeyError if the token is not held.
         """
-        slot = self.slot(token_id)
-        book = self._books[slot]
-        assert book is not None
-        key = str(self._ids[slot])
-        return encode_token(
-            TokenState(
-                self._read_row(slot), book.bids, book.asks, book.books_name_tick, book.tick_unconfirmed,
-                self._owners[slot], key in self._resolved, self._resolved.get(key),
-            )
-        )  # fmt: skip
+        return export_slot(self, self.slot(token_id))
 
     def restore_token(self, token_id: str | bytes, blob: bytes | bytearray | memoryview) -> None:
         """Give a held token the state ``export_token`` returned: row, levels, flags, owner, resolution.
@@ -709,22 +561,7 @@ class BookStore:
         ValueError
             The blob is damaged, of another version or of another token; nothing changed.
         """
-        slot = self.slot(token_id)
-        now = self._read_row(slot)
-        state = decode_token(blob, now[TOKEN_TAG])
-        row = list(state.row)
-        seq, row[EPOCH] = restored_counters(now[SEQ], now[EPOCH], row)
-        book = self._books[slot]
-        assert book is not None
-        book.bids, book.asks = state.bids, state.asks
-        book.books_name_tick, book.tick_unconfirmed = state.books_name_tick, state.tick_unconfirmed
-        self._owners[slot] = state.owner
-        key = str(self._ids[slot])
-        if state.resolved:
-            self._resolved[key] = state.won
-        else:
-            self._resolved.pop(key, None)
-        self._write_row(slot, row, seq - now[SEQ])
+        restore_slot(self, self.slot(token_id), blob)
 
     def _lookup(self, token_id: object) -> int | None:
         # An invalid id is simply not held (only add() raises ValueError); not str or bytes: TypeError
@@ -769,160 +606,7 @@ class BookStore:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation: shape first (rej_bad_event), then numbers (rej_bad_number)
-
-
-class _Rejected(Exception):
-    """An event is rejected; ``counter`` is the stats key to bump."""
-
-    def __init__(self, counter: str) -> None:
-        super().__init__(counter)
-        self.counter = counter
-
-
-def _bad_event() -> _Rejected:
-    return _Rejected("rej_bad_event")
-
-
-def _objects(value: object) -> list[dict[str, Any]]:
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise _bad_event()
-    return value
-
-
-def _shaped(obj: dict[str, Any], key: str) -> Any:
-    # key's value with its JSON shape checked, _MISSING when absent: a string (a side must be
-    # BUY or SELL), or for the array kinds a list of objects whose own keys are shaped
-    value = obj.get(key, _MISSING)
-    if value is _MISSING:
-        return value
-    kind = KEYS[key]
-    if kind == ValueKind.LEVELS:
-        return [_shaped_keys(level, LEVEL_KEYS, ()) for level in _objects(value)]
-    if kind == ValueKind.ENTRIES:
-        return [_shaped_keys(entry, ENTRY_REQUIRED, ENTRY_OPTIONAL) for entry in _objects(value)]
-    if not isinstance(value, str) or (kind == ValueKind.SIDE and value not in _SIDES):
-        raise _bad_event()
-    return value
-
-
-def _shaped_keys(obj: dict[str, Any], required: tuple[str, ...], optional: tuple[str, ...]) -> dict[str, Any]:
-    texts = {}
-    for key in required:
-        texts[key] = value = _shaped(obj, key)
-        if value is _MISSING:
-            raise _bad_event()
-    for key in optional:
-        value = _shaped(obj, key)
-        if value is not _MISSING:
-            texts[key] = value
-    return texts
-
-
-def _wire_price(text: str) -> int:
-    try:
-        return _price_units(text)
-    except ParseError:
-        raise _Rejected("rej_bad_number") from None
-
-
-def _wire_size(text: str) -> int:
-    try:
-        return _size_units(text)
-    except ParseError:
-        raise _Rejected("rej_bad_number") from None
-
-
-def _wire_tick(text: str) -> int:
-    tick = _wire_price(text)
-    if tick == 0:
-        raise _Rejected("rej_bad_number")
-    return tick
-
-
-def _wire_timestamp(text: str) -> int:
-    if not _TIMESTAMP.fullmatch(text):
-        raise _Rejected("rej_bad_number")
-    return int(text)
-
-
-def _wire_price_or_empty(text: str) -> int | None:
-    return _wire_price(text) if text else None  # "" means no trade yet
-
-
-def _wire_levels(levels: list[dict[str, str]]) -> list[_Level]:
-    return [(_wire_price(level["price"]), _wire_size(level["size"])) for level in levels]
-
-
-def _wire_entries(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [_values(entry) for entry in entries]
-
-
-# How each value kind of pm_ws._events is read once its shape is right
-_READERS: dict[ValueKind, Callable[[Any], Any]] = {
-    ValueKind.NAME: str,
-    ValueKind.ID: str,
-    ValueKind.SIDE: _SIDES.__getitem__,
-    ValueKind.TIMESTAMP: _wire_timestamp,
-    ValueKind.PRICE: _wire_price,
-    ValueKind.PRICE_OR_EMPTY: _wire_price_or_empty,
-    ValueKind.TICK: _wire_tick,
-    ValueKind.SIZE: _wire_size,
-    ValueKind.LEVELS: _wire_levels,
-    ValueKind.ENTRIES: _wire_entries,
-}
-
-
-def _values(texts: dict[str, Any]) -> dict[str, Any]:
-    return {key: _READERS[KEYS[key]](text) for key, text in texts.items()}
-
-
-def _has_duplicate_price(levels: list[_Level]) -> bool:
-    return len({price for price, _ in levels}) != len(levels)
-
-
-def _decode(event: dict[str, Any], event_type: EventType) -> dict[str, Any]:
-    # The keys a hot event reads, parsed; absent optional keys are left out
-    fields = _values(_shaped_keys(event, event_type.required, event_type.optional))
-    # Needs the parsed values ("0.5" == "0.50"), so it runs after the numbers: a bad number wins
-    # over a duplicate price, and size-0 levels count as duplicates too (contract reading)
-    if any(KEYS[key] == ValueKind.LEVELS and _has_duplicate_price(levels) for key, levels in fields.items()):
-        raise _bad_event()
-    return fields
-
-
-# ---------------------------------------------------------------------------------------------
-# Frames: JSON text and control words
-
-
-def _frame_bytes(frame: object) -> bytes:
-    if isinstance(frame, str):
-        # surrogatepass: a lone surrogate becomes invalid UTF-8 (rejected below), not an exception
-        return frame.encode("utf-8", "surrogatepass")
-    if isinstance(frame, (bytes, bytearray, memoryview)):
-        return bytes(frame)
-    raise TypeError(f"frame must be str, bytes, bytearray or memoryview, was {type(frame).__name__}")
-
-
-def _depth_within_limit(body: bytes) -> bool:
-    # Counted on the bytes, not the decoded value: a duplicate key may hide a deep value
-    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
-        return True
-    # body is valid JSON: without its escaped backslashes and quotes, every other '"' opens or
-    # closes a string, so the even pieces of a split on '"' are the text outside strings
-    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
-    outside = b"".join(unescaped.split(b'"')[::2])
-    depths = accumulate(map(_DEPTH_STEP.__getitem__, outside.translate(None, _NOT_BRACKETS)))
-    return max(depths) <= MAX_JSON_DEPTH
-
-
-def _decode_json(body: bytes) -> Any:
-    # The decoded document, or None when the frame is not valid JSON within the depth limit
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None
-    return document if _depth_within_limit(body) else None
+# Frames: control words, owners and market keys (the JSON text: pm_ws._frame_decode_py)
 
 
 def _int64(value: int, name: str) -> int:
@@ -1030,7 +714,7 @@ class Dispatcher:
         owner = _int64(owner, "owner")
         if not 0 <= owner <= OWNER_MAX:
             raise ValueError(f"owner must be 0 .. {OWNER_MAX}, was {owner}")
-        data = _frame_bytes(frame)
+        data = frame_bytes(frame)
         outer_owner, self._owner = self._owner, owner  # a frame fed from on_event has its own owner
         try:
             return self._apply_frame(data, recv_ts_ns)
@@ -1048,7 +732,7 @@ class Dispatcher:
         if not body or body[0] not in _JSON_OPENERS:
             stats[_CONTROL_WORDS.get(body.upper(), "rej_unknown_text")] += 1
             return 0
-        document = _decode_json(body)
+        document = decode_json(body)
         if document is None:
             stats["rej_invalid_json"] += 1
             return 0
@@ -1077,8 +761,8 @@ class Dispatcher:
         if not event_type.hot:
             return apply(event, recv_ts_ns)  # cold events are handed over as decoded, without shape checks
         try:
-            fields = _decode(event, event_type)
-        except _Rejected as rejected:
+            fields = decode_event(event, event_type)
+        except Rejected as rejected:
             self._stats[rejected.counter] += 1
             return 0
         return apply(fields, recv_ts_ns)
