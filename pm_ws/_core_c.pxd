@@ -275,8 +275,5 @@ cdef class Dispatcher:
     cdef int _apply_tick_size_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
     cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1
-    cdef int _apply_new_market(self, object payload) except -1
-    cdef int _apply_market_resolved(self, object payload) except -1
-    cdef int _deliver(self, int kind, object payload) except -1
     cdef int _invalidated(self, int32_t slot, int stat) except -1
     cdef int _queue_resync(self, int32_t slot) except -1

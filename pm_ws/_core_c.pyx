@@ -11,7 +11,9 @@ twin ``_core_py`` (its docstring and the shared tests); the C layout lives in ``
 The hot path's sections are included from ``_hot/`` (numbers, scanner, staging, fastpath,
 book_side, validate); so are BookStore's cold parts (``store_slots``: slot memory, add and remove;
 ``store_shared``: the shared-memory segment; ``store_transfer``: REST snapshots, resolutions, a
-token's export and restore) and the tables the tests compare (``compiled_tables``).
+token's export and restore), Dispatcher's (``dispatch_cold``: scratch memory, the cold events
+new_market and market_resolved, the resync queue and counters) and the tables the tests compare
+(``compiled_tables``).
 
 Compiler directives that depend on the build mode (bounds and wraparound checks, C division)
 are set by setup.py, so a ``PM_WS_CYTHON_DEBUG=1`` build really turns the checks back on.
@@ -69,6 +71,7 @@ include "_hot/validate.pxi"
 include "_hot/store_slots.pxi"
 include "_hot/store_shared.pxi"
 include "_hot/store_transfer.pxi"
+include "_hot/dispatch_cold.pxi"
 
 # Names of the pm_kind, pm_key and pm_value members, in enum order, as pm_ws._events spells them
 EVENT_NAMES = ("", "book", "price_change", "last_trade_price", "tick_size_change", "best_bid_ask",
@@ -537,26 +540,10 @@ cdef class Dispatcher:
 
     def __cinit__(self, BookStore store not None, *, on_event=None, bint emit_trades=False,
                   Py_ssize_t max_frame_bytes=DEFAULT_MAX_FRAME_BYTES):
-        cdef Py_ssize_t cells = store._capacity
-        self.store = store
-        self._on_event = on_event
-        self._emit_trades = emit_trades
-        self._max_frame_bytes = max_frame_bytes
-        self._mark = <int32_t*>PyMem_Malloc(cells * sizeof(int32_t))
-        self._touched = <int32_t*>PyMem_Malloc(cells * sizeof(int32_t))
-        self._last_entry = <Py_ssize_t*>PyMem_Malloc(cells * sizeof(Py_ssize_t))
-        self._flaw = <int*>PyMem_Malloc(cells * sizeof(int))
-        if not (self._mark and self._touched and self._last_entry and self._flaw):
-            raise MemoryError()
-        memset(self._mark, 0xFF, cells * sizeof(int32_t))  # every slot -1
-        self._seen_markets = {}
+        dispatcher_alloc(self, store, on_event, emit_trades, max_frame_bytes)
 
     def __dealloc__(self):
-        PyMem_Free(self._mark)
-        PyMem_Free(self._touched)
-        PyMem_Free(self._last_entry)
-        PyMem_Free(self._flaw)
-        free_stage(&self._st)
+        dispatcher_free(self)
 
     @cython.binding(False)  # a method descriptor: ~5 ns less per call than a cyfunction
     @cython.embedsignature.format("clinic")  # keeps inspect.signature() working
@@ -890,43 +877,7 @@ cdef class Dispatcher:
         return 1
 
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1:
-        # Cold events are rare, so decoded with orjson from the event's own bytes
-        try:
-            payload = orjson.loads(PyBytes_FromStringAndSize(<const char*>e.span_start, e.span_end - e.span_start))
-        except orjson.JSONDecodeError:  # only a number too large for orjson (e.g. 1e400), valid JSON to us
-            self._stats[ST_REJ_BAD_EVENT] += 1
-            return 0
-        if kind == EV_NEW_MARKET:
-            return self._apply_new_market(payload)
-        if kind == EV_MARKET_RESOLVED:
-            return self._apply_market_resolved(payload)
-        self._stats[ST_REJ_BAD_EVENT] += 1  # unreachable: a cold kind without a handler
-        return 0
-
-    cdef int _apply_new_market(self, object payload) except -1:
-        key = None
-        for field in NEW_MARKET_ID_KEYS:
-            if field in payload:
-                key = payload[field]
-                break
-        if isinstance(key, str) and len(key) <= SEEN_MARKET_ID_MAX:
-            if key in self._seen_markets:
-                self._stats[ST_SKIP_DUPLICATE] += 1
-                return 0
-            self._seen_markets[key] = None
-            if len(self._seen_markets) > SEEN_MARKETS_MAX:
-                del self._seen_markets[next(iter(self._seen_markets))]
-        return self._deliver(EV_NEW_MARKET, payload)
-
-    cdef int _apply_market_resolved(self, object payload) except -1:
-        return self._deliver(EV_MARKET_RESOLVED, payload)
-
-    cdef int _deliver(self, int kind, object payload) except -1:
-        # Count a cold event and hand it to on_event under its event_type name
-        self._count(ST_EV_BOOK + kind - EV_BOOK)  # the ST_EV_* counters follow pm_kind
-        if self._on_event is not None:
-            self._on_event(EVENT_NAMES[kind], payload)
-        return 1
+        return apply_cold(self, e, kind)
 
     cdef int _invalidated(self, int32_t slot, int stat) except -1:
         # After invalidate_row, outside the row's write (this may raise): counted under stat, resync queued
@@ -952,14 +903,11 @@ cdef class Dispatcher:
         list of str
             Token ids to resubscribe.
         """
-        out = list(self.store._resync)
-        self.store._resync.clear()
-        return out
+        return take_resync(self.store)
 
     def stats(self):
         """Return every counter (the keys of ``pm_ws.row.STAT_KEYS``) as a new dict."""
-        cdef Py_ssize_t i
-        return {STAT_KEYS[i]: self._stats[i] for i in range(ST_COUNT)}
+        return stats_dict(self._stats)
 
 
 include "_hot/compiled_tables.pxi"

@@ -65,106 +65,59 @@ FrameCallback = Callable[[str | bytes, int], None]
 class MarketClient:
     """Keep a :class:`~pm_ws.BookStore` current from the Polymarket market channel.
 
-    Tokens are spread over connections of at most ``max_tokens_per_connection`` each, in the
-    order they were subscribed; any order and grouping works. Each token is owned by one
-    connection, and a frame changes only the rows of tokens owned by the connection it arrived on
-    (both sockets of a split YES/NO pair receive the market's ``price_change`` frames: each entry
-    applies once, the other is counted ``skip_foreign``). Each connection sends
-    the subscription first, text ``PING`` every ``ping_interval`` after it, and reconnects with
-    ``backoff`` when the socket dies. The store's row ``STATE`` is the trader's contract:
-    only ``LIVE`` rows are current.
-
-    Faults handled:
-
-    - no inbound frame (``PONG`` included) for ``inbound_timeout``: socket aborted, reconnect;
-    - a LIVE row the server has not confirmed (``CONFIRM_TS_NS``: a ``book``, or best prices that
-      matched) for ``confirm_interval``: probed, i.e. re-driven on its socket while it stays LIVE;
-      if the probe brings no confirmation within ``snapshot_timeout`` it turns STALE and is re-driven
-      as below. So a LIVE row is never older than ``confirm_interval + snapshot_timeout`` since its
-      last confirmation, and a quiet healthy market never leaves LIVE;
-    - a token without its ``book`` ``snapshot_timeout`` after asking: re-driven
-      (unsubscribe + subscribe on the same socket); if the re-drive brings no book within
-      ``snapshot_timeout`` the connection is rebuilt (once per token; after that the token is
-      just re-driven every ``snapshot_timeout`` so it cannot keep disturbing its neighbours);
-    - tokens the dispatcher queues for resync (checksum mismatch, crossed book, tick change)
-      are re-driven the same way, at most once per ``RESYNC_GAP``;
-    - any disconnect: every token of that connection turns STALE inside the callback that saw
-      it, before other code runs; after reconnect each turns LIVE only on its fresh ``book``.
-      The backoff is reset only once a new connection delivered a snapshot.
+    Tokens fill connections of ``max_tokens_per_connection``; a token's row changes only by frames of
+    the connection that owns it. Only ``LIVE`` rows are current: a disconnect turns its rows STALE, each
+    LIVE again on its fresh ``book``; a LIVE row is never older than ``confirm_interval + snapshot_timeout``
+    since the server last confirmed it. The README (client section, fault matrix) states it all in full.
 
     Parameters
     ----------
     url : str
-        Market channel endpoint: ``ws://`` or ``wss://`` with a host (credentials in it are never logged).
+        ``ws://`` or ``wss://`` endpoint with a host (credentials in it are never logged).
     store : BookStore, optional
-        Store to fill; a new one of ``capacity`` slots by default. The dispatcher comes from the
-        same core implementation as the store. The client owns the rows of its tokens: remove
-        them with :meth:`unsubscribe`, never with ``store.remove``.
+        Store to fill (a new one of ``capacity`` slots by default); remove tokens with :meth:`unsubscribe`.
     capacity : int
         Slots of the store created when ``store`` is None.
     max_tokens_per_connection : int
         Shard size; the real server silently drops snapshots beyond ~500 per connection.
     ping_interval : float
-        Seconds between text ``PING`` frames (sent only after the subscription); at least 0.05.
+        Seconds between text ``PING`` frames, at least 0.05; keep it below ``inbound_timeout``.
     inbound_timeout : float
-        Seconds without any inbound frame before the socket is aborted; keep it above
-        ``ping_interval``. Also the handshake timeout.
+        Seconds without any inbound frame before the socket is aborted; also the handshake timeout.
     snapshot_timeout : float
         Seconds a token may wait for its ``book`` before it is re-driven.
     confirm_interval : float or None
-        Seconds a LIVE row may go without a confirmation from the server before it is probed (30 s:
-        a per-asset stall is caught within ``confirm_interval + snapshot_timeout``, one minute by
-        default, for one ``book`` per quiet token per interval). Replaces ``silence_timeout``, whose
-        rule (a connection without data marks all its tokens STALE) made quiet markets flap. None or
-        ``inf``: no probing, and then no promise about how recently a LIVE row was confirmed.
+        Seconds a LIVE row may go unconfirmed before it is probed; None or ``inf``: no probing.
     write_timeout : float or None
-        Seconds a send may take: a peer that stops reading blocks sends once the socket buffers are
-        full, and past this deadline the socket is aborted (tokens STALE, reconnect with backoff).
-        :meth:`subscribe` and :meth:`unsubscribe` never wait longer. None or ``inf``: no deadline.
+        Seconds a send may take before the socket is aborted; None or ``inf``: no deadline.
     backoff : ExponentialBackoff or callable, optional
-        Zero-argument factory of :class:`~pm_ws.ExponentialBackoff` (one per connection), or one
-        instance (each connection gets a copy); ``ExponentialBackoff()`` (0.25 s doubling to 30 s,
-        full jitter) by default.
+        Reconnect delays: a factory or one instance, copied per connection (0.25 s doubling to 30 s).
     custom_features : bool
         Ask for ``best_bid_ask``, ``new_market`` and ``market_resolved``.
     compression : bool
-        Negotiate permessage-deflate. Off by default: inflating a ~600 B frame costs about 2 us
-        in zlib, ten times the whole dispatcher, to save ~480 B of wire; only slow links gain.
+        Negotiate permessage-deflate (off: it costs more CPU than it saves on a fast link).
     connect_stagger : float
-        Minimum seconds between two connection attempts of this client (many shards do not
-        hit the server at once, at start or after a mass disconnect).
+        Minimum seconds between two connection attempts of this client.
     max_frame_bytes : int
-        Largest frame the socket takes (the initial dump for N tokens is one frame); a bigger one
-        closes the connection (1009). The dispatcher still rejects, counts and skips frames above
-        its own limit (16 MiB), so one huge frame below this costs no reconnect.
+        Largest frame the socket takes; a bigger one closes the connection (1009).
     on_event : callable, optional
-        ``on_event(ClientEvent)`` for cold events, called synchronously from the reader: keep it
-        short and never block. Whatever it raises (``CancelledError`` too; only ``KeyboardInterrupt``
-        and ``SystemExit`` pass) is counted in ``stats()["callback_errors"]``, logged once, and the
-        connection goes on.
+        ``on_event(ClientEvent)`` for cold events, called from the reader: keep it short, never block;
+        what it raises is counted in ``stats()["callback_errors"]`` and the connection goes on.
     on_frame : callable, optional
-        ``on_frame(frame, recv_ns)`` for every inbound frame of every socket, exactly as fed to the
-        dispatcher (``str`` or ``bytes``) with the receive time it was fed with, called right after
-        ``feed`` returned (the row already shows it) and before the next frame is read; e.g. to
-        record the stream. Same rules as ``on_event``; when None the reader pays nothing for it.
+        ``on_frame(frame, recv_ns)`` for every inbound frame, right after it was fed; as ``on_event``.
     ssl : ssl.SSLContext, optional
         TLS settings of a ``wss://`` connection (the default context verifies the server).
     proxy : str or True or None
-        None (default): connect directly, whatever ``HTTP(S)_PROXY`` say, so market data never takes
-        a route nobody chose. A proxy URL (``http://``, ``https://``, ``socks5://`` ...): through it.
-        True: the proxy the environment names, as ``websockets`` does.
+        None: connect directly, ignoring ``HTTP(S)_PROXY``; a proxy URL; True: the environment's proxy.
     transport : str
-        The websocket library: ``"websockets"`` (default) or ``"picows"``, a Cython client that reads a
-        frame for several times less CPU (``pip install 'pm_ws[fast]'``; no ``compression``). Both
-        behave the same.
+        ``"websockets"`` (default) or ``"picows"`` (``pip install 'pm_ws[fast]'``; no ``compression``).
 
-    Every duration is in seconds, finite and > 0 (``connect_stagger`` may be 0); only
-    ``confirm_interval`` and ``write_timeout`` may be switched off, with None or ``inf``.
+    Every duration is in seconds, finite and > 0 (``connect_stagger`` may be 0).
 
     Raises
     ------
     TypeError
-        If a parameter has the wrong type (e.g. ``backoff`` neither an ExponentialBackoff nor callable).
+        If a parameter has the wrong type.
     ValueError
         If a parameter is out of range or the url is not a ws:// or wss:// url with a host and a valid port.
     ImportError
