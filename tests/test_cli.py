@@ -214,10 +214,10 @@ def test_cli_parser_verbose_before_or_after_the_command_is_parsed(argv: list[str
 
 @pytest.mark.parametrize(
     ("argv", "positionals"),
-    [(["record", "out.pmws", "--url", "ws://h", "1", "2"], {"out": "out.pmws", "tokens": ["1", "2"]}),
-     (["record", "--url", "ws://h", "out.pmws", "1", "--overwrite", "2"], {"out": "out.pmws", "tokens": ["1", "2"]}),
+    [(["record", "out.pmws", "--url", "ws://127.0.0.1:9", "1", "2"], {"out": "out.pmws", "tokens": ["1", "2"]}),
+     (["record", "--url", "ws://127.0.0.1:9", "out.pmws", "1", "--overwrite", "2"], {"out": "out.pmws", "tokens": ["1", "2"]}),
      (["record", "--slug", "s", "out.pmws"], {"out": "out.pmws", "tokens": []}),
-     (["watch", "--url", "ws://h", "1", "--duration", "3", "2", "-v", "3"], {"tokens": ["1", "2", "3"]}),
+     (["watch", "--url", "ws://127.0.0.1:9", "1", "--duration", "3", "2", "-v", "3"], {"tokens": ["1", "2", "3"]}),
      (["watch", "1", "--market", "0x1", "2"], {"tokens": ["1", "2"]}),
      (["replay", "--check", "r.pmws"], {"file": "r.pmws"})],
 )  # fmt: skip
@@ -435,7 +435,7 @@ def test_cli_error_line_and_verbose_log_lines_quoting_a_server_are_clean(
             raise ValueError(HOSTILE)
         except ValueError:
             logger.exception("connection 0: unexpected error")
-        raise cli.CliError(f"cannot reach ws://h: {HOSTILE}", ExitCode.UNREACHABLE)
+        raise cli.CliError(f"cannot reach ws://127.0.0.1:9: {HOSTILE}", ExitCode.UNREACHABLE)
 
     monkeypatch.setattr(cli, "_run_watch", run)
 
@@ -443,7 +443,7 @@ def test_cli_error_line_and_verbose_log_lines_quoting_a_server_are_clean(
     err = capsys.readouterr().err
     assert _control_characters(err) == []
     assert "server said Will it rain?" in err and "ValueError: Will it rain?" in err
-    assert err.splitlines()[-1].rstrip() == "pm-ws: error: cannot reach ws://h: Will it rain?"
+    assert err.splitlines()[-1].rstrip() == "pm-ws: error: cannot reach ws://127.0.0.1:9: Will it rain?"
 
 
 def test_screen_notes_and_lines_from_the_network_are_clean() -> None:

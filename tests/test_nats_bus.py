@@ -25,7 +25,6 @@ from typing import Any
 import pytest
 
 from pm_ws import EPOCH, N_FIELDS, SEQ, STATE, State
-from pm_ws.row import SEQ_STEP
 from pm_ws.testing import FakeMarketServer
 
 from nats_server import PASSWORD, NatsServer, nats_server, nats_server_binary  # noqa: F401 - a fixture

@@ -15,7 +15,6 @@ the hole, turns the rows concerned STALE and asks for snapshots.
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections import deque
