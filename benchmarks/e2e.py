@@ -123,12 +123,15 @@ class Throughput(NamedTuple):
 async def stream_rate(count: Callable[[], int], total: int) -> Throughput:
     """Measure between the first and the last poll that saw ``count()`` move towards ``total``."""
     clock, cpu = time.perf_counter, time.process_time
+    started_at, started_cpu = clock(), cpu()
     while count() < 2:  # the server's initial dump, then the stream's first frame
         await asyncio.sleep(POLL_SECONDS)
     first_at, first_cpu, first = clock(), cpu(), count()
     while count() < total:
         await asyncio.sleep(POLL_SECONDS)
     frames = count() - first
+    if not frames:  # a short stream (the smoke run) arrived within one poll: time it from the start
+        first_at, first_cpu, frames = started_at, started_cpu, count()
     return Throughput(frames / (clock() - first_at), (cpu() - first_cpu) * 1e6 / frames)
 
 
