@@ -20,8 +20,10 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from . import __version__
 from ._exit import CliError, ExitCode
+from ._depth_view import table_for
+from ._table_layout import cut
 from ._token_selection import exchange_filter, select_tokens
-from ._watch_view import LABEL_WIDTH, RateMeter, TopTable, can_encode, screen_for, short_token, shorten, state_counts
+from ._watch_view import LABEL_WIDTH, RateMeter, can_encode, screen_for, short_token
 from ._core import BookStore
 from .client import CAUSE_MARKED, ClientEvent, MarketClient
 from .gamma import MarketFilter
@@ -80,7 +82,7 @@ class LiveView:
         self.client = client
         self.screen, self.refresh = screen_for(sys.stdout, plain=args.plain, refresh=args.refresh)
         self.ascii_only = not can_encode(sys.stdout, "×…→")
-        self.table = TopTable(client.store, labels, ascii_only=self.ascii_only)
+        self.table = table_for(client.store, labels, args, ascii_only=self.ascii_only)
         self.duration: float | None = args.duration
         self.book_timeout: float | None = getattr(args, "book_timeout", None)
         self.labels = labels
@@ -126,13 +128,13 @@ class LiveView:
         reconnects = sum(conn["reconnects"] for conn in client_stats["connections"])
         header = (
             f"{self.title}  {now - self.started:.0f}s  frames {stats['frames']:,} ({rate:.0f}/s)  "
-            f"reconnects {reconnects}  rejected {rejected}  {state_counts(self.client.store)}"
+            f"reconnects {reconnects}  rejected {rejected}"
         )
-        self.screen.show([header, *self.table.lines(now_monotonic=now)])
+        self.screen.show_table(header, self.table, now_monotonic=now)
 
     def _name(self, token: str) -> str:
         label = self.labels.get(token)
-        return f"{short_token(token)} {shorten(label, LABEL_WIDTH)}" if label else short_token(token)
+        return f"{short_token(token)} {cut(label, LABEL_WIDTH)}" if label else short_token(token)
 
     async def _note_events(self) -> None:
         # Events come in bursts (a disconnect stales every token): gather 50 ms of them, then note

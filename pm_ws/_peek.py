@@ -13,7 +13,7 @@ import time
 
 from . import TopReader
 from ._exit import CliError, ExitCode
-from ._watch_view import TopTable, age_text, can_encode, screen_for, state_counts
+from ._watch_view import TopTable, age_text, can_encode, screen_for
 from .shared import SharedTableError
 
 
@@ -23,8 +23,10 @@ def peek(args: argparse.Namespace) -> int:
         reader = TopReader(args.name)
     except SharedTableError as exc:  # not there (yet), or not a table this pm_ws reads
         raise CliError(str(exc), ExitCode.NOT_FOUND) from None
+    if getattr(args, "depth", None) is not None:
+        raise CliError("peek shows the rows only: a shared table holds no price levels (no --depth)", ExitCode.USAGE)
     screen, refresh = screen_for(sys.stdout, plain=args.plain, refresh=args.refresh)
-    table = TopTable(reader, ascii_only=not can_encode(sys.stdout, "×…"))
+    table = TopTable(reader, ascii_only=not can_encode(sys.stdout, "×…"), columns=getattr(args, "columns", None))
     started = time.monotonic()
     alive, generation = True, reader.generation
     with reader:
@@ -37,7 +39,7 @@ def peek(args: argparse.Namespace) -> int:
                 elif reader.writer_alive() != alive:
                     alive = not alive
                     screen.note(f"writer pid {reader.writer_pid} " + ("is back" if alive else "is gone: rows read STALE"))
-                screen.show([header(reader, now - started), *table.lines(now_monotonic=now)])
+                screen.show_table(header(reader, now - started), table, now_monotonic=now)
                 elapsed = now - started
                 if args.duration is not None and elapsed >= args.duration:
                     return ExitCode.OK
@@ -48,10 +50,10 @@ def peek(args: argparse.Namespace) -> int:
 
 
 def header(reader: TopReader, elapsed: float) -> str:
-    """The line above the table: the name, the writer and its heartbeat, the states."""
+    """The line above the table: the name, the writer and its heartbeat (the Screen adds the states)."""
     writer = "alive" if reader.writer_alive() else "GONE (every row STALE)"
     beat = age_text(max(0, reader.heartbeat_age_ns()) / 1e9)
     return (
         f"pm-ws peek {reader.name}  {elapsed:.0f}s  writer pid {reader.writer_pid} {writer}, "
-        f"heartbeat {beat} ago  {state_counts(reader)}"
+        f"heartbeat {beat} ago"
     )

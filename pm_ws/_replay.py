@@ -17,7 +17,8 @@ from types import ModuleType
 from typing import Any
 
 from ._exit import CliError, ExitCode
-from ._watch_view import TopTable, can_encode, screen_for, state_counts, terminal_text
+from ._depth_view import table_for
+from ._watch_view import TopTable, can_encode, screen_for, terminal_text
 from .recording import KIND_META, RecordingError, RecordingReader
 from .row import FIELD_NAMES, N_FIELDS
 
@@ -169,19 +170,16 @@ def _feed_flat_out(replayer: Replayer, recording: LoadedRecording, path: str) ->
 
 def _feed_realtime(replayer: Replayer, recording: LoadedRecording, args: argparse.Namespace) -> None:
     screen, refresh = screen_for(sys.stdout, plain=args.plain, refresh=args.refresh)
-    table = TopTable(replayer.store, ascii_only=not can_encode(sys.stdout, "×…"))
+    table = table_for(replayer.store, {}, args, ascii_only=not can_encode(sys.stdout, "×…"))
     first_ns, speed = recording.first_ns, args.speed or 1.0
     started = time.monotonic()
     next_draw = started
     fed = 0
 
     def draw(now: float) -> None:
-        virtual_ns = first_ns + int((now - started) * speed * 1e9)
-        header = (
-            f"pm-ws replay {args.file}  x{speed:g}  frame {fed:,}/{recording.frames:,}  "
-            f"{state_counts(replayer.store)}"
-        )
-        screen.show([header, *table.lines(now_ns=virtual_ns, now_monotonic=now)])
+        recorded_seconds = (now - started) * speed  # UPD/S counts per recorded second, as AGE is in recorded time
+        header = f"pm-ws replay {args.file}  x{speed:g}  frame {fed:,}/{recording.frames:,}"
+        screen.show_table(header, table, now_ns=first_ns + int(recorded_seconds * 1e9), now_monotonic=recorded_seconds)
 
     try:
         for segment in recording.segments:

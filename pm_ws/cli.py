@@ -291,13 +291,33 @@ def _add_nats_options(command: argparse.ArgumentParser, summary: str, *, require
 
 
 def _add_display_options(command: argparse.ArgumentParser) -> None:
+    from ._watch_view import HEADERS, parse_columns
+
     command.add_argument(
         "--refresh", type=_positive_float, default=None, metavar="SECONDS",
         help="table refresh period (default 0.25 on a terminal, 1 otherwise)",
     )  # fmt: skip
     command.add_argument(
-        "--plain", action="store_true", help="print table snapshots instead of redrawing (automatic when not a TTY)"
-    )
+        "--plain", action="store_true",
+        help="print table snapshots instead of redrawing (automatic when not a TTY); redrawn in colour "
+        "unless NO_COLOR is set",
+    )  # fmt: skip
+
+    def columns(text: str) -> tuple[str, ...]:
+        try:
+            return parse_columns(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    command.add_argument(
+        "--columns", type=columns, default=None, metavar="LIST",
+        help=f"comma-separated columns to show, from {','.join(HEADERS)} (default: all); TOKEN, BID, ASK and "
+        "STATE are always shown, and on a narrow terminal the others go first",
+    )  # fmt: skip
+    command.add_argument(
+        "--depth", type=_positive_int, default=None, metavar="N",
+        help="show the best N price levels per side of each token (exact) instead of the top-of-book table",
+    )  # fmt: skip
 
 
 def _positive_float(text: str) -> float:
