@@ -18,7 +18,7 @@ from typing import Protocol
 from ._decimal_text import price_text, size_text
 from ._table_layout import cut, pad, text_width
 from ._watch_view import (
-    GAP, STATE_COLOURS, Table, TopSource, TopTable, states_summary, short_token, state_counts, terminal_text, tops,
+    GAP, MIN_LABEL_WIDTH, STATE_COLOURS, Table, TopSource, TopTable, states_summary, short_token, state_counts, terminal_text, tops,
 )  # fmt: skip
 from .row import State, Top
 
@@ -43,7 +43,8 @@ def table_for(store: BookSource, labels: dict[str, str], args: argparse.Namespac
 @dataclass
 class _Block:
     state: State
-    title: str  # short id and label
+    name: str  # the short token id
+    label: str
     bids: list[tuple[str, str]]  # (price, size) text, best first
     asks: list[tuple[str, str]]
 
@@ -68,7 +69,7 @@ class DepthView:
         self.labels = {token: terminal_text(label) for token, label in labels.items()}
         self.depth = depth
         self.ellipsis = "..." if ascii_only else "…"
-        self.ascii_only = ascii_only
+        self._between = " | " if ascii_only else " │ "  # the bids on the left, the asks on the right
         self._widths = dict.fromkeys((column for column, _ in _SIDE_BY_SIDE), 0)  # they never shrink
 
     def summary(self, *, colour: bool = False) -> str:
@@ -102,11 +103,8 @@ class DepthView:
             bids, asks = self.store.book(token, self.depth)
         except KeyError:  # removed meanwhile
             return None
-        name = short_token(token)
-        name = name.replace("…", self.ellipsis)
-        label = self.labels.get(token)
         return _Block(
-            top.state, f"{name} {label}" if label else name,
+            top.state, short_token(token).replace("…", self.ellipsis), self.labels.get(token, ""),
             [(price_text(price, top.tick), size_text(size)) for price, size in bids],
             [(price_text(price, top.tick), size_text(size)) for price, size in asks],
         )  # fmt: skip
@@ -119,10 +117,9 @@ class DepthView:
                     self._widths[f"{column} SIZE"] = max(self._widths[f"{column} SIZE"], len("SIZE"), len(size))
 
     def _level_line(self, bid_size: str, bid: str, ask: str, ask_size: str) -> str:
-        cells = (bid_size, bid, ask, ask_size)
-        return INDENT + GAP.join(
-            pad(cell, self._widths[column], right=right) for cell, (column, right) in zip(cells, _SIDE_BY_SIDE)
-        )
+        texts = (bid_size, bid, ask, ask_size)
+        cells = [pad(text, self._widths[column], right=right) for text, (column, right) in zip(texts, _SIDE_BY_SIDE)]
+        return f"{INDENT}{cells[0]}{GAP}{cells[1]}{self._between}{cells[2]}{GAP}{cells[3]}"
 
     def _render(self, block: _Block, width: int | None, side_by_side: bool, colour: bool) -> list[str]:
         lines = [self._title(block, width, colour)]
@@ -139,19 +136,26 @@ class DepthView:
             for side, levels in (("ASK", block.asks[::-1]), ("BID", block.bids)):
                 for price, size in levels:
                     lines.append(f"{INDENT}{side}{GAP}{pad(price, price_width)}{GAP}{size}")
-        return lines if width is None else [cut(line, width, self.ellipsis) for line in lines]
+        # the title is fitted already (and may be coloured): cut the level lines alone
+        return lines if width is None else [lines[0], *(cut(line, width, self.ellipsis) for line in lines[1:])]
 
     def _title(self, block: _Block, width: int | None, colour: bool) -> str:
-        flag = block.state.name if block.state == State.LIVE else f"! {block.state.name}: not LIVE, levels may be old"
+        # the short id and the state at any width; then the label (cut to MIN_LABEL_WIDTH at most)
+        # and why a row not LIVE is flagged; the label takes what is left
+        state = block.state.name if block.state == State.LIVE else f"! {block.state.name}"
+        why = "" if block.state == State.LIVE else ": not LIVE, levels may be old"
         if width is not None:
-            flag = cut(flag, width, self.ellipsis)
-            room = width - text_width(flag) - len(GAP)
-            title = cut(block.title, room, self.ellipsis) if room >= 2 else ""
+            room = width - text_width(block.name) - len(GAP) - text_width(state)
+            label_room = room - 1 if block.label else 0
+            if text_width(why) > label_room - min(MIN_LABEL_WIDTH, text_width(block.label)):
+                why = ""
+            label_room -= text_width(why)
+            label = cut(block.label, label_room, self.ellipsis) if label_room >= 2 else ""
         else:
-            title = block.title
+            label = block.label
         style = STATE_COLOURS.get(block.state, "") if colour else ""
-        painted = f"{style}{flag}\x1b[0m" if style else flag
-        return f"{title}{GAP}{painted}" if title else painted
+        flag = f"{style}{state}{why}\x1b[0m" if style else f"{state}{why}"
+        return f"{block.name} {label}{GAP}{flag}" if label else f"{block.name}{GAP}{flag}"
 
     def _fit(self, blocks: Sequence[_Block], rendered: list[list[str]], height: int, width: int | None) -> list[str]:
         # whole blocks, the ones not LIVE first; the first block shown is cut to the room if it alone is too tall

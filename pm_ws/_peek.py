@@ -19,12 +19,12 @@ from .shared import SharedTableError
 
 def peek(args: argparse.Namespace) -> int:
     """Run ``pm-ws peek``: refresh until --duration passes (exit 0) or Ctrl-C."""
+    if getattr(args, "depth", None) is not None:
+        raise CliError("peek shows the rows only: a shared table holds no price levels (no --depth)", ExitCode.USAGE)
     try:
         reader = TopReader(args.name)
     except SharedTableError as exc:  # not there (yet), or not a table this pm_ws reads
         raise CliError(str(exc), ExitCode.NOT_FOUND) from None
-    if getattr(args, "depth", None) is not None:
-        raise CliError("peek shows the rows only: a shared table holds no price levels (no --depth)", ExitCode.USAGE)
     screen, refresh = screen_for(sys.stdout, plain=args.plain, refresh=args.refresh)
     table = TopTable(reader, ascii_only=not can_encode(sys.stdout, "×…"), columns=getattr(args, "columns", None))
     started = time.monotonic()
