@@ -9,6 +9,7 @@ and every line the Screen writes passes through it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -396,6 +397,7 @@ class Screen:
         self.stream = stream
         self.interactive = interactive
         self.colour = colour and interactive
+        self.ellipsis = "…" if can_encode(stream, "…") else "..."  # marks a line cut at the terminal's width
         self._notes: deque[str] = deque(maxlen=NOTES_KEPT)
         self._started = False
         self._broken_pipe: BrokenPipeError | None = None
@@ -407,7 +409,7 @@ class Screen:
             self._snapshot(lines)
             return
         width, height = shutil.get_terminal_size()
-        self._redraw([cut(line, width) for line in lines], width, height)
+        self._redraw([cut(line, width, self.ellipsis) for line in lines], width, height)
 
     def show_table(
         self, title: str, table: Table, *, now_ns: int | None = None, now_monotonic: float | None = None
@@ -423,7 +425,7 @@ class Screen:
         width, height = shutil.get_terminal_size()
         block = screen_block(
             title, table, list(self._notes), width, height,
-            colour=self.colour, now_ns=now_ns, now_monotonic=now_monotonic,
+            colour=self.colour, ellipsis=self.ellipsis, now_ns=now_ns, now_monotonic=now_monotonic,
         )  # fmt: skip
         self._redraw(block, width, height)
 
@@ -473,6 +475,7 @@ def screen_block(
     height: int,
     *,
     colour: bool = False,
+    ellipsis: str = "…",
     now_ns: int | None = None,
     now_monotonic: float | None = None,
 ) -> list[str]:
@@ -484,7 +487,7 @@ def screen_block(
     """
     room = max(1, height - 1)
     summary = table.summary()
-    header = cut(terminal_text(f"{summary}  {title}"), width)
+    header = cut(terminal_text(f"{summary}  {title}"), width, ellipsis)
     if colour and header.startswith(summary):
         header = table.summary(colour=True) + header[len(summary) :]
     notes_min = min(len(notes), NOTES_MIN if room >= 10 else 1 if room >= 7 else 0)
@@ -494,7 +497,7 @@ def screen_block(
     shown = min(len(notes), spare - 1) if spare >= 2 else 0
     block = [header, *rows]
     if shown:
-        block += ["", *(cut(note, width) for note in notes[len(notes) - shown :])]
+        block += ["", *(cut(note, width, ellipsis) for note in notes[len(notes) - shown :])]
     return block[:room]
 
 
@@ -522,11 +525,11 @@ def screen_for(stream: TextIO, *, plain: bool, refresh: float | None) -> tuple[S
 
 
 def parse_columns(text: str) -> tuple[str, ...]:
-    """The ``--columns`` list (comma-separated, any case) as column names; ValueError names a wrong one."""
+    """The ``--columns`` list (comma-separated, any case) as column names; argparse's error names a wrong one."""
     names = tuple(name.strip().upper() for name in text.split(",") if name.strip())
     unknown = [name for name in names if name not in HEADERS]
     if unknown or not names:
-        raise ValueError(f"unknown column {unknown[0] if unknown else text!r}: choose from {', '.join(HEADERS)}")
+        raise argparse.ArgumentTypeError(f"unknown column {unknown[0] if unknown else text!r}: choose from {', '.join(HEADERS)}")
     return names
 
 

@@ -302,15 +302,8 @@ def _add_display_options(command: argparse.ArgumentParser) -> None:
         help="print table snapshots instead of redrawing (automatic when not a TTY); redrawn in colour "
         "unless NO_COLOR is set",
     )  # fmt: skip
-
-    def columns(text: str) -> tuple[str, ...]:
-        try:
-            return parse_columns(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
     command.add_argument(
-        "--columns", type=columns, default=None, metavar="LIST",
+        "--columns", type=parse_columns, default=None, metavar="LIST",
         help=f"comma-separated columns to show, from {','.join(HEADERS)} (default: all); TOKEN, BID, ASK and "
         "STATE are always shown, and on a narrow terminal the others go first",
     )  # fmt: skip

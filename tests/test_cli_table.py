@@ -40,6 +40,7 @@ SGR = re.compile(r"\x1b\[[0-9;]*m")
 CSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 ROW_START = re.compile(r"^\d{4}…\d{4}")  # a row line starts with the short token id
 STATES = {state.name for state in State}
+TOKEN = "12345678901234567890"
 LABELS = ["YES", "Will it rain in Tokyo tomorrow? No", "東京の明日の天気は雨ですか？ はい", "café ñ Yes",
           "e\u0301\u0301 combining", "全角ＡＢＣ１２３", "Will 김정은 visit 北京 before 2027?", ""]  # fmt: skip
 
@@ -262,12 +263,18 @@ def test_a_cjk_label_does_not_shift_the_columns() -> None:
     assert text_width(rows[0][: bid_cell[0]]) == text_width(rows[1][: bid_cell[1]]) == header.index("BID")
 
 
-def test_column_widths_only_grow() -> None:
+def one_token(bid_size: str) -> tuple[BookStore, Dispatcher]:
+    """A store holding TOKEN with a book: bid 0.5 x ``bid_size``, ask 0.52 x 10."""
     store = BookStore(1)
     dispatcher = Dispatcher(store)
-    token = "12345678901234567890"
-    store.add(token)
-    dispatcher.feed(frame(book_event(token, [("0.5", "2121.104809")], [("0.52", "10")])), 1)
+    store.add(TOKEN)
+    dispatcher.feed(frame(book_event(TOKEN, [("0.5", bid_size)], [("0.52", "10")])), 1)
+    return store, dispatcher
+
+
+def test_column_widths_only_grow() -> None:
+    store, dispatcher = one_token("2121.104809")
+    token = TOKEN
     table = TopTable(store)
     wide = table.lines()
     dispatcher.feed(frame(book_event(token, [("0.5", "1")], [("0.52", "10")])), 2)
@@ -279,11 +286,8 @@ def test_column_widths_only_grow() -> None:
 
 
 def test_price_moves_are_coloured_for_a_moment() -> None:
-    store = BookStore(1)
-    dispatcher = Dispatcher(store)
-    token = "12345678901234567890"
-    store.add(token)
-    dispatcher.feed(frame(book_event(token, [("0.5", "10")], [("0.52", "10")])), 1)
+    store, dispatcher = one_token("10")
+    token = TOKEN
     table = TopTable(store)
     table.lines(now_monotonic=100.0, colour=True)
     dispatcher.feed(frame(price_change_event(change(token, "0.51", "5", "BUY"))), 2)
