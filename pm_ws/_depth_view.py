@@ -10,16 +10,14 @@ decimal text). On a short terminal the blocks of the tokens that are not LIVE ar
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ._decimal_text import price_text, size_text
 from ._table_layout import cut, pad, text_width
-from ._watch_view import (
-    GAP, MIN_LABEL_WIDTH, STATE_COLOURS, Table, TopSource, TopTable, states_summary, short_token, state_counts, terminal_text, tops,
-)  # fmt: skip
+from ._terminal import STATE_COLOURS, Table, paint, terminal_text
+from ._watch_view import GAP, MIN_LABEL_WIDTH, TopSource, TopTable, short_token, state_counts, states_summary, tops
 from .row import State, Top
 
 INDENT = "  "  # level lines sit under their token's title line
@@ -153,8 +151,7 @@ class DepthView:
             label = cut(block.label, label_room, self.ellipsis) if label_room >= 2 else ""
         else:
             label = block.label
-        style = STATE_COLOURS.get(block.state, "") if colour else ""
-        flag = f"{style}{state}{why}\x1b[0m" if style else f"{state}{why}"
+        flag = paint(f"{state}{why}", STATE_COLOURS.get(block.state, "") if colour else "")
         return f"{block.name} {label}{GAP}{flag}" if label else f"{block.name}{GAP}{flag}"
 
     def _fit(self, blocks: Sequence[_Block], rendered: list[list[str]], height: int, width: int | None) -> list[str]:

@@ -14,7 +14,8 @@ from pm_ws._decimal_text import price_text, size_text
 from pm_ws._depth_view import DepthView, table_for
 from pm_ws._exit import ExitCode
 from pm_ws._table_layout import text_width
-from pm_ws._watch_view import TopTable, screen_block
+from pm_ws._terminal import screen_block
+from pm_ws._watch_view import TopTable
 from pm_ws.cli import main
 from pm_ws.row import State
 from test_cli import server_thread

@@ -30,7 +30,8 @@ from pm_ws import BookStore, Dispatcher
 from pm_ws._decimal_text import price_text
 from pm_ws._exit import ExitCode
 from pm_ws._table_layout import cut, fit_rows, text_width
-from pm_ws._watch_view import TopTable, screen_block, screen_for, short_token, state_counts
+from pm_ws._terminal import screen_block, screen_for
+from pm_ws._watch_view import TopTable, short_token, state_counts
 from pm_ws.cli import main
 from pm_ws.recording import RecordingWriter
 from pm_ws.row import State
@@ -378,3 +379,15 @@ def test_replay_realtime_counts_updates_per_recorded_second(
     rates = [float(line.split()[-1]) for line in capsys.readouterr().out.splitlines() if line.startswith("1234…7890")]
     measured = sorted(rate for rate in rates if rate)[len([r for r in rates if r]) // 2]  # the median
     assert 0.7 * per_recorded_second < measured < 1.3 * per_recorded_second, rates
+
+
+def test_a_removed_token_is_forgotten() -> None:
+    store, dispatcher = one_token("10")
+    table = TopTable(store)
+    table.lines(now_monotonic=1.0, colour=True)
+    dispatcher.feed(frame(price_change_event(change(TOKEN, "0.51", "5", "BUY"))), 2)
+    table.lines(now_monotonic=1.1, colour=True)
+    store.remove(TOKEN)
+
+    assert [line.split() for line in table.lines()] == [["TOKEN", "BID", "ASK", "SPREAD", "LAST", "STATE", "AGE", "UPD/S"]]
+    assert not table._quotes and not table._update_rates and not table._moves
