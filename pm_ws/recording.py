@@ -377,12 +377,13 @@ class PartedWriter:
         return self._file.error
 
     def write_frame(self, frame: str | bytes | bytearray | memoryview, recv_ns: int) -> None:
-        """``RecordingWriter.write_frame``, then the next part if this one is full or old enough."""
-        self._file.write_frame(frame, recv_ns)
+        """``RecordingWriter.write_frame``, into the next part if this one is full or old enough."""
         self._next_part_if_due()
+        self._file.write_frame(frame, recv_ns)
 
     def write_meta(self, meta: dict[str, Any], recv_ns: int | None = None) -> None:
         """``RecordingWriter.write_meta``; the ``start`` meta and the subscription are kept for the next part."""
+        self._next_part_if_due()
         kind = meta.get("type")
         if kind == "start" and self._start is None:
             self._start = meta
@@ -393,7 +394,6 @@ class PartedWriter:
             for token in meta.get("tokens", []):
                 self._tokens.pop(token, None)
         self._file.write_meta(meta, recv_ns)
-        self._next_part_if_due()
 
     def flush_if_due(self) -> None:
         """``RecordingWriter.flush_if_due``, then the next part if this one is old enough."""
