@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -414,8 +416,8 @@ class FeedWatch:
         lost = f"connection lost: {self.notes.last_loss or 'no answer'}; reconnecting"
         if self.down_since is not None and now - self.down_since >= DOWN_ALARM:
             if self.up == 0:
-                return f"NO FRAMES for {silence:.0f} s — {lost}"
-            return f"{self.total - self.up} of {self.total} connections DOWN for {now - self.down_since:.0f} s — {lost}"
+                return f"NO FRAMES for {silence:.0f} s - {lost}"
+            return f"{self.total - self.up} of {self.total} connections DOWN for {now - self.down_since:.0f} s - {lost}"
         if silence >= SILENCE_ALARM:
             return f"NO FRAMES for {silence:.0f} s although {self.up}/{self.total} connections are open"
         return ""
@@ -438,17 +440,23 @@ async def _show_progress(
     rate.update(writer.frames, started)  # the first line's rate is then over its first period, not 0
     feed = FeedWatch(client, writer, notes, started)
     next_line = started + period
+    name = os.path.basename(args.out)
 
     def line(now: float, frames_per_second: float) -> str:
-        alarm = f"  !! {feed.alarm}" if feed.alarm else ""
+        # what matters first: a narrow terminal cuts the end off
+        alarm = f"!! {feed.alarm}; " if feed.alarm else ""
         return (
-            f"recording {args.out}: {writer.frames:,} frames, {writer.frame_bytes / 1e6:.2f} MB received, "
-            f"{writer.file_bytes / 1e6:.2f} MB written{_parts(writer)}, {frames_per_second:.0f} frames/s, "
-            f"{now - started:.0f} s; {feed.status()}{alarm}"
+            f"{alarm}recording {name} {now - started:.0f} s: {feed.status()}; {writer.frames:,} frames "
+            f"({frames_per_second:,.0f}/s), {writer.frame_bytes / 1e6:.2f} MB received, "
+            f"{writer.file_bytes / 1e6:.2f} MB written{_parts(writer)}"
         )
 
     def show(text: str, *, final: bool = False) -> None:
-        # on a terminal the progress line is redrawn in place; a note or the final line ends it
+        # On a terminal the progress line is redrawn in place, cut to the width (a wrapped line could not be
+        # redrawn); a note or the final line ends it
+        if terminal and not final:
+            width = shutil.get_terminal_size().columns - 1
+            text = text[:width]
         print(f"\r{text}\x1b[K" if terminal else text, end="" if terminal and not final else "\n",
               file=sys.stderr, flush=True)  # fmt: skip
 

@@ -22,8 +22,8 @@ async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, 
     labels: dict[str, str] = {}
     # The HTTP client's timeout holds per attempt; --gamma-timeout bounds the lot, retries included
     deadline = args.gamma_timeout
-    lookups = [markets_by_condition_id(c, args.gamma_url, timeout=deadline) for c in args.market]
-    lookups += [markets_by_slug(s, args.gamma_url, timeout=deadline) for s in args.slug]
+    lookups = [markets_by_condition_id(c, args.gamma_url) for c in args.market]
+    lookups += [markets_by_slug(s, args.gamma_url) for s in args.slug]
     try:
         async with asyncio.timeout(deadline):
             found = await asyncio.gather(*lookups)

@@ -34,6 +34,16 @@ recording format (pm_ws.recording, version 2, little-endian):
 Blocks are written at least every second and on exit; a crash or a full disk loses
 at most the last block, which readers skip as torn. Damage anywhere else is exit 4,
 naming the block's byte offset. Version 1 files (no header_crc32) still replay.
+
+parts (--rotate-mb, --rotate-minutes): OUT.0001, OUT.0002 ... (sorted by name up to
+9999), each a complete recording that starts with the start meta ("part": n) and a
+subscribe of every token subscribed then, so it replays alone (its books arrive with
+the next snapshot). `pm-ws replay OUT` reads the parts in order as one recording; a
+missing part or a torn end before the last part marks every token STALE there.
+
+progress (stderr; every 0.5 s on a terminal, every 5 s otherwise): connections up,
+reconnects, token states, frames; "!! NO FRAMES for N s - connection lost: ..." while a
+connection is down (record keeps reconnecting), and at the end how long the feed was down.
 """
 
 
@@ -141,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     record.epilog = RECORDING_FORMAT_HELP
 
     replay = _command(commands, "replay", "push a recording through the dispatcher", _run_replay)
-    replay.add_argument("file", metavar="FILE", help="a recording made by `pm-ws record`")
+    replay.add_argument(
+        "file", metavar="FILE", help="a recording made by `pm-ws record`, or the OUT of its parts OUT.0001 ..."
+    )
     mode = replay.add_mutually_exclusive_group()
     mode.add_argument(
         "--realtime", action="store_true", help="replay at the recorded pace with the live table (default: flat out)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -206,5 +207,7 @@ def test_cli_record_progress_line_shows_connections_parts_and_states(
 
     assert code == ExitCode.OK
     final = capsys.readouterr().err.splitlines()[-1]
-    assert " MB written in 1 part (now p.pmws.0001), " in final
-    assert final.endswith("; connections 1/1 up, 0 reconnects, 2 LIVE (done)"), final
+    assert re.fullmatch(
+        r"recording p.pmws 1 s: connections 1/1 up, 0 reconnects, 2 LIVE; [\d,]+ frames \([\d,]+/s\), "
+        r"[\d.]+ MB received, [\d.]+ MB written in 1 part \(now p.pmws.0001\) \(done\)", final
+    ), final
