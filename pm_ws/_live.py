@@ -227,16 +227,19 @@ async def record(args: argparse.Namespace) -> int:
         raise
     finally:
         recorder.close()
-        if code == ExitCode.NOT_FOUND or not writer.frames:  # nothing worth keeping: let a retry use the name
+        nothing = code == ExitCode.NOT_FOUND or not writer.frames
+        if nothing and recorder.disk_full is None:  # nothing worth keeping: let a retry use the name
             for path in writer.paths:
                 with suppress(OSError):
                     path.unlink()
     if recorder.disk_full is not None:
+        kept = f"it keeps {writer.kept_frames:,} frames in its first {writer.kept_bytes:,} bytes, readable"
+        if writer.parts > 1:
+            kept = f"the parts up to it keep {writer.kept_frames:,} frames (it is readable up to byte {writer.kept_bytes:,})"
         message = (
-            f"disk full while recording {writer.path} ({recorder.disk_full.strerror}): it keeps "
-            f"{writer.kept_frames:,} frames{' with the parts before it' if writer.parts > 1 else ''} in its first "
-            f"{writer.kept_bytes:,} bytes, readable; the frames after them are lost"
-        )  # fmt: skip
+            f"disk full while recording {writer.path} ({recorder.disk_full.strerror}): {kept}; "
+            "the frames after them are lost"
+        )
         raise CliError(message, ExitCode.DISK_FULL)
     return code
 

@@ -224,11 +224,6 @@ class RecordingWriter:
                 self._file.close()
                 self._file = None
 
-    @property
-    def error(self) -> RecordingWriteError | None:
-        """The failed write that ended this recording, or None."""
-        return self._error
-
     def __enter__(self) -> RecordingWriter:
         return self
 
@@ -302,7 +297,7 @@ class PartedWriter:
     record (with ``"part": n`` added) and a ``subscribe`` of every token subscribed at that moment, so
     it replays alone; read in order, the parts replay as one recording (a token subscribed again keeps
     its row). The counters (``frames``, ``frame_bytes``, ``file_bytes``, ``kept_frames``) cover every
-    part; ``path``, ``kept_bytes`` and ``error`` are those of the part being written.
+    part; ``path`` and ``kept_bytes`` are those of the part being written.
 
     Parameters
     ----------
@@ -354,27 +349,28 @@ class PartedWriter:
 
     @property
     def frames(self) -> int:
+        """Frame records written, every part."""
         return self._before["frames"] + self._file.frames
 
     @property
     def frame_bytes(self) -> int:
+        """Payload bytes of those frames."""
         return self._before["frame_bytes"] + self._file.frame_bytes
 
     @property
     def file_bytes(self) -> int:
+        """Bytes on disk, every part."""
         return self._before["file_bytes"] + self._file.file_bytes
 
     @property
     def kept_frames(self) -> int:
+        """Frames in the whole blocks on disk, every part."""
         return self._before["kept_frames"] + self._file.kept_frames
 
     @property
     def kept_bytes(self) -> int:
+        """Bytes of the part being written up to the end of its last whole block."""
         return self._file.kept_bytes
-
-    @property
-    def error(self) -> RecordingWriteError | None:
-        return self._file.error
 
     def write_frame(self, frame: str | bytes | bytearray | memoryview, recv_ns: int) -> None:
         """``RecordingWriter.write_frame``, into the next part if this one is full or old enough."""
