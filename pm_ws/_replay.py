@@ -67,7 +67,8 @@ def load_recording(path: str) -> LoadedRecording:
     previous, torn = parts[0][0] - 1, 0
     for number, part in parts:
         if torn or number != previous + 1:  # frames are missing before this part
-            gap = "a torn end" if torn else f"missing parts {previous + 1:04d} ... {number - 1:04d}"
+            missing = f"{previous + 1:04d}" + ("" if number - previous == 2 else f" ... {number - 1:04d}")
+            gap = "a torn end" if torn else f"missing part {missing}"
             print(f"note: {gap} before {part}: every token is STALE until its next book", file=sys.stderr)
             segments.append(Segment({"type": "stale", "tokens": list(tokens), "reason": "gap"}))
         previous = number

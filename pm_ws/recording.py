@@ -30,8 +30,12 @@ bytes. Any other damage, at the end of the file or not, raises :class:`Recording
 block's byte offset: a wrong checksum, a length beyond the limits, or data that does not inflate
 to exactly ``raw_len`` bytes. Inflating never produces more than ``raw_len + 1`` bytes.
 
+A long recording may be cut into numbered parts ``OUT.0001``, ``OUT.0002`` ... (:class:`PartedWriter`), each
+a complete file as above that starts with its own ``start`` and ``subscribe`` meta records, so it
+replays alone; :func:`recording_parts` finds them, and read in order they replay as one recording.
+
 Meta records say what the recorder did, so a replay can rebuild the same store:
-``{"type": "start", "format": 2, "url": ..., "tool": ...}`` first, then ``{"type": "subscribe",
+``{"type": "start", "format": 2, "url": ..., "tool": ...}`` first (with ``"part": n`` in part n), then ``{"type": "subscribe",
 "tokens": [...]}``, ``{"type": "unsubscribe", "tokens": [...]}`` and ``{"type": "stale", "tokens":
 [...]}`` (the connection carrying those tokens was lost) at the receive time they happened.
 """

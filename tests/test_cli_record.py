@@ -108,6 +108,28 @@ def test_parted_writer_refuses_an_earlier_recording_of_that_name_unless_overwrit
     assert [number for number, _ in recording_parts(base)] == [1]
 
 
+def test_load_recording_of_parts_with_a_torn_middle_part_marks_every_token_stale_after_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "torn.pmws"
+    writer = PartedWriter(base, part_bytes=300, open_file=small_blocks)
+    writer.write_meta(START)
+    writer.write_meta({"type": "subscribe", "tokens": ["1", "2"]})
+    for n in range(12):
+        writer.write_frame(f"frame {n:03d} " + "x" * 80, n)
+    writer.close()
+    first = part_path(base, 1)
+    first.write_bytes(first.read_bytes()[:-5])  # the end of a block lost
+
+    loaded = _replay.load_recording(str(base))
+
+    assert loaded.truncated_bytes > 0
+    assert f"note: a torn end before {part_path(base, 2)}" in capsys.readouterr().err
+    assert [s.meta for s in loaded.segments if s.meta and s.meta.get("reason") == "gap"] == [
+        {"type": "stale", "tokens": ["1", "2"], "reason": "gap"}
+    ]
+
+
 def test_recording_parts_sort_by_number_and_ignore_other_names(tmp_path: Path) -> None:
     base = tmp_path / "x.pmws"
     for name in ("x.pmws.10000", "x.pmws.9999", "x.pmws.0002", "x.pmws.1", "x.pmws.0000", "x.pmws.tmp", "y.pmws.0001"):
@@ -172,7 +194,7 @@ def test_cli_replay_of_parts_with_one_missing_marks_every_token_stale_there(
 
     loaded = _replay.load_recording(str(out))
 
-    assert f"note: missing parts 0002 ... 0002 before {parts[2][1]}" in capsys.readouterr().err
+    assert f"note: missing part 0002 before {parts[2][1]}" in capsys.readouterr().err
     gap = [s.meta for s in loaded.segments if s.meta and s.meta.get("reason") == "gap"]
     assert gap == [{"type": "stale", "tokens": quiet_server.server.token_ids, "reason": "gap"}]
     assert main(["replay", str(out)]) == ExitCode.OK
