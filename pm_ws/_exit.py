@@ -24,7 +24,7 @@ class ExitCode(IntEnum):
     OK = 0, "success (Ctrl-C or SIGTERM is how watch, record, demo and peek are stopped)"
     FAILURE = 1, "unexpected failure (a bug: the traceback is printed)"
     USAGE = 2, "bad arguments: usage errors, malformed token ids or WebSocket URLs, a --share NAME in use"
-    NOT_FOUND = 3, "unknown market (slug, condition id), no book for any token or nothing recorded, or peek: no table NAME"
+    NOT_FOUND = 3, "unknown market (slug, condition id), no book for any token, nothing recorded, peek: no table NAME"
     BAD_FILE = 4, "bad recording (missing, unreadable or damaged) or record's OUT (or its parts) exists"
     UNREACHABLE = 5, "WebSocket or Gamma URL unreachable or answering nonsense, Gamma slower than --gamma-timeout"
     DIVERGENCE = 6, "replay --check: the compiled core and the pure twin disagree"

@@ -235,7 +235,7 @@ async def record(args: argparse.Namespace) -> int:
     if recorder.disk_full is not None:
         kept = f"it keeps {writer.kept_frames:,} frames in its first {writer.kept_bytes:,} bytes, readable"
         if writer.parts > 1:
-            kept = f"the parts up to it keep {writer.kept_frames:,} frames (it is readable up to byte {writer.kept_bytes:,})"
+            kept = f"the parts up to it keep {writer.kept_frames:,} frames (it is whole to byte {writer.kept_bytes:,})"
         message = (
             f"disk full while recording {writer.path} ({recorder.disk_full.strerror}): {kept}; "
             "the frames after them are lost"

@@ -35,9 +35,9 @@ a complete file as above that starts with its own ``start`` and ``subscribe`` me
 replays alone; :func:`recording_parts` finds them, and read in order they replay as one recording.
 
 Meta records say what the recorder did, so a replay can rebuild the same store:
-``{"type": "start", "format": 2, "url": ..., "tool": ...}`` first (with ``"part": n`` in part n), then ``{"type": "subscribe",
-"tokens": [...]}``, ``{"type": "unsubscribe", "tokens": [...]}`` and ``{"type": "stale", "tokens":
-[...]}`` (the connection carrying those tokens was lost) at the receive time they happened.
+``{"type": "start", "format": 2, "url": ..., "tool": ...}`` first (with ``"part": n`` in part n), then
+``{"type": "subscribe", "tokens": [...]}``, ``{"type": "unsubscribe", "tokens": [...]}`` and
+``{"type": "stale", "tokens": [...]}`` (the connection carrying those tokens was lost) at the receive time they happened.
 """
 
 from __future__ import annotations

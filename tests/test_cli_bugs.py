@@ -66,7 +66,8 @@ def trickling_http_server() -> Iterator[str]:
     def answer(conn: socket.socket) -> None:
         with conn:
             conn.recv(65536)
-            for byte in b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n" + b" " * 999:
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+            for byte in head + b" " * 999:
                 if done.wait(1.0):
                     return
                 try:
@@ -217,7 +218,8 @@ def test_record_first_progress_line_to_a_log_shows_the_real_rate(tmp_path: Path)
 def test_gamma_lookup_has_a_total_deadline(capsys: pytest.CaptureFixture[str]) -> None:
     with trickling_http_server() as gamma_url:
         started = time.monotonic()
-        code = main(["watch", "--slug", "s", "--gamma-url", gamma_url, "--gamma-timeout", "1.5", "--url", "ws://127.0.0.1:9"])
+        argv = ["watch", "--slug", "s", "--gamma-url", gamma_url, "--gamma-timeout", "1.5", "--url", "ws://127.0.0.1:9"]
+        code = main(argv)
         took = time.monotonic() - started
 
     assert code == ExitCode.UNREACHABLE
