@@ -37,7 +37,7 @@ replays alone; :func:`recording_parts` finds them, and read in order they replay
 Meta records say what the recorder did, so a replay can rebuild the same store:
 ``{"type": "start", "format": 2, "url": ..., "tool": ...}`` first (with ``"part": n`` in part n), then
 ``{"type": "subscribe", "tokens": [...]}``, ``{"type": "unsubscribe", "tokens": [...]}`` and
-``{"type": "stale", "tokens": [...]}`` (the connection carrying those tokens was lost) at the receive time they happened.
+``{"type": "stale", "tokens": [...]}`` (the connection carrying those tokens was lost) when they happened.
 """
 
 from __future__ import annotations

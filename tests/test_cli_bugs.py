@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -248,3 +249,27 @@ def test_ctrl_c_or_sigterm_during_a_slow_gamma_lookup_stops_at_once(signum: int)
     assert child.returncode == ExitCode.OK, err
     assert "Traceback" not in err
     assert took < 1.0
+
+
+@pytest.mark.slow
+def test_record_says_when_the_feed_comes_back_after_an_outage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "outage.pmws"
+    with server_thread(markets=1, rate_hz=50) as running, ThreadPoolExecutor(1) as pool:
+        argv = ["record", str(out), *running.server.token_ids, "--url", running.server.url, "--duration", "9"]
+        recording = pool.submit(main, argv)
+        running.wait_subscribed(1)
+        time.sleep(1)
+        running.server.reject_connections(True)  # a 1.5 s outage: the client's backoff may make it longer
+        running.server.abort_all()
+        time.sleep(1.5)
+        running.server.reject_connections(False)
+        code = recording.result(timeout=SUBPROCESS_TIMEOUT)
+
+    err = capsys.readouterr().err
+    assert code == ExitCode.OK, err
+    alarm = err.index("pm-ws record: NO FRAMES for ")
+    back = err.index("pm-ws record: the feed is back (1/1 connections up, ")
+    assert alarm < back
+    down = re.search(r"warning: the feed was down for ([\d.]+) s of the [\d.]+ s recording \((\d+) reconnects", err)
+    assert down and 1.0 <= float(down[1]) <= 8.0 and int(down[2]) >= 1, err
+    assert "connections 1/1 up" in err.splitlines()[-2] and " 2 LIVE; " in err.splitlines()[-2]  # the final line
