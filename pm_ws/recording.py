@@ -295,9 +295,11 @@ class PartedWriter:
     """A recording in one file, or cut into numbered parts by size or age, each a complete recording.
 
     Without a limit it writes ``path`` itself. With ``part_bytes`` or ``part_seconds`` it writes
-    ``path.0001``, ``path.0002`` ... (:func:`part_path`): a part is closed and the next one opened once
-    it holds ``part_bytes`` bytes (checked when a block is written, so a part may exceed it by one
-    block) or is ``part_seconds`` old (checked on every call). Each part starts with the ``start`` meta
+    ``path.0001``, ``path.0002`` ... (:func:`part_path`): before a record is added (and in
+    ``flush_if_due``) a part that holds ``part_bytes`` bytes or is ``part_seconds`` old is closed and
+    the next one opened. Bytes reach the file a block at a time, so a part may exceed ``part_bytes``
+    by one block. With ``overwrite`` an earlier recording of that name (the file ``path`` and its
+    parts) is removed first, and without it refused (``FileExistsError``). Each part starts with the ``start`` meta
     record (with ``"part": n`` added) and a ``subscribe`` of every token subscribed at that moment, so
     it replays alone; read in order, the parts replay as one recording (a token subscribed again keeps
     its row). The counters (``frames``, ``frame_bytes``, ``file_bytes``, ``kept_frames``) cover every
@@ -312,7 +314,7 @@ class PartedWriter:
     part_seconds : float, optional
         Cut a part at this age.
     overwrite : bool
-        Replace existing files instead of refusing with ``FileExistsError``.
+        Replace an earlier recording instead of refusing with ``FileExistsError``.
     open_file : callable
         ``open_file(path, overwrite=...)`` makes each file's writer (``RecordingWriter``).
     clock : callable
