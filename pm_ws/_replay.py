@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from ._exit import CliError, ExitCode
 from ._depth_view import table_for
-from ._watch_view import TopTable, can_encode, screen_for, terminal_text
-from .recording import KIND_META, RecordingError, RecordingReader
+from ._watch_view import TopTable, can_encode, screen_for, state_counts, terminal_text
+from .recording import KIND_META, RecordingError, RecordingReader, recording_parts
 from .row import FIELD_NAMES, N_FIELDS
 
 
@@ -51,27 +53,44 @@ class LoadedRecording:
 
 
 def load_recording(path: str) -> LoadedRecording:
-    """Read a recording into memory, turning file problems into one-line CLI errors."""
+    """Read a recording into memory, turning file problems into one-line CLI errors.
+
+    ``path`` is a file, or the base name of the numbered parts ``record --rotate-*`` wrote (``path.0001``
+    ...), read in order as one recording. Where parts are missing or a part ends torn, frames were
+    lost: every token is marked STALE there (its book waits for the next snapshot), and a note says so.
+    """
     segments = [Segment(None)]
     tokens: dict[str, None] = {}
-    frames = frame_bytes = 0
-    try:
-        with RecordingReader(path) as reader:
-            for record in reader:
-                if record.kind == KIND_META:
-                    meta = record.meta
-                    if not isinstance(meta.get("tokens", []), list):
-                        raise RecordingError(f"meta record at {record.recv_ns} has \"tokens\" that are not a list")
-                    if meta.get("type") == "subscribe":
-                        tokens.update(dict.fromkeys(str(t) for t in meta.get("tokens", [])))
-                    segments.append(Segment(meta))
-                else:
-                    segments[-1].frames.append((record.frame, record.recv_ns))
-                    frames += 1
-                    frame_bytes += len(record.payload)
-            truncated = reader.truncated_bytes
-    except (OSError, RecordingError, ValueError) as exc:
-        raise CliError(f"cannot replay {path}: {_reason(exc)}", ExitCode.BAD_FILE) from None
+    frames = frame_bytes = truncated = 0
+    parts = [(0, Path(path))] if os.path.lexists(path) else recording_parts(path)
+    if not parts:
+        raise CliError(f"cannot replay {path}: No such file (nor parts {path}.0001 ...)", ExitCode.BAD_FILE)
+    previous, torn = parts[0][0] - 1, 0
+    for number, part in parts:
+        if torn or number != previous + 1:  # frames are missing before this part
+            missing = f"{previous + 1:04d}" + ("" if number - previous == 2 else f" ... {number - 1:04d}")
+            gap = "a torn end" if torn else f"missing part {missing}"
+            print(f"note: {gap} before {part}: every token is STALE until its next book", file=sys.stderr)
+            segments.append(Segment({"type": "stale", "tokens": list(tokens), "reason": "gap"}))
+        previous = number
+        try:
+            with RecordingReader(part) as reader:
+                for record in reader:
+                    if record.kind == KIND_META:
+                        meta = record.meta
+                        if not isinstance(meta.get("tokens", []), list):
+                            raise RecordingError(f"meta record at {record.recv_ns} has \"tokens\" that are not a list")
+                        if meta.get("type") == "subscribe":
+                            tokens.update(dict.fromkeys(str(t) for t in meta.get("tokens", [])))
+                        segments.append(Segment(meta))
+                    else:
+                        segments[-1].frames.append((record.frame, record.recv_ns))
+                        frames += 1
+                        frame_bytes += len(record.payload)
+                torn = reader.truncated_bytes
+                truncated += torn
+        except (OSError, RecordingError, ValueError) as exc:
+            raise CliError(f"cannot replay {part}: {_reason(exc)}", ExitCode.BAD_FILE) from None
     return LoadedRecording(segments, list(tokens), frames, frame_bytes, truncated)
 
 

@@ -20,14 +20,20 @@ async def select_tokens(args: argparse.Namespace) -> tuple[list[str], dict[str, 
     if not (args.tokens or args.market or args.slug):
         raise CliError("name at least one TOKEN_ID, --market CONDITION_ID or --slug SLUG, or --all", ExitCode.USAGE)
     labels: dict[str, str] = {}
+    # The HTTP client's timeout holds per attempt; --gamma-timeout bounds the lot, retries included
+    deadline = args.gamma_timeout
     lookups = [markets_by_condition_id(c, args.gamma_url) for c in args.market]
     lookups += [markets_by_slug(s, args.gamma_url) for s in args.slug]
     try:
-        found = await asyncio.gather(*lookups)
+        async with asyncio.timeout(deadline):
+            found = await asyncio.gather(*lookups)
     except MarketNotFoundError as exc:
         raise CliError(str(exc), ExitCode.NOT_FOUND) from None
     except GammaError as exc:
         raise CliError(str(exc), ExitCode.UNREACHABLE) from None
+    except TimeoutError:
+        message = f"the Gamma API at {args.gamma_url} did not answer within {deadline:g} s (--gamma-timeout)"
+        raise CliError(message, ExitCode.UNREACHABLE) from None
     tokens = list(args.tokens)
     for markets in found:
         for market in markets:

@@ -22,7 +22,7 @@ from . import __version__
 from ._exit import CliError, ExitCode, exit_codes_help
 from ._watch_view import terminal_text
 from .client import DEFAULT_URL
-from .gamma import DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL
+from .gamma import DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL, DEFAULT_LOOKUP_TIMEOUT
 
 RECORDING_FORMAT_HELP = """\
 recording format (pm_ws.recording, version 2, little-endian):
@@ -34,6 +34,16 @@ recording format (pm_ws.recording, version 2, little-endian):
 Blocks are written at least every second and on exit; a crash or a full disk loses
 at most the last block, which readers skip as torn. Damage anywhere else is exit 4,
 naming the block's byte offset. Version 1 files (no header_crc32) still replay.
+
+parts (--rotate-mb, --rotate-minutes): OUT.0001, OUT.0002 ... (sorted by name up to
+9999), each a complete recording that starts with the start meta ("part": n) and a
+subscribe of every token subscribed then, so it replays alone (its books arrive with
+the next snapshot). `pm-ws replay OUT` reads the parts in order as one recording; a
+missing part or a torn end before the last part marks every token STALE there.
+
+progress (stderr; every 0.5 s on a terminal, every 5 s otherwise): connections up,
+reconnects, token states, frames; "!! NO FRAMES for N s - connection lost: ..." while a
+connection is down (record keeps reconnecting), and at the end how long the feed was down.
 """
 
 
@@ -120,14 +130,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_nats_options(watch, "show the rows a `pm-ws publish` publishes on this NATS server instead (no tokens)")
 
     record = _command(commands, "record", "write every raw frame with its receive time to a file", _run_record)
-    record.add_argument("out", metavar="OUT", help="recording file to create (format: see `pm-ws record --help`)")
+    record.add_argument(
+        "out", metavar="OUT", type=_out_path,
+        help="recording file to create (format: see below); with --rotate-* the base name of its parts",
+    )  # fmt: skip
     _add_token_selection(record)
     _add_connection_options(record)
-    record.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    record.add_argument(
+        "--overwrite", action="store_true", help="replace OUT if it exists (with --rotate-*: OUT and its parts)"
+    )
+    record.add_argument(
+        "--rotate-mb", type=_positive_float, default=None, metavar="MB",
+        help="write numbered parts OUT.0001, OUT.0002 ... of about MB megabytes each (cut at the next block), "
+        "each a complete recording; `pm-ws replay OUT` reads them as one",
+    )  # fmt: skip
+    record.add_argument(
+        "--rotate-minutes", type=_positive_float, default=None, metavar="MINUTES",
+        help="start the next numbered part after this many minutes (with --rotate-mb: whichever comes first)",
+    )  # fmt: skip
     record.epilog = RECORDING_FORMAT_HELP
 
     replay = _command(commands, "replay", "push a recording through the dispatcher", _run_replay)
-    replay.add_argument("file", metavar="FILE", help="a recording made by `pm-ws record`")
+    replay.add_argument(
+        "file", metavar="FILE", help="a recording made by `pm-ws record`, or the OUT of its parts OUT.0001 ..."
+    )
     mode = replay.add_mutually_exclusive_group()
     mode.add_argument(
         "--realtime", action="store_true", help="replay at the recorded pace with the live table (default: flat out)"
@@ -240,6 +266,11 @@ def _add_token_selection(command: argparse.ArgumentParser) -> None:
         "--gamma-url", default=DEFAULT_GAMMA_URL, metavar="URL",
         help=f"Gamma REST API base URL (default {DEFAULT_GAMMA_URL})",
     )  # fmt: skip
+    command.add_argument(
+        "--gamma-timeout", type=_positive_float, default=DEFAULT_LOOKUP_TIMEOUT, metavar="SECONDS",
+        help=f"give up (exit 5) when the --market and --slug lookups have not all answered after this long, "
+        f"retries included (default {DEFAULT_LOOKUP_TIMEOUT:g})",
+    )  # fmt: skip
     everything = command.add_argument_group("the whole exchange (instead of TOKEN_IDs, --market and --slug)")
     everything.add_argument(
         "--all", action="store_true",
@@ -262,8 +293,9 @@ def _add_token_selection(command: argparse.ArgumentParser) -> None:
 
 def _add_connection_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "--url", default=DEFAULT_URL, metavar="WS_URL", help=f"market WebSocket endpoint (default {DEFAULT_URL})"
-    )
+        "--url", type=_ws_url, default=DEFAULT_URL, metavar="WS_URL",
+        help=f"market WebSocket endpoint, ws:// or wss:// (default {DEFAULT_URL})",
+    )  # fmt: skip
     command.add_argument(
         "--duration", type=_positive_float, default=None, metavar="SECONDS", help="stop after this many seconds"
     )
@@ -321,6 +353,25 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number, was {text!r}")
     return value
+
+
+def _ws_url(text: str) -> str:
+    # Checked here so that a typo is a usage error in one line, not a traceback or a retry loop
+    from ._client_options import market_url
+
+    try:
+        market_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid WebSocket URL: {exc}") from None
+    return text
+
+
+def _out_path(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("the recording file name is empty")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory: name a file to create")
+    return text
 
 
 def _table_name(text: str) -> str:

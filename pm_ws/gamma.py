@@ -29,6 +29,7 @@ DEFAULT_GAMMA_URL = "https://gamma-api.polymarket.com"
 DEFAULT_CLOB_URL = "https://clob.polymarket.com"  # the CLOB REST API (books), for the REST bootstrap
 PAGE_LIMIT = 100  # markets per keyset page: Gamma clamps larger pages to this
 LOOKUP_RETRIES = 2  # a one-off lookup (the CLI's --slug) gives up sooner than a listing
+DEFAULT_LOOKUP_TIMEOUT = 15.0  # seconds for a whole lookup, retries included (a server trickling bytes too)
 
 
 class GammaError(PmWsError):

@@ -30,20 +30,26 @@ bytes. Any other damage, at the end of the file or not, raises :class:`Recording
 block's byte offset: a wrong checksum, a length beyond the limits, or data that does not inflate
 to exactly ``raw_len`` bytes. Inflating never produces more than ``raw_len + 1`` bytes.
 
+A long recording may be cut into numbered parts ``OUT.0001``, ``OUT.0002`` ... (:class:`PartedWriter`), each
+a complete file as above that starts with its own ``start`` and ``subscribe`` meta records, so it
+replays alone; :func:`recording_parts` finds them, and read in order they replay as one recording.
+
 Meta records say what the recorder did, so a replay can rebuild the same store:
-``{"type": "start", "format": 2, "url": ..., "tool": ...}`` first, then ``{"type": "subscribe",
-"tokens": [...]}``, ``{"type": "unsubscribe", "tokens": [...]}`` and ``{"type": "stale", "tokens":
-[...]}`` (the connection carrying those tokens was lost) at the receive time they happened.
+``{"type": "start", "format": 2, "url": ..., "tool": ...}`` first (with ``"part": n`` in part n), then
+``{"type": "subscribe", "tokens": [...]}``, ``{"type": "unsubscribe", "tokens": [...]}`` and
+``{"type": "stale", "tokens": [...]}`` (the connection carrying those tokens was lost) when they happened.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NamedTuple
@@ -62,6 +68,7 @@ KIND_BINARY = 1
 KIND_META = 2
 _KINDS = (KIND_TEXT, KIND_BINARY, KIND_META)
 
+PART_DIGITS = 4  # OUT.0001: the parts of a recording sort by name up to 9,999 (their number beyond)
 DEFAULT_FLUSH_INTERVAL = 1.0  # seconds of records a crash may lose at most
 DEFAULT_BLOCK_BYTES = 256 * 1024  # uncompressed; big enough for zlib to find the repeated token ids
 # Largest raw_len a block may declare: room for one frame of the client's default 32 MiB limit, and
@@ -163,18 +170,18 @@ class RecordingWriter:
         self.frame_bytes = 0  # payload bytes of those frames
         self.file_bytes = 0  # bytes on disk so far
         self.blocks = 0
+        self._pending_frames = 0
         self._write(MAGIC)
+        # What a crash or a failed write now would leave readable: the frames and bytes of the whole blocks
+        self.kept_frames = 0
+        self.kept_bytes = self.file_bytes
 
     def write_frame(self, frame: str | bytes | bytearray | memoryview, recv_ns: int) -> None:
         """Add one received frame (``str`` is stored as UTF-8 and read back as ``str``)."""
         if isinstance(frame, str):
-            payload = frame.encode("utf-8", "surrogatepass")
-            self._append(recv_ns, KIND_TEXT, payload)
+            self._append(recv_ns, KIND_TEXT, frame.encode("utf-8", "surrogatepass"))
         else:
-            payload = bytes(frame)
-            self._append(recv_ns, KIND_BINARY, payload)
-        self.frames += 1
-        self.frame_bytes += len(payload)
+            self._append(recv_ns, KIND_BINARY, bytes(frame))
 
     def write_meta(self, meta: dict[str, Any], recv_ns: int | None = None) -> None:
         """Add a meta note (a JSON object), stamped now unless ``recv_ns`` is given."""
@@ -204,6 +211,9 @@ class RecordingWriter:
         self._write(BLOCK_HEADER.pack(*fields, zlib.crc32(BLOCK_HEADER_V1.pack(*fields))) + packed)
         self._pending.clear()
         self.blocks += 1
+        self.kept_frames += self._pending_frames
+        self.kept_bytes = self.file_bytes
+        self._pending_frames = 0
 
     def close(self) -> None:
         """Flush what is pending and close the file (idempotent, unless a write failed: see Raises)."""
@@ -240,6 +250,10 @@ class RecordingWriter:
             self._pending_since = self._clock()
         self._pending += RECORD_HEADER.pack(recv_ns, kind, len(payload))
         self._pending += payload
+        if kind != KIND_META:
+            self.frames += 1
+            self.frame_bytes += len(payload)
+            self._pending_frames += 1
         if len(self._pending) >= self.block_bytes:
             self.flush()
         else:
@@ -258,6 +272,180 @@ class RecordingWriter:
             self._file.close()
             self._file = None
             raise self._error from exc
+
+
+def part_path(path: str | os.PathLike[str], number: int) -> Path:
+    """The file of part ``number`` (from 1) of a recording written in parts: ``OUT.0001``, ``OUT.0002`` ..."""
+    return Path(f"{os.fspath(path)}.{number:0{PART_DIGITS}d}")
+
+
+def recording_parts(path: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """The numbered parts ``path.NNNN`` that exist, as (number, file) in order; [] when there are none."""
+    base = Path(path)
+    parts = []
+    with suppress(OSError):  # a missing folder has no parts
+        for candidate in base.parent.iterdir():
+            prefix, dot, number = candidate.name.rpartition(".")
+            if dot and prefix == base.name and number.isdigit() and len(number) >= PART_DIGITS and int(number):
+                parts.append((int(number), candidate))
+    return sorted(parts)
+
+
+class PartedWriter:
+    """A recording in one file, or cut into numbered parts by size or age, each a complete recording.
+
+    Without a limit it writes ``path`` itself. With ``part_bytes`` or ``part_seconds`` it writes
+    ``path.0001``, ``path.0002`` ... (:func:`part_path`): before a record is added (and in
+    ``flush_if_due``) a part that holds ``part_bytes`` bytes or is ``part_seconds`` old is closed and
+    the next one opened. Bytes reach the file a block at a time, so a part may exceed ``part_bytes``
+    by one block. With ``overwrite`` an earlier recording of that name (the file ``path`` and its
+    parts) is removed first, and without it refused (``FileExistsError``). Each part starts with the ``start`` meta
+    record (with ``"part": n`` added) and a ``subscribe`` of every token subscribed at that moment, so
+    it replays alone; read in order, the parts replay as one recording (a token subscribed again keeps
+    its row). The counters (``frames``, ``frame_bytes``, ``file_bytes``, ``kept_frames``) cover every
+    part; ``path`` and ``kept_bytes`` are those of the part being written.
+
+    Parameters
+    ----------
+    path : str or Path
+        The recording, or the base name of its parts.
+    part_bytes : int, optional
+        Cut a part at this size.
+    part_seconds : float, optional
+        Cut a part at this age.
+    overwrite : bool
+        Replace an earlier recording instead of refusing with ``FileExistsError``.
+    open_file : callable
+        ``open_file(path, overwrite=...)`` makes each file's writer (``RecordingWriter``).
+    clock : callable
+        Monotonic clock in seconds, for tests.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        part_bytes: int | None = None,
+        part_seconds: float | None = None,
+        overwrite: bool = False,
+        open_file: Callable[..., RecordingWriter] = RecordingWriter,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base = Path(path)
+        self.part_bytes = part_bytes
+        self.part_seconds = part_seconds
+        self.parted = part_bytes is not None or part_seconds is not None
+        self.overwrite = overwrite
+        self._open_file = open_file
+        self._clock = clock
+        self._start: dict[str, Any] | None = None
+        self._tokens: dict[str, None] = {}  # subscribed now, in subscription order
+        # the counters of the closed parts
+        self._before = dict.fromkeys(("frames", "frame_bytes", "file_bytes", "kept_frames"), 0)
+        self.parts = 0
+        self.paths: list[Path] = []  # every file written, in order
+        if self.parted:
+            self._clear_earlier_parts()
+        self._file = self._open_next()
+
+    @property
+    def path(self) -> Path:
+        """The file being written."""
+        return self._file.path
+
+    @property
+    def frames(self) -> int:
+        """Frame records written, every part."""
+        return self._before["frames"] + self._file.frames
+
+    @property
+    def frame_bytes(self) -> int:
+        """Payload bytes of those frames."""
+        return self._before["frame_bytes"] + self._file.frame_bytes
+
+    @property
+    def file_bytes(self) -> int:
+        """Bytes on disk, every part."""
+        return self._before["file_bytes"] + self._file.file_bytes
+
+    @property
+    def kept_frames(self) -> int:
+        """Frames in the whole blocks on disk, every part."""
+        return self._before["kept_frames"] + self._file.kept_frames
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of the part being written up to the end of its last whole block."""
+        return self._file.kept_bytes
+
+    def write_frame(self, frame: str | bytes | bytearray | memoryview, recv_ns: int) -> None:
+        """``RecordingWriter.write_frame``, into the next part if this one is full or old enough."""
+        self._next_part_if_due()
+        self._file.write_frame(frame, recv_ns)
+
+    def write_meta(self, meta: dict[str, Any], recv_ns: int | None = None) -> None:
+        """``RecordingWriter.write_meta``; the ``start`` meta and the subscription are kept for the next part."""
+        self._next_part_if_due()
+        kind = meta.get("type")
+        if kind == "start" and self._start is None:
+            self._start = meta
+            meta = self._numbered(meta)
+        elif kind == "subscribe":
+            self._tokens.update(dict.fromkeys(meta.get("tokens", [])))
+        elif kind == "unsubscribe":
+            for token in meta.get("tokens", []):
+                self._tokens.pop(token, None)
+        self._file.write_meta(meta, recv_ns)
+
+    def flush_if_due(self) -> None:
+        """``RecordingWriter.flush_if_due``, then the next part if this one is old enough."""
+        self._file.flush_if_due()
+        self._next_part_if_due()
+
+    def flush(self) -> None:
+        """``RecordingWriter.flush`` of the part being written."""
+        self._file.flush()
+
+    def close(self) -> None:
+        """Close the part being written (see ``RecordingWriter.close``)."""
+        self._file.close()
+
+    def _numbered(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {**meta, "part": self.parts} if self.parted else meta
+
+    def _next_part_if_due(self) -> None:
+        if not self.parted:
+            return
+        current = self._file
+        full = self.part_bytes is not None and current.file_bytes >= self.part_bytes
+        old = self.part_seconds is not None and self._clock() - self._opened >= self.part_seconds
+        if not (full or old):
+            return
+        current.close()
+        for name in self._before:
+            self._before[name] += getattr(current, name)
+        self._file = self._open_next()
+        if self._start is not None:
+            self._file.write_meta(self._numbered(self._start))
+        if self._tokens:
+            self._file.write_meta({"type": "subscribe", "tokens": list(self._tokens)})
+
+    def _clear_earlier_parts(self) -> None:
+        # The files `replay path` would read instead of (or after) the new parts: refused, or removed with overwrite
+        earlier = [self.base] if self.base.exists() else []
+        earlier += [path for _, path in recording_parts(self.base)]
+        if earlier and not self.overwrite:
+            raise FileExistsError(errno.EEXIST, "a recording by that name exists", str(earlier[0]))
+        for path in earlier:
+            path.unlink()
+
+    def _open_next(self) -> RecordingWriter:
+        self.parts += 1
+        path = part_path(self.base, self.parts) if self.parted else self.base
+        writer = self._open_file(path, overwrite=self.overwrite)
+        self.paths.append(path)
+        self._opened = self._clock()
+        return writer
 
 
 class RecordingReader:
