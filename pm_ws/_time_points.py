@@ -1,0 +1,42 @@
+"""Points in a recording's time for ``replay --from/--to``: an ISO-8601 UTC time or seconds from its start.
+
+Both become integer nanoseconds on the recording's clock (``time.time_ns``), without floats.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+_OFFSET = re.compile(r"\+?(\d+)(?:\.(\d{1,9}))?s?")  # "+30", "90s", "1.5", "+0.25s"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+TIME_POINT_HELP = "an ISO-8601 time (UTC unless it says otherwise) or seconds from the first frame (+30, 90s, 1.5)"
+
+
+@dataclass(frozen=True)
+class TimePoint:
+    """A time in a recording: ``ns`` since the epoch, or since the first frame when ``relative``."""
+
+    ns: int
+    relative: bool
+
+    def resolve(self, first_ns: int) -> int:
+        """The time in ns since the epoch, for a recording whose first frame came at ``first_ns``."""
+        return first_ns + self.ns if self.relative else self.ns
+
+
+def parse_time_point(text: str) -> TimePoint:
+    """Parse ``+30``, ``90s``, ``1.5`` (seconds from the start) or ``2026-12-02T00:47:16.5Z``; ValueError if neither."""
+    offset = _OFFSET.fullmatch(text.strip())
+    if offset is not None:
+        whole, fraction = offset.groups()
+        return TimePoint(int(whole) * 10**9 + int((fraction or "").ljust(9, "0")), relative=True)
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"not a time: {text!r} (expected {TIME_POINT_HELP})") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - _EPOCH  # a timedelta is exact to the microsecond
+    return TimePoint((delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000, relative=False)
