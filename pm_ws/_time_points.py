@@ -40,3 +40,10 @@ def parse_time_point(text: str) -> TimePoint:
         moment = moment.replace(tzinfo=UTC)
     delta = moment - _EPOCH  # a timedelta is exact to the microsecond
     return TimePoint((delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000, relative=False)
+
+
+def iso_time(ns: int) -> str:
+    """``ns`` since the epoch as ISO-8601 UTC, to the nanosecond: ``2026-12-02T00:47:16.5Z``."""
+    seconds, fraction = divmod(ns, 10**9)
+    digits = f"{fraction:09d}".rstrip("0")
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S") + (f".{digits}" if digits else "") + "Z"
