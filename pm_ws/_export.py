@@ -8,6 +8,7 @@ prices and sizes, UTC timestamps, no floats.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Iterable
 from decimal import Decimal
@@ -106,11 +107,10 @@ class LevelChanges:
 
 def _pyarrow() -> Any:
     try:
-        import pyarrow
-        import pyarrow.parquet
+        importlib.import_module("pyarrow.parquet")  # imported by name: pyarrow has no type information
     except ImportError:
         raise CliError(f"--to parquet needs pyarrow: {PARQUET_INSTALL}", ExitCode.USAGE) from None
-    return pyarrow
+    return importlib.import_module("pyarrow")
 
 
 def _write_parquet(pa: Any, records: list[dict[str, Any]], columns: tuple[str, ...], path: str) -> None:

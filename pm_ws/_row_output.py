@@ -77,7 +77,8 @@ Replaying the top-of-book records in order gives the rows `pm-ws replay` rebuild
 class RowOutput(Protocol):
     """Where row changes and events go: ``JsonLines``, or ``RowsTo`` a table (rows only)."""
 
-    broken: bool  # the reader went away (`| head` has what it wanted): nothing more is written
+    @property
+    def broken(self) -> bool: ...  # the reader went away (`| head` has what it wanted): nothing more is written
 
     def rows(self, changed: Iterable[tuple[str, Top]], now_ns: int) -> None: ...
     def event(self, record: dict[str, Any]) -> None: ...
@@ -208,7 +209,8 @@ class CsvLines(_Lines):
 class Table(Protocol):
     """Records of fixed columns: ``CsvLines`` or a Parquet table being built."""
 
-    broken: bool
+    @property
+    def broken(self) -> bool: ...
 
     def add(self, record: dict[str, Any]) -> None: ...
 

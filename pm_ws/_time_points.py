@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 _OFFSET = re.compile(r"\+?(\d+)(?:\.(\d{1,9}))?s?")  # "+30", "90s", "1.5", "+0.25s"
+_FRACTION = re.compile(r"(?<=\d\d:\d\d:\d\d)[.,](\d{1,9})")  # datetime keeps 6 digits: read them here
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TIME_POINT_HELP = "an ISO-8601 time (UTC unless it says otherwise) or seconds from the first frame (+30, 90s, 1.5)"
 
@@ -27,19 +28,24 @@ class TimePoint:
 
 
 def parse_time_point(text: str) -> TimePoint:
-    """Parse ``+30``, ``90s``, ``1.5`` (seconds from the start) or ``2026-12-02T00:47:16.5Z``; ValueError if neither."""
+    """Parse ``+30``, ``90s``, ``1.5`` (seconds from the start) or ``2026-12-02T00:47:16.5Z``; ValueError if neither.
+
+    Both are exact to the nanosecond.
+    """
     offset = _OFFSET.fullmatch(text.strip())
     if offset is not None:
         whole, fraction = offset.groups()
         return TimePoint(int(whole) * 10**9 + int((fraction or "").ljust(9, "0")), relative=True)
+    fraction = _FRACTION.search(text)
     try:
-        moment = datetime.fromisoformat(text.strip())
+        moment = datetime.fromisoformat(_FRACTION.sub("", text.strip()))
     except ValueError:
         raise ValueError(f"not a time: {text!r} (expected {TIME_POINT_HELP})") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    delta = moment - _EPOCH  # a timedelta is exact to the microsecond
-    return TimePoint((delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1_000, relative=False)
+    delta = moment - _EPOCH  # whole seconds, exact
+    nanoseconds = int(fraction.group(1).ljust(9, "0")) if fraction else 0
+    return TimePoint((delta.days * 86_400 + delta.seconds) * 10**9 + nanoseconds, relative=False)
 
 
 def iso_time(ns: int) -> str:
