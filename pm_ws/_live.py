@@ -114,6 +114,8 @@ class LiveView:
                     self.draw(now)
                 elif self.pipe.broken:
                     raise BrokenPipeError  # `| head` has what it wanted: pm-ws exits 0
+                else:
+                    self.pipe.poll()
                 elapsed = now - self.started
                 if self.duration is not None and elapsed >= self.duration:
                     return ExitCode.OK

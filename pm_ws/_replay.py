@@ -1,10 +1,11 @@
 """``pm-ws replay``: push a recording through the dispatcher, flat out or at the recorded pace.
 
-``--from``/``--to`` cut the recording in time (the frames before ``--from`` are applied unseen, so the
-books are right from the start of the slice); ``--json``/``--csv`` write each row change instead of
-the table (``pm-ws export`` and ``pm-ws plot`` take the same row changes). Flat out, the whole recording is read into memory first so the timing covers ``Dispatcher.feed``
-alone. ``--check`` feeds every frame to the compiled core and the pure twin in lockstep and stops at
-the first frame after which their return values or ``store.view`` bytes differ; at the end it also
+Flat out, the whole recording is read into memory first so the timing covers ``Dispatcher.feed``
+alone. ``--from``/``--to`` cut the recording in time (the frames before ``--from`` are applied
+unseen, so the books are right from the start of the slice); ``--json``/``--csv`` write each row
+change instead of the table (``pm-ws export`` and ``pm-ws plot`` take the same row changes).
+``--check`` feeds every frame to the compiled core and the pure twin in lockstep and stops at the
+first frame after which their return values or ``store.view`` bytes differ; at the end it also
 compares the counters, the resync queues and the cold events they delivered.
 """
 

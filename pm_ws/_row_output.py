@@ -4,7 +4,8 @@ A row change is seen through the row's ``SEQ``, which every change of a row bump
 (a client tap, or each step of a replay) and after each store operation of the client (a row added,
 marked STALE), the rows whose ``SEQ`` moved are written, so no change is missed; several changes of
 one row inside one frame show as one line, its state after the frame (no reader can see a row in
-the middle of a frame). Prices and sizes are exact decimal strings, never floats.
+the middle of a frame). A live view also looks every 0.1 s, for what changes rows without a frame
+(the REST books and resolutions of ``--all``). Prices and sizes are exact decimal strings, never floats.
 """
 
 from __future__ import annotations
@@ -125,24 +126,34 @@ def event_record(event: ClientEvent, now_ns: int) -> dict[str, Any]:
 
 
 class RowChanges:
-    """The rows of a store that changed since the last look, found by their ``SEQ``."""
+    """The rows of a store that changed since the last look, found by their ``SEQ``.
+
+    A frame fed with ``owner=n`` changes only the rows of tokens owned by ``n``: ``changed(n)`` looks
+    at those alone, so a client with many connections pays per frame for one connection's tokens.
+    """
 
     def __init__(self, store: BookStore) -> None:
         self.store = store
         self._slots: list[tuple[str, int]] = []
+        self._owned: dict[int, list[tuple[str, int]]] = {}
         self._seen: dict[str, int] = {}
         self.retrack()
 
     def retrack(self) -> None:
-        """Follow the tokens the store holds now (after some were added or removed)."""
-        seen = self._seen
-        self._slots = [(token, self.store.slot(token)) for token in self.store.tokens()]
+        """Follow the tokens the store holds now, and their owners (after some were added, removed or moved)."""
+        store, seen = self.store, self._seen
+        self._slots = [(token, store.slot(token)) for token in store.tokens()]
+        self._owned = {}
+        for token, slot in self._slots:
+            self._owned.setdefault(store.owner(token), []).append((token, slot))
         self._seen = {token: seen.get(token, -1) for token, _ in self._slots}
 
-    def changed(self) -> list[tuple[str, Top]]:
-        """``(token, top)`` of every row whose ``SEQ`` moved since the last call (a new row counts)."""
+    def changed(self, owner: int | None = None) -> list[tuple[str, Top]]:
+        """``(token, top)`` of every row (of ``owner``'s tokens, if given) whose ``SEQ`` moved since it was last
+        seen; a new row counts."""
+        slots = self._slots if owner is None else self._owned.get(owner, [])
         view, seen, found = self.store.view, self._seen, []
-        for token, slot in self._slots:
+        for token, slot in slots:
             seq = view[slot, SEQ]
             if seq != seen[token]:
                 seen[token] = seq
@@ -261,19 +272,23 @@ class LivePipe:
     def event(self, event: ClientEvent) -> None:
         self._write(lambda: self.output.event(event_record(event, time.time_ns())))
 
+    def poll(self) -> None:
+        """Write the changes made without a frame or a client's store operation (a REST book of ``--all``)."""
+        self._write_rows(time.time_ns())
+
     def close(self) -> None:
         self._remove_tap()
 
     def _on_frame(self, frame: str | bytes, recv_ns: int, owner: int) -> None:
-        self._write_rows(recv_ns)
+        self._write_rows(recv_ns, owner)
 
     def _on_store(self, op: str, tokens: list[str], options: dict[str, Any]) -> None:
-        if op in ("add", "remove"):
+        if op in ("add", "remove", "set_owner"):
             self._changes.retrack()
         self._write_rows(time.time_ns())
 
-    def _write_rows(self, now_ns: int) -> None:
-        self._write(lambda: self.output.rows(self._changes.changed(), now_ns))
+    def _write_rows(self, now_ns: int, owner: int | None = None) -> None:
+        self._write(lambda: self.output.rows(self._changes.changed(owner), now_ns))
 
     def _write(self, write: Any) -> None:
         # Called from the client's callbacks: a reader gone away is kept in `broken` (LiveView stops on it)

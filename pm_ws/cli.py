@@ -197,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(publish)
     _add_nats_options(publish, "NATS server to publish to (required)", required=True)
 
-    export = _command(commands, "export", "write a recording's top-of-book history (or L2 changes) as a table", _run_export)
+    export = _command(
+        commands, "export", "write a recording's top-of-book history (or L2 changes) as a table", _run_export
+    )
     export.add_argument("file", metavar="FILE", help="a recording made by `pm-ws record`")
     export.add_argument("-o", "--output", required=True, metavar="OUT", help="file to write (replaced if it exists)")
     export.add_argument(

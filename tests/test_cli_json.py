@@ -1,4 +1,7 @@
-"""``--json`` and ``--csv`` of watch, demo and replay: lines for a pipe, every row change, exact decimals, quiet `| head`."""
+"""``--json`` and ``--csv`` of watch, demo and replay: lines for a pipe, every row change, exact decimals.
+
+And ``| head`` ends them quietly with exit 0.
+"""
 
 from __future__ import annotations
 
@@ -97,11 +100,15 @@ def test_demo_csv_writes_a_header_then_one_line_per_row_change() -> None:
     assert {line[2] for line in lines[1:]} >= {"SUBSCRIBING", "LIVE"}
 
 
-async def test_live_pipe_writes_every_change_of_every_row() -> None:
+@pytest.mark.parametrize("per_connection", [200, 1], ids=["one connection", "a connection per token"])
+async def test_live_pipe_writes_every_change_of_every_row(per_connection: int) -> None:
     """An observer that compares every row after every frame and store operation sees the lines' changes."""
     async with serving(markets=2, seed=3, rate_hz=0, trade_every=3) as server:
         tokens = server.token_ids
-        client = MarketClient(server.url, capacity=len(tokens), backoff=lambda: ExponentialBackoff(0.01, 0.05))
+        client = MarketClient(
+            server.url, capacity=len(tokens), max_tokens_per_connection=per_connection,
+            backoff=lambda: ExponentialBackoff(0.01, 0.05),
+        )  # fmt: skip
         await client.subscribe(tokens)
         seen: dict[str, list[Top]] = {token: [] for token in tokens}
 

@@ -105,7 +105,9 @@ def frame_times(recording: _replay.LoadedRecording) -> list[int]:
     return sorted({recv_ns for segment in recording.segments for _, recv_ns in segment.frames})
 
 
-def test_export_csv_replayed_in_order_gives_the_rows_of_the_replay_at_every_frame(session: Path, tmp_path: Path) -> None:
+def test_export_csv_replayed_in_order_gives_the_rows_of_the_replay_at_every_frame(
+    session: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "top.csv"
     assert main(["export", str(session), "-o", str(out)]) == ExitCode.OK
     lines = read_csv(out)
@@ -157,7 +159,9 @@ def test_export_levels_replayed_in_order_give_the_replayed_books(session: Path, 
         assert books[token] == (dict(bids), dict(asks))
 
 
-def test_replay_csv_from_to_starts_with_the_rows_right_at_from(session: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_replay_csv_from_to_starts_with_the_rows_right_at_from(
+    session: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recording = _replay.load_recording(str(session))
     times = frame_times(recording)
     start, end = times[len(times) // 3], times[2 * len(times) // 3]
@@ -168,7 +172,7 @@ def test_replay_csv_from_to_starts_with_the_rows_right_at_from(session: Path, ca
 
     assert int(lines[0]["time_ns"]) == start and int(lines[-1]["time_ns"]) <= end
     before_start = max(t for t in times if t < start)
-    first_block = [line for line in lines[: len(recording.tokens)]]
+    first_block = lines[: len(recording.tokens)]  # the rows at --from, before the first frame of the slice
     assert {line["token"]: parsed(line) for line in first_block} == rows_at(recording, before_start)
     for until_ns in (t for t in times if start <= t <= end):
         assert fold(lines, until_ns) == rows_at(recording, until_ns)
