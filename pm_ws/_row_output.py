@@ -15,7 +15,7 @@ import csv
 import io
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 import orjson
@@ -290,7 +290,7 @@ class LivePipe:
     def _write_rows(self, now_ns: int, owner: int | None = None) -> None:
         self._write(lambda: self.output.rows(self._changes.changed(owner), now_ns))
 
-    def _write(self, write: Any) -> None:
+    def _write(self, write: Callable[[], None]) -> None:
         # Called from the client's callbacks: a reader gone away is kept in `broken` (LiveView stops on it)
         # rather than raised into the client, which would count it as a failing callback
         if self.output.broken:
