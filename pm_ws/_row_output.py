@@ -14,6 +14,7 @@ import argparse
 import csv
 import io
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
@@ -63,7 +64,7 @@ LEVEL_COLUMNS = ("time_ns", "token", "side", "price", "size")
 EXPORT_HELP = f"""\
 top of book (default): one record per row change, after the frame (or the recorded client's own
 mark) that changed it, with the columns of `pm-ws replay --csv`:
-  {", ".join(ROW_COLUMNS)}
+{textwrap.fill(", ".join(ROW_COLUMNS), 96, initial_indent="  ", subsequent_indent="  ")}
   time_ns: the frame's receive time (a STALE mark: the frame before it), ns since the epoch;
   recv_ns: receive time of the frame that last changed the row; exch_ms: the exchange's timestamp;
   prices and sizes exact decimals, empty (null) for an empty book side or no trade yet
