@@ -23,6 +23,7 @@ from . import __version__
 from ._exit import CliError, ExitCode
 from ._depth_view import table_for
 from ._market_frames import subscription_frame
+from ._row_output import LivePipe, output_for
 from ._table_layout import cut
 from ._token_selection import exchange_filter, select_tokens
 from ._watch_view import (
@@ -37,6 +38,7 @@ from .shared import SharedTableError
 TOOL = f"pm-ws {__version__}"  # the recordings' "tool"
 CONNECT_CHECK_TIMEOUT = 10.0  # seconds to wait for the first handshake before calling a URL unreachable
 NOTE_GATHER_SECONDS = 0.05  # events closer than this share one note
+PIPE_CHECK_PERIOD = 0.1  # with --json/--csv: how soon a reader gone away (`| head`) ends the command
 PROGRESS_PERIOD_TERMINAL = 0.5
 PROGRESS_PERIOD_LOG = 5.0
 DOWN_ALARM = 1.0  # seconds a connection may be down (a clean close and reconnect) before the recorder shouts
@@ -103,10 +105,17 @@ class LiveView:
         self._events = client.events()  # registered now: the first connection's events are not missed
         self._pending_events: list[ClientEvent] = []
         self._note_timer: asyncio.TimerHandle | None = None
+        output = output_for(args, labels)  # --json or --csv: lines for a pipe instead of the table
+        self.pipe = None if output is None else LivePipe(client, output)
+        if self.pipe is not None:
+            self.refresh = PIPE_CHECK_PERIOD
 
     def note(self, text: str) -> None:
-        """Show a one-line event note (under the table, or as a log line)."""
-        self.screen.note(text)
+        """Show a one-line event note (under the table, or as a log line, or as a --json note)."""
+        if self.pipe is not None:
+            self.pipe.note(text)
+        else:
+            self.screen.note(text)
 
     async def run(self) -> int:
         """Refresh until --duration passes (exit 0) or no book arrives in time (exit 3)."""
@@ -114,7 +123,12 @@ class LiveView:
         try:
             while True:
                 now = time.monotonic()
-                self.draw(now)
+                if self.pipe is None:
+                    self.draw(now)
+                elif self.pipe.broken:
+                    raise BrokenPipeError  # `| head` has what it wanted: pm-ws exits 0
+                else:
+                    self.pipe.poll()
                 elapsed = now - self.started
                 if self.duration is not None and elapsed >= self.duration:
                     return ExitCode.OK
@@ -129,6 +143,8 @@ class LiveView:
             if self._note_timer is not None:  # a note printed after the screen is restored would garble it
                 self._note_timer.cancel()
             self.screen.close()
+            if self.pipe is not None:
+                self.pipe.close()
 
     def draw(self, now: float) -> None:
         """Draw the header line and the table once."""
@@ -151,6 +167,9 @@ class LiveView:
         # Events come in bursts (a disconnect stales every token): gather 50 ms of them, then note
         loop = asyncio.get_running_loop()
         async for event in self._events:
+            if self.pipe is not None:
+                self.pipe.event(event)
+                continue
             if not self._pending_events:
                 self._note_timer = loop.call_later(NOTE_GATHER_SECONDS, self._note_pending)
             self._pending_events.append(event)

@@ -1,8 +1,11 @@
 """``pm-ws replay``: push a recording through the dispatcher, flat out or at the recorded pace.
 
 Flat out, the whole recording is read into memory first so the timing covers ``Dispatcher.feed``
-alone. ``--check`` feeds every frame to the compiled core and the pure twin in lockstep and stops at
-the first frame after which their return values or ``store.view`` bytes differ; at the end it also
+alone. ``--from``/``--to`` cut the recording in time (the frames before ``--from`` are applied
+unseen, so the books are right from the start of the slice); ``--json``/``--csv`` write each row
+change instead of the table (``pm-ws export`` and ``pm-ws plot`` take the same row changes).
+``--check`` feeds every frame to the compiled core and the pure twin in lockstep and stops at the
+first frame after which their return values or ``store.view`` bytes differ; at the end it also
 compares the counters, the resync queues and the cold events they delivered.
 """
 
@@ -13,6 +16,7 @@ import importlib
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -20,6 +24,8 @@ from typing import Any
 
 from ._exit import CliError, ExitCode
 from ._depth_view import table_for
+from ._row_output import RowChanges, RowOutput, output_for
+from ._time_points import TimePoint
 from ._watch_view import TopTable, can_encode, screen_for, state_counts, terminal_text
 from .recording import KIND_META, RecordingError, RecordingReader, recording_parts
 from .row import FIELD_NAMES, N_FIELDS
@@ -50,6 +56,38 @@ class LoadedRecording:
     @property
     def last_ns(self) -> int:
         return next((s.frames[-1][1] for s in reversed(self.segments) if s.frames), 0)
+
+    def cut(self, start_ns: int | None, end_ns: int | None) -> tuple[LoadedRecording, LoadedRecording]:
+        """Split at ``start_ns`` and ``end_ns``: the part before ``start_ns`` (to be applied unseen) and the slice.
+
+        The slice runs from the first frame at or after ``start_ns`` to the last at or before ``end_ns``
+        (None: no limit). A meta note goes with the frame before it; the rest after ``end_ns`` is left out.
+        """
+        parts: tuple[list[Segment], list[Segment]] = ([Segment(None)], [Segment(None)])
+        counts = [[0, 0], [0, 0]]  # frames and frame bytes of each part
+        part = 0 if start_ns is not None else 1
+        for segment in self.segments:
+            if segment.meta is not None:
+                parts[part].append(Segment(segment.meta))
+            for frame, recv_ns in segment.frames:
+                if end_ns is not None and recv_ns > end_ns:
+                    return self._parts(parts, counts)
+                if part == 0 and recv_ns >= (start_ns or 0):  # part 0 only with a start
+                    part = 1
+                parts[part][-1].frames.append((frame, recv_ns))
+                counts[part][0] += 1
+                counts[part][1] += len(frame.encode() if isinstance(frame, str) else frame)
+        return self._parts(parts, counts)
+
+    def _parts(
+        self, parts: tuple[list[Segment], list[Segment]], counts: list[list[int]]
+    ) -> tuple[LoadedRecording, LoadedRecording]:
+        before, inside = (
+            LoadedRecording(segments, self.tokens, frames, frame_bytes, 0)
+            for segments, (frames, frame_bytes) in zip(parts, counts, strict=True)
+        )
+        inside.truncated_bytes = self.truncated_bytes
+        return before, inside
 
 
 def load_recording(path: str) -> LoadedRecording:
@@ -142,6 +180,66 @@ class Replayer:
         except ValueError as exc:  # a token id the store refuses: the file was not written by pm-ws record
             raise CliError(f"bad meta record {meta}: {exc}", ExitCode.BAD_FILE) from None
 
+    def feed_recording(
+        self,
+        recording: LoadedRecording,
+        *,
+        before_frame: Callable[[int], None] | None = None,
+        after_frame: Callable[[int], None] | None = None,
+        after_meta: Callable[[dict[str, Any], int], None] | None = None,
+    ) -> None:
+        """Apply every meta note and frame of ``recording`` in order, calling the hooks given.
+
+        ``before_frame(recv_ns)`` and ``after_frame(recv_ns)`` around each frame, ``after_meta(meta, ns)``
+        after each meta note, with the receive time of the frame before it (the file keeps no time for
+        notes that a replay could use; a note before any frame gets the first frame's).
+        """
+        feed = self.dispatcher.feed
+        last_ns = recording.first_ns
+        for segment in recording.segments:
+            if segment.meta is not None:
+                self.apply_meta(segment.meta)
+                if after_meta is not None:
+                    after_meta(segment.meta, last_ns)
+            for frame, recv_ns in segment.frames:
+                if before_frame is not None:
+                    before_frame(recv_ns)
+                feed(frame, recv_ns)
+                if after_frame is not None:
+                    after_frame(recv_ns)
+            if segment.frames:
+                last_ns = segment.frames[-1][1]
+
+    def write_changes(
+        self, recording: LoadedRecording, output: RowOutput, before_frame: Callable[[int], None] | None = None
+    ) -> None:
+        """Feed ``recording``, writing to ``output`` the rows as they are now, then every row change and meta note."""
+        changes = RowChanges(self.store)
+
+        def after_meta(meta: dict[str, Any], now_ns: int) -> None:
+            output.event({"type": "meta", "time_ns": now_ns, "meta": meta})
+            changes.retrack()
+            output.rows(changes.changed(), now_ns)
+
+        output.rows(changes.changed(), recording.first_ns)  # after --from: the rows there
+        self.feed_recording(
+            recording, before_frame=before_frame, after_meta=after_meta,
+            after_frame=lambda recv_ns: output.rows(changes.changed(), recv_ns),
+        )  # fmt: skip
+
+    def skip_to_slice(
+        self, recording: LoadedRecording, start: TimePoint | None, end: TimePoint | None
+    ) -> LoadedRecording:
+        """Apply the part of ``recording`` before ``start`` unseen; return the slice from ``start`` to ``end``."""
+        if start is None and end is None:
+            return recording
+        first_ns = recording.first_ns
+        before, inside = recording.cut(
+            None if start is None else start.resolve(first_ns), None if end is None else end.resolve(first_ns)
+        )
+        self.feed_recording(before)
+        return inside
+
     def _on_event(self, event_type: str, payload: Any) -> None:
         self.cold_events.append((event_type, payload))
 
@@ -152,6 +250,9 @@ def replay(args: argparse.Namespace) -> int:
         raise CliError("--speed applies only with --realtime", ExitCode.USAGE)
     if args.impl is not None and args.check:
         raise CliError("--impl does not apply to --check, which replays through both cores", ExitCode.USAGE)
+    output = output_for(args)
+    if args.check and (output is not None or args.start is not None or args.end is not None):
+        raise CliError("--json, --csv, --from and --to do not apply to --check", ExitCode.USAGE)
     recording = load_recording(args.file)
     if recording.truncated_bytes:
         torn = recording.truncated_bytes
@@ -161,6 +262,11 @@ def replay(args: argparse.Namespace) -> int:
         replayer, code = _check(recording, args.file)
     else:
         replayer = Replayer(core_module(args.impl or "auto"), recording.tokens)
+        recording = replayer.skip_to_slice(recording, args.start, args.end)
+        if output is not None:
+            pace = _pace(recording.first_ns, args.speed or 1.0) if args.realtime else None
+            replayer.write_changes(recording, output, pace)
+            return code  # the lines are the output: no final table
         if args.realtime:
             _feed_realtime(replayer, recording, args)
         else:
@@ -169,13 +275,19 @@ def replay(args: argparse.Namespace) -> int:
     return code
 
 
+def _pace(first_ns: int, speed: float) -> Callable[[int], None]:
+    """A ``before_frame`` that waits until a frame is due at the recorded pace times ``speed``."""
+    started = time.monotonic()
+
+    def wait(recv_ns: int) -> None:
+        time.sleep(max(0.0, started + (recv_ns - first_ns) / 1e9 / speed - time.monotonic()))
+
+    return wait
+
+
 def _feed_flat_out(replayer: Replayer, recording: LoadedRecording, path: str) -> None:
-    feed = replayer.dispatcher.feed
     started = time.perf_counter_ns()
-    for segment in recording.segments:
-        replayer.apply_meta(segment.meta)
-        for frame, recv_ns in segment.frames:
-            feed(frame, recv_ns)
+    replayer.feed_recording(recording)
     elapsed_ns = max(1, time.perf_counter_ns() - started)
     frames = recording.frames
     rate = frames * 1e9 / elapsed_ns

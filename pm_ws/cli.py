@@ -1,8 +1,8 @@
-"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay``, ``demo``, ``peek`` and ``publish``.
+"""The ``pm-ws`` command line: ``watch``, ``record``, ``replay``, ``demo``, ``peek``, ``publish``, ``export``, ``plot``.
 
 Exit codes: ``pm_ws._exit.ExitCode``, listed by ``pm-ws --help``. The commands live in ``_live``
-(watch, record), ``_demo``, ``_replay``, ``_peek`` and ``_publish`` (publish, watch --nats), each imported only
-when it runs.
+(watch, record), ``_demo``, ``_replay``, ``_peek``, ``_publish`` (publish, watch --nats), ``_export`` and
+``_plot``, each imported only when it runs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 
 from . import __version__
 from ._exit import CliError, ExitCode, exit_codes_help
+from ._row_output import EXPORT_HELP, OUTPUT_HELP
+from ._time_points import TIME_POINT_HELP, TimePoint, parse_time_point
 from ._watch_view import terminal_text
 from .client import DEFAULT_URL
 from .gamma import DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL, DEFAULT_LOOKUP_TIMEOUT
@@ -127,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_connection_options(watch)
     _add_share_option(watch)
     _add_display_options(watch)
+    _add_pipe_options(watch)
     _add_nats_options(watch, "show the rows a `pm-ws publish` publishes on this NATS server instead (no tokens)")
 
     record = _command(commands, "record", "write every raw frame with its receive time to a file", _run_record)
@@ -171,6 +174,16 @@ def build_parser() -> argparse.ArgumentParser:
         "`import pm_ws` chooses), c (compiled) or py (pure twin)",
     )  # fmt: skip
     _add_display_options(replay)
+    _add_pipe_options(replay)
+    replay.add_argument(
+        "--from", dest="start", type=_time_point, default=None, metavar="TIME",
+        help=f"show the recording from TIME on: {TIME_POINT_HELP}; the frames before it are applied unseen, so "
+        "the books are right from the first line",
+    )  # fmt: skip
+    replay.add_argument(
+        "--to", dest="end", type=_time_point, default=None, metavar="TIME",
+        help="stop after the last frame at or before TIME (same forms as --from)",
+    )  # fmt: skip
 
     demo = _command(commands, "demo", "the embedded fake market server plus watch, no internet needed", _run_demo)
     demo.add_argument("--markets", type=_positive_int, default=3, help="binary markets to simulate (default 3)")
@@ -193,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-every seconds (instead of the faults), followed as `watch --all` does",
     )  # fmt: skip
     _add_display_options(demo)
+    _add_pipe_options(demo)
 
     peek = _command(commands, "peek", "show the table another pm-ws process publishes with --share NAME", _run_peek)
     peek.add_argument("name", metavar="NAME", type=_table_name, help="the shared table's name")
@@ -208,6 +222,33 @@ def build_parser() -> argparse.ArgumentParser:
     _add_token_selection(publish)
     _add_connection_options(publish)
     _add_nats_options(publish, "NATS server to publish to (required)", required=True)
+
+    export = _command(
+        commands, "export", "write a recording's top-of-book history (or L2 changes) as a table", _run_export
+    )
+    export.add_argument("file", metavar="FILE", help="a recording made by `pm-ws record`")
+    export.add_argument("-o", "--output", required=True, metavar="OUT", help="file to write (replaced if it exists)")
+    export.add_argument(
+        "--to", dest="format", choices=("csv", "parquet"), default=None,
+        help="csv or parquet (needs pyarrow: pip install 'pm_ws[parquet]'); default: from OUT's suffix, else csv",
+    )  # fmt: skip
+    export.add_argument(
+        "--levels", action="store_true",
+        help="write the order-book level changes (time_ns, token, side, price, size; size 0: the level is gone) "
+        "instead of the top of book",
+    )  # fmt: skip
+    export.epilog = EXPORT_HELP
+
+    plot = _command(commands, "plot", "draw a recording: mid, spread and best sizes of a token over time", _run_plot)
+    plot.add_argument("file", metavar="FILE", help="a recording made by `pm-ws record`")
+    plot.add_argument(
+        "-o", "--output", required=True, metavar="OUT", help="picture to write: .png or .svg (needs matplotlib: "
+        "pip install 'pm_ws[plot]')",
+    )  # fmt: skip
+    plot.add_argument(
+        "--token", default=None, metavar="TOKEN_ID",
+        help="the token to draw (its id or the start of it; default: the first token of the recording)",
+    )  # fmt: skip
     return parser
 
 
@@ -345,6 +386,22 @@ def _add_display_options(command: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_pipe_options(command: argparse.ArgumentParser) -> None:
+    output = command.add_mutually_exclusive_group()
+    output.add_argument(
+        "--json", action="store_true", help="instead of the table, one JSON object per row change and event (below)"
+    )
+    output.add_argument("--csv", action="store_true", help="instead of the table, one CSV line per row change")
+    command.epilog = "\n".join(filter(None, (command.epilog, OUTPUT_HELP)))
+
+
+def _time_point(text: str) -> TimePoint:
+    try:
+        return parse_time_point(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -399,6 +456,8 @@ def _positive_int(text: str) -> int:
 
 def _run_watch(args: argparse.Namespace) -> int:
     if args.nats is not None:
+        if args.json or args.csv:
+            raise CliError("--json and --csv do not apply to --nats", ExitCode.USAGE)
         from ._publish import watch_bus
 
         return _run_live(watch_bus(args))
@@ -464,5 +523,17 @@ def _run_replay(args: argparse.Namespace) -> int:
     from ._replay import replay
 
     return replay(args)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from ._export import export
+
+    return export(args)
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    from ._plot import plot
+
+    return plot(args)
 
 __all__ = ["main", "build_parser", "CliError"]

@@ -157,3 +157,32 @@ def assert_subscription_first(server: FakeMarketServer) -> None:
         assert first["type"] == "market" and first["initial_dump"] is True, conn.received[0]
         later = [text for text in conn.received[1:] if text != "PING"]
         assert all("type" not in orjson.loads(text) for text in later), later
+
+
+async def record_session(path: Any) -> list[str]:
+    """Record (``pm-ws record``'s client) a session on a quiet FakeMarketServer: books, trades, a lost
+    connection (every row STALE, then LIVE again) and a tick change; return the tokens. For the tests of
+    replay, export and plot.
+    """
+    from pm_ws._live import recording_client
+    from pm_ws.recording import RecordingWriter
+
+    async with serving(markets=2, seed=4, rate_hz=0, trade_every=3) as server:
+        tokens = server.token_ids
+        with RecordingWriter(path) as writer:
+            client = await recording_client(server.url, tokens, writer)
+            async with client:
+                await wait_until(all_in(client, tokens, State.LIVE), what="books")
+                for _ in range(6):
+                    await server.step(2)
+                    await asyncio.sleep(0.01)  # frames apart in time, so time slices have something to cut
+                server.abort_all()
+                await wait_until(none_live(client, tokens), what="STALE rows")
+                await wait_until(all_in(client, tokens, State.LIVE), timeout=5.0, what="recovery")
+                await server.change_tick(tokens[0], "0.001")
+                for _ in range(6):
+                    await server.step(2)
+                    await asyncio.sleep(0.01)
+                await wait_until(all_in(client, tokens, State.LIVE), what="LIVE after the tick change")
+                await asyncio.sleep(0.1)
+    return tokens

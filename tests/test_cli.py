@@ -251,7 +251,7 @@ def test_cli_verbose_after_the_command_is_not_a_usage_error(capsys: pytest.Captu
 def test_cli_parser_every_command_has_a_summary() -> None:
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
 
-    assert set(commands.choices) == {"watch", "record", "replay", "demo", "peek", "publish"}
+    assert set(commands.choices) == {"watch", "record", "replay", "demo", "peek", "publish", "export", "plot"}
     assert all(choice.help for choice in commands._choices_actions)
 
 
