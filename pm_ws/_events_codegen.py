@@ -124,11 +124,17 @@ def render_enums(header: str) -> str:
     return "\n".join(lines + [""])
 
 
+def branch(index: int) -> str:
+    """``if`` for the first test of a chain, ``elif`` after: one if/elif chain on one C int, which
+    Cython turns into a C switch."""
+    return "if" if index == 0 else "elif"
+
+
 def match_by_length(names: Sequence[tuple[str, str]], arg: str) -> list[str]:
     """A matcher of ``arg[:n]`` against ``names`` ((spelling, C constant) pairs): one branch per length."""
     lines: list[str] = []
-    for n in sorted({len(name) for name, _ in names}):
-        lines.append(f"    {'if' if not lines else 'elif'} n == {n}:")
+    for i, n in enumerate(sorted({len(name) for name, _ in names})):
+        lines.append(f"    {branch(i)} n == {n}:")
         for name, constant in names:
             if len(name) == n:
                 lines += [f'        if memcmp({arg}, b"{name}", {n}) == 0:', f"            return {constant}"]
@@ -148,8 +154,8 @@ def render_raw_key(vocab: ModuleType) -> list[str]:
              "    # NULL when the bytes spell no key pm_ws knows (the caller then scans the key generically)",
              "    cdef unsigned char c = p[0]"]
     order = fast_key_order(vocab)
-    for first in dict.fromkeys(key[0] for key in order):
-        lines.append(f"    {'if' if len(lines) == 5 else 'elif'} c == c'{first}':")
+    for i, first in enumerate(dict.fromkeys(key[0] for key in order)):
+        lines.append(f"    {branch(i)} c == c'{first}':")
         for key in order:
             if key[0] == first:
                 quoted = len(key) + 1
@@ -171,21 +177,19 @@ def render_key_value(vocab: ModuleType) -> list[str]:
 def render_required_keys(vocab: ModuleType) -> list[str]:
     lines = ["cdef inline bint required_keys(pm_kind kind, uint32_t* required, uint32_t* optional) noexcept:",
              "    # The keys a hot event type reads, as pm_ws._events.EVENTS lists them; False for any other kind"]
-    for event in vocab.EVENTS:
-        if event.hot:
-            lines += [f"    {'if' if len(lines) == 2 else 'elif'} kind == {const('EV_', event.name)}:",
-                      f"        required[0] = {mask(event.required)}",
-                      f"        optional[0] = {mask(event.optional)}"]
+    for i, event in enumerate(event for event in vocab.EVENTS if event.hot):
+        lines += [f"    {branch(i)} kind == {const('EV_', event.name)}:",
+                  f"        required[0] = {mask(event.required)}",
+                  f"        optional[0] = {mask(event.optional)}"]
     return lines + ["    else:", "        return False", "    return True"]
 
 
 def render_apply_hot(vocab: ModuleType) -> list[str]:
     lines = ["cdef inline int apply_hot(Dispatcher d, pm_event_t* e, pm_kind kind, int64_t recv_ts_ns) except -1:",
              "    # A validated hot event to its handler, apply_<event type> (dispatch_hot.pxi): 1 when applied"]
-    for event in vocab.EVENTS:
-        if event.hot:  # one if/elif chain: Cython makes it a C switch
-            lines += [f"    {'if' if len(lines) == 2 else 'elif'} kind == {const('EV_', event.name)}:",
-                      f"        return apply_{event.name}(d, e, recv_ts_ns)"]
+    for i, event in enumerate(event for event in vocab.EVENTS if event.hot):
+        lines += [f"    {branch(i)} kind == {const('EV_', event.name)}:",
+                  f"        return apply_{event.name}(d, e, recv_ts_ns)"]
     return lines + ["    d._stats[ST_REJ_BAD_EVENT] += 1  # unreachable: validate_event passes only the kinds above",
                     "    return 0"]
 
