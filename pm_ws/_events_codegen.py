@@ -109,14 +109,14 @@ def render_header(vocab: ModuleType) -> str:
 def render_enums(header: str) -> str:
     """Cython's declaration of the header: every enum member, as an int constant."""
     lines = [f"# {BANNER}.", "# Included by _core_c.pxd.", "",
-             "# The enums are named in C (pm_kind, pm_key, ... are types there and in gdb); Cython sees each",
-             "# name as an int type and the members as int constants, because it refuses a named enum's member",
-             "# as an array index (\"Invalid index type\"), and pm_key and pm_stat members index",
-             "# pm_fields_t.val[] and Dispatcher._stats[].",
+             "# The enums are named in C (typedefs in pm_events.h, for C readers and gdb). Cython sees their",
+             "# members as int constants and the core passes them as int: Cython refuses a named enum's member",
+             "# as an array index (\"Invalid index type\"), and pm_key and pm_stat members index pm_fields_t.val[]",
+             "# and Dispatcher._stats[]; the named types as parameters and results measured a few % slower.",
              'cdef extern from "pm_events.h":']
     for line in header.splitlines():
         if line.startswith("typedef enum "):
-            lines += [f"    ctypedef int {line.split()[2]}", "    enum:"]
+            lines.append(f"    enum:  # {line.split()[2]}")
         elif line.startswith("enum {"):
             lines.append("    enum:")
         elif line.startswith("    ") and " = " in line:
@@ -166,7 +166,7 @@ def render_raw_key(vocab: ModuleType) -> list[str]:
 
 
 def render_key_value(vocab: ModuleType) -> list[str]:
-    lines = ["cdef inline pm_value key_value(int k) noexcept:",
+    lines = ["cdef inline int key_value(int k) noexcept:",
              "    # How recognised key k's value is read (pm_value), as pm_ws._events.KEYS says; V_NONE otherwise"]
     for kind in dict.fromkeys(vocab.KEYS.values()):
         keys = [const("K_", key) for key, value in vocab.KEYS.items() if value == kind]
@@ -175,7 +175,7 @@ def render_key_value(vocab: ModuleType) -> list[str]:
 
 
 def render_required_keys(vocab: ModuleType) -> list[str]:
-    lines = ["cdef inline bint required_keys(pm_kind kind, uint32_t* required, uint32_t* optional) noexcept:",
+    lines = ["cdef inline bint required_keys(int kind, uint32_t* required, uint32_t* optional) noexcept:",
              "    # The keys a hot event type reads, as pm_ws._events.EVENTS lists them; False for any other kind"]
     for i, event in enumerate(event for event in vocab.EVENTS if event.hot):
         lines += [f"    {branch(i)} kind == {const('EV_', event.name)}:",
@@ -185,7 +185,7 @@ def render_required_keys(vocab: ModuleType) -> list[str]:
 
 
 def render_apply_hot(vocab: ModuleType) -> list[str]:
-    lines = ["cdef inline int apply_hot(Dispatcher d, pm_event_t* e, pm_kind kind, int64_t recv_ts_ns) except -1:",
+    lines = ["cdef inline int apply_hot(Dispatcher d, pm_event_t* e, int kind, int64_t recv_ts_ns) except -1:",
              "    # A validated hot event to its handler, apply_<event type> (dispatch_hot.pxi): 1 when applied"]
     for i, event in enumerate(event for event in vocab.EVENTS if event.hot):
         lines += [f"    {branch(i)} kind == {const('EV_', event.name)}:",
@@ -195,7 +195,7 @@ def render_apply_hot(vocab: ModuleType) -> list[str]:
 
 
 def render_control_word(vocab: ModuleType) -> list[str]:
-    lines = ["cdef pm_stat control_word(cptr b, Py_ssize_t n) noexcept:",
+    lines = ["cdef int control_word(cptr b, Py_ssize_t n) noexcept:",
              "    # Counter for a non-JSON text frame (already stripped), matched ASCII case-insensitively"]
     for word, stat in vocab.CONTROL_WORDS.items():
         lines += [f'    if ascii_iequal(b, n, b"{word}", {len(word)}):', f"        return {const('ST_', stat)}"]
@@ -225,10 +225,10 @@ def render_tables(vocab: ModuleType) -> str:
          f"cdef uint32_t ENTRY_REQUIRED = {mask(vocab.ENTRY_REQUIRED)}",
          f"cdef uint32_t ENTRY_OPTIONAL = {mask(vocab.ENTRY_OPTIONAL)}",
          "cdef uint32_t EVENT_KEYS = (1 << K_COUNT) - 1"],
-        ["cdef inline pm_kind kind_of(const char* v, Py_ssize_t n) noexcept:",
+        ["cdef inline int kind_of(const char* v, Py_ssize_t n) noexcept:",
          "    # The event type spelled by v[:n], else EV_UNKNOWN"] + match_by_length(events, "v")
         + ["    return EV_UNKNOWN"],
-        ["cdef inline pm_key key_of(const char* k, Py_ssize_t n) noexcept:",
+        ["cdef inline int key_of(const char* k, Py_ssize_t n) noexcept:",
          "    # The recognised key spelled by k[:n] (after unescaping), else K_OTHER"] + match_by_length(keys, "k")
         + ["    return K_OTHER"],
         render_raw_key(vocab),

@@ -10,7 +10,7 @@ cdef uint32_t ENTRY_OPTIONAL = (1 << K_BEST_BID) | (1 << K_BEST_ASK)
 cdef uint32_t EVENT_KEYS = (1 << K_COUNT) - 1
 
 
-cdef inline pm_kind kind_of(const char* v, Py_ssize_t n) noexcept:
+cdef inline int kind_of(const char* v, Py_ssize_t n) noexcept:
     # The event type spelled by v[:n], else EV_UNKNOWN
     if n == 4:
         if memcmp(v, b"book", 4) == 0:
@@ -34,7 +34,7 @@ cdef inline pm_kind kind_of(const char* v, Py_ssize_t n) noexcept:
     return EV_UNKNOWN
 
 
-cdef inline pm_key key_of(const char* k, Py_ssize_t n) noexcept:
+cdef inline int key_of(const char* k, Py_ssize_t n) noexcept:
     # The recognised key spelled by k[:n] (after unescaping), else K_OTHER
     if n == 4:
         if memcmp(k, b"size", 4) == 0:
@@ -140,7 +140,7 @@ cdef inline cptr raw_key(cptr p, int* k) noexcept:
     return NULL
 
 
-cdef inline pm_value key_value(int k) noexcept:
+cdef inline int key_value(int k) noexcept:
     # How recognised key k's value is read (pm_value), as pm_ws._events.KEYS says; V_NONE otherwise
     if k == K_EVENT_TYPE:
         return V_NAME
@@ -165,7 +165,7 @@ cdef inline pm_value key_value(int k) noexcept:
     return V_NONE
 
 
-cdef inline bint required_keys(pm_kind kind, uint32_t* required, uint32_t* optional) noexcept:
+cdef inline bint required_keys(int kind, uint32_t* required, uint32_t* optional) noexcept:
     # The keys a hot event type reads, as pm_ws._events.EVENTS lists them; False for any other kind
     if kind == EV_BOOK:
         required[0] = (1 << K_ASSET_ID) | (1 << K_BIDS) | (1 << K_ASKS)
@@ -187,7 +187,7 @@ cdef inline bint required_keys(pm_kind kind, uint32_t* required, uint32_t* optio
     return True
 
 
-cdef pm_stat control_word(cptr b, Py_ssize_t n) noexcept:
+cdef int control_word(cptr b, Py_ssize_t n) noexcept:
     # Counter for a non-JSON text frame (already stripped), matched ASCII case-insensitively
     if ascii_iequal(b, n, b"PONG", 4):
         return ST_CTL_PONG
@@ -198,7 +198,7 @@ cdef pm_stat control_word(cptr b, Py_ssize_t n) noexcept:
     return ST_REJ_UNKNOWN_TEXT
 
 
-cdef inline int apply_hot(Dispatcher d, pm_event_t* e, pm_kind kind, int64_t recv_ts_ns) except -1:
+cdef inline int apply_hot(Dispatcher d, pm_event_t* e, int kind, int64_t recv_ts_ns) except -1:
     # A validated hot event to its handler, apply_<event type> (dispatch_hot.pxi): 1 when applied
     if kind == EV_BOOK:
         return apply_book(d, e, recv_ts_ns)
