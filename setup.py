@@ -1,5 +1,8 @@
 """Build the compiled core ``pm_ws._core_c`` and the shared-table reader ``pm_ws._shared_c``.
 
+Before compiling, the core's event-vocabulary files (``pm_ws/_hot/pm_events.h``, ``events_*.pxi``)
+are rewritten from ``pm_ws/_events.py`` by ``pm_ws/_events_codegen.py`` when it changed.
+
 Environment switches (the only ones pm_ws reads at build time):
   PM_WS_NO_EXTENSIONS=1   pure-Python install on purpose (then also set it at run time)
   PM_WS_CYTHON_DEBUG=1    bounds/wraparound checks on, -O0 -g, CYTHON_DEBUG asserts
@@ -8,6 +11,7 @@ Environment switches (the only ones pm_ws reads at build time):
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
@@ -74,10 +78,24 @@ def _core_c_sources() -> list[str]:
     )
 
 
+def _write_vocabulary_files() -> None:
+    # The core's enums, matchers and dispatch switch are generated from pm_ws/_events.py (the files
+    # are committed; rewritten here only when the vocabulary changed). By path: the package itself
+    # cannot be imported before its core is built
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pm_ws", "_events_codegen.py")
+    spec = importlib.util.spec_from_file_location("_pm_ws_events_codegen", path)
+    assert spec is not None and spec.loader is not None
+    codegen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codegen)
+    for name in codegen.write():
+        print(f"pm_ws/_hot/{name}: rewritten from pm_ws/_events.py", file=sys.stderr)
+
+
 def _extensions() -> list:
     if NO_EXTENSIONS:
         print("*********************\n* Pure Python build *\n*********************", file=sys.stderr)
         return []
+    _write_vocabulary_files()
     from Cython.Build import cythonize
     from setuptools import Extension
 

@@ -49,46 +49,16 @@ cdef enum:  # pm_state
     PM_RESOLVED = 5  # final: the market resolved
     PM_UNCONFIRMED = 6  # loaded by load_book, LIVE once the WebSocket's best prices match
 
+# The event vocabulary as C enums, generated from pm_ws._events by pm_ws/_events_codegen.py:
+# pm_kind (EV_*, the hot event types first, then from EV_FIRST_COLD the cold ones), pm_key (K_*,
+# the array keys last from K_FIRST_ARRAY; a key's bit in pm_fields_t is 1 << key), pm_array (A_*),
+# pm_stat (ST_*, in STAT_KEYS order), pm_value (V_*)
+include "_hot/events_enums.pxi"
+
 cdef enum:  # pm_side
     PM_SIDE_NONE = 0
     PM_SIDE_BUY = 1
     PM_SIDE_SELL = 2
-
-# pm_stat and pm_key stay anonymous blocks (named in a comment): Cython refuses a named enum's
-# member as an array index ("Invalid index type"), and these index _stats[] and pm_fields_t.val[]
-
-# pm_stat: Dispatcher counters, in the order of pm_ws._events.STAT_KEYS (checked at import)
-cdef enum:  # pm_stat
-    ST_FRAMES
-    ST_BYTES
-    ST_EVENTS
-    ST_EV_BOOK  # one ST_EV_* per pm_kind, in pm_kind order
-    ST_EV_PRICE_CHANGE
-    ST_EV_LAST_TRADE_PRICE
-    ST_EV_TICK_SIZE_CHANGE
-    ST_EV_BEST_BID_ASK
-    ST_EV_NEW_MARKET
-    ST_EV_MARKET_RESOLVED
-    ST_CTL_PONG
-    ST_CTL_INVALID_OPERATION
-    ST_CTL_NO_NEW_ASSETS
-    ST_REJ_OVERSIZED
-    ST_REJ_UNKNOWN_TEXT
-    ST_REJ_INVALID_JSON
-    ST_REJ_UNKNOWN_EVENT
-    ST_REJ_BAD_EVENT
-    ST_REJ_BAD_NUMBER
-    ST_SKIP_UNSUBSCRIBED
-    ST_SKIP_DUPLICATE
-    ST_SKIP_NOT_LIVE
-    ST_SKIP_FOREIGN  # an event for a token another connection owns (feed's owner)
-    ST_CHECKSUM_MISMATCH
-    ST_CROSSED_BOOK
-    ST_OFF_GRID  # a level price not a multiple of the token's known tick
-    ST_IMPOSSIBLE_BOOK  # a bid at 1 or an ask at 0 with size
-    ST_BBA_MISMATCH
-    ST_RESYNC_QUEUED
-    ST_COUNT
 
 cdef enum:  # pm_guess: strings whose length the fast path expects to repeat
     GUESS_MARKET
@@ -96,61 +66,6 @@ cdef enum:  # pm_guess: strings whose length the fast path expects to repeat
     GUESS_HASH
     GUESS_SHORT  # fee_rate_bps, spread: too short for the guess to matter
     GUESS_COUNT
-
-# Event types the scanner recognises in "event_type", in pm_ws._events.EVENTS order (EVENT_TABLE
-# exports them for the test that keeps the two equal): the hot ones, applied from their staged
-# keys, then from EV_FIRST_COLD the cold ones, decoded whole from the event's bytes
-cdef enum pm_kind:
-    EV_UNKNOWN = 0  # not an event type pm_ws knows
-    EV_BOOK = 1
-    EV_PRICE_CHANGE = 2
-    EV_LAST_TRADE_PRICE = 3
-    EV_TICK_SIZE_CHANGE = 4
-    EV_BEST_BID_ASK = 5
-    EV_NEW_MARKET = 6
-    EV_MARKET_RESOLVED = 7
-    EV_COUNT = 8
-    EV_FIRST_COLD = EV_NEW_MARKET
-
-# Object keys the scanner recognises, in pm_ws._events.KEYS order (exported as KEY_TABLE); a
-# key's bit in pm_fields_t is (1 << key)
-cdef enum:  # pm_key
-    K_EVENT_TYPE = 0
-    K_ASSET_ID = 1
-    K_TIMESTAMP = 2
-    K_TICK_SIZE = 3
-    K_NEW_TICK_SIZE = 4
-    K_LAST_TRADE_PRICE = 5
-    K_PRICE = 6
-    K_SIZE = 7
-    K_SIDE = 8
-    K_BEST_BID = 9
-    K_BEST_ASK = 10
-    K_BIDS = 11  # the array keys stay last and consecutive: pm_fields_t.off is indexed from K_FIRST_ARRAY
-    K_ASKS = 12
-    K_PRICE_CHANGES = 13
-    K_COUNT = 14
-    K_OTHER = 15  # any key nobody reads
-    K_FIRST_ARRAY = K_BIDS
-
-cdef enum:  # index of an array key in pm_fields_t.off and .cnt
-    A_BIDS = K_BIDS - K_FIRST_ARRAY
-    A_ASKS = K_ASKS - K_FIRST_ARRAY
-    A_PRICE_CHANGES = K_PRICE_CHANGES - K_FIRST_ARRAY
-
-# How a key's value is read (key_value() in staging.pxi), as pm_ws._events names the kinds
-cdef enum pm_value:
-    V_NONE = 0  # no recognised key
-    V_NAME = 1  # the event type's name
-    V_ID = 2  # a token id
-    V_TIMESTAMP = 3  # 1..PM_MAX_TIMESTAMP_DIGITS digits
-    V_PRICE = 4
-    V_PRICE_OR_EMPTY = 5  # a price, or "" for none yet
-    V_TICK = 6  # a price above 0
-    V_SIZE = 7
-    V_SIDE = 8  # "BUY" or "SELL"
-    V_LEVELS = 9  # array of {price, size}
-    V_ENTRIES = 10  # array of price_change entries
 
 ctypedef struct pm_level_t:
     PxRaw px
@@ -177,8 +92,8 @@ ctypedef struct pm_fields_t:  # recognised keys of one JSON object, last occurre
     uint32_t bad_shape  # key present with a wrong type or a value outside its set
     uint32_t bad_num  # key's string is not a valid number of its kind
     int64_t val[K_COUNT]  # parsed number, pm_kind for K_EVENT_TYPE, pm_side for K_SIDE
-    Py_ssize_t off[3]  # first staged level/entry of each array key, indexed A_BIDS, A_ASKS, A_PRICE_CHANGES
-    Py_ssize_t cnt[3]  # how many
+    Py_ssize_t off[A_COUNT]  # first staged level/entry of each array key, indexed by its pm_array
+    Py_ssize_t cnt[A_COUNT]  # how many
     uint32_t sorted_levels  # bit A_BIDS / A_ASKS: every level of that array came in one fast run, strictly
                             # worst -> best and none of size 0 (no duplicate price, no sorting, nothing to drop)
     const char* asset  # asset_id bytes after unescaping (in the frame or the arena)
@@ -269,11 +184,6 @@ cdef class Dispatcher:
     cdef int32_t _slot(self, const pm_fields_t* f) noexcept
     cdef bint _foreign(self, int32_t slot) noexcept
     cdef void _count(self, int stat) noexcept
-    cdef int _apply_book(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_tick_size_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1
-    cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1
     cdef int _invalidated(self, int32_t slot, int stat) except -1
     cdef int _queue_resync(self, int32_t slot) except -1

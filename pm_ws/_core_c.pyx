@@ -9,11 +9,14 @@ scanner on the first surprise. Behaviour is the contract stated by the pure
 twin ``_core_py`` (its docstring and the shared tests); the C layout lives in ``_core_c.pxd``.
 
 The hot path's sections are included from ``_hot/`` (numbers, scanner, staging, fastpath,
-book_side, validate); so are BookStore's cold parts (``store_slots``: slot memory, add and remove;
-``store_shared``: the shared-memory segment; ``store_transfer``: REST snapshots, resolutions, a
-token's export and restore), Dispatcher's (``dispatch_cold``: scratch memory, the cold events
-new_market and market_resolved, the resync queue and counters) and the tables the tests compare
-(``compiled_tables``).
+book_side, validate, and ``dispatch_hot``: one handler per hot event type); so are BookStore's
+cold parts (``store_slots``: slot memory, add and remove; ``store_shared``: the shared-memory
+segment; ``store_transfer``: REST snapshots, resolutions, a token's export and restore),
+Dispatcher's (``dispatch_cold``: scratch memory, the cold events new_market and market_resolved,
+the resync queue and counters) and the tables the tests compare (``compiled_tables``). The event
+vocabulary's part is generated from ``pm_ws._events`` by ``pm_ws/_events_codegen.py``: the enums
+in ``pm_events.h`` and ``events_tables`` (the scanner's key and event-name matchers, key masks,
+the dispatch switch ``apply_hot``).
 
 Compiler directives that depend on the build mode (bounds and wraparound checks, C division)
 are set by setup.py, so a ``PM_WS_CYTHON_DEBUG=1`` build really turns the checks back on.
@@ -64,6 +67,7 @@ cdef extern from "Python.h":
 
 include "_hot/numbers.pxi"
 include "_hot/scanner.pxi"
+include "_hot/events_tables.pxi"
 include "_hot/staging.pxi"
 include "_hot/fastpath.pxi"
 include "_hot/book_side.pxi"
@@ -71,16 +75,8 @@ include "_hot/validate.pxi"
 include "_hot/store_slots.pxi"
 include "_hot/store_shared.pxi"
 include "_hot/store_transfer.pxi"
+include "_hot/dispatch_hot.pxi"
 include "_hot/dispatch_cold.pxi"
-
-# Names of the pm_kind, pm_key and pm_value members, in enum order, as pm_ws._events spells them
-EVENT_NAMES = ("", "book", "price_change", "last_trade_price", "tick_size_change", "best_bid_ask",
-               "new_market", "market_resolved")
-KEY_NAMES = ("event_type", "asset_id", "timestamp", "tick_size", "new_tick_size", "last_trade_price",
-             "price", "size", "side", "best_bid", "best_ask", "bids", "asks", "price_changes")
-VALUE_NAMES = ("", "name", "id", "timestamp", "price", "price_or_empty", "tick", "size", "side", "levels",
-               "entries")
-
 
 # ---------------------------------------------------------------------------------------------
 # BookStore
@@ -652,18 +648,8 @@ cdef class Dispatcher:
                 self._stats[ST_REJ_BAD_EVENT] += 1
             elif status == S_BAD_NUMBER:
                 self._stats[ST_REJ_BAD_NUMBER] += 1
-            elif kind == EV_PRICE_CHANGE:
-                applied += self._apply_price_change(e, recv_ts_ns)
-            elif kind == EV_BOOK:
-                applied += self._apply_book(e, recv_ts_ns)
-            elif kind == EV_LAST_TRADE_PRICE:
-                applied += self._apply_last_trade_price(e, recv_ts_ns)
-            elif kind == EV_TICK_SIZE_CHANGE:
-                applied += self._apply_tick_size_change(e, recv_ts_ns)
-            elif kind == EV_BEST_BID_ASK:
-                applied += self._apply_best_bid_ask(e, recv_ts_ns)
-            else:  # unreachable: a hot kind without a handler
-                self._stats[ST_REJ_BAD_EVENT] += 1
+            else:
+                applied += apply_hot(self, e, kind, recv_ts_ns)
         return applied
 
     cdef int32_t _slot(self, const pm_fields_t* f) noexcept:
@@ -686,195 +672,6 @@ cdef class Dispatcher:
     cdef void _count(self, int stat) noexcept:
         self._stats[stat] += 1
         self._stats[ST_EVENTS] += 1
-
-    cdef int _apply_book(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
-        cdef pm_fields_t* f = &e.f
-        cdef int32_t slot = self._slot(f)
-        cdef pm_book_t* book
-        cdef int64_t* row
-        cdef int64_t seq
-        cdef int flaw
-        if slot < 0:
-            return 0
-        if self.store._rows[slot * PM_N_FIELDS + PM_STATE] == PM_RESOLVED:  # final: no book changes it again
-            self._stats[ST_SKIP_NOT_LIVE] += 1
-            return 0
-        book = &self.store._books[slot]
-        if (side_snapshot(&book.bids, self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], True,
-                          f.sorted_levels & (1 << A_BIDS)) < 0
-                or side_snapshot(&book.asks, self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS], False,
-                                 f.sorted_levels & (1 << A_ASKS)) < 0):
-            raise MemoryError()
-        row = self.store._rows + slot * PM_N_FIELDS
-        if f.has & (1 << K_TICK_SIZE):
-            book.books_name_tick = True
-            book.tick_unconfirmed = False
-        seq = pm_row_open(&row[PM_SEQ])
-        if f.has & (1 << K_TICK_SIZE):
-            row[PM_TICK] = f.val[K_TICK_SIZE]
-        if f.has & (1 << K_LAST_TRADE_PRICE) and f.val[K_LAST_TRADE_PRICE] >= 0:
-            row[PM_LAST_PX] = f.val[K_LAST_TRADE_PRICE]
-        row[PM_STATE] = PM_STALE if book.tick_unconfirmed else PM_LIVE
-        row[PM_EPOCH] += 1
-        touch_row(row, book, f, recv_ts_ns)
-        flaw = book_flaw(self._cur.lv + f.off[A_BIDS], f.cnt[A_BIDS], self._cur.lv + f.off[A_ASKS], f.cnt[A_ASKS],
-                         row[PM_TICK])
-        if not flaw and is_crossed(book):
-            flaw = ST_CROSSED_BOOK
-        if flaw:
-            invalidate_row(row)
-        else:
-            row[PM_CONFIRM_TS_NS] = recv_ts_ns  # a snapshot is the server's own top of book
-        pm_row_close(&row[PM_SEQ], seq)
-        self._count(ST_EV_BOOK)
-        if flaw:
-            self._invalidated(slot, flaw)
-        return 1
-
-    cdef int _apply_price_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
-        cdef BookStore store = self.store
-        cdef pm_fields_t* f = &e.f
-        cdef Py_ssize_t i, t, nt = 0, first = f.off[A_PRICE_CHANGES], end = first + f.cnt[A_PRICE_CHANGES]
-        cdef pm_entry_t* en
-        cdef int32_t slot
-        cdef int64_t* row
-        cdef int64_t seq
-        cdef pm_book_t* book
-        cdef bint any_held = False
-        cdef int failed = 0, stat
-        for i in range(first, end):
-            en = &self._cur.pc[i]
-            slot = store.lookup(en.asset, en.asset_n, en.asset_hash)
-            if slot < 0:
-                continue
-            any_held = True
-            if self._foreign(slot):
-                continue
-            row = store._rows + slot * PM_N_FIELDS
-            if row[PM_STATE] != PM_LIVE and row[PM_STATE] != PM_UNCONFIRMED:
-                self._stats[ST_SKIP_NOT_LIVE] += 1
-                continue
-            book = &store._books[slot]
-            if en.side == PM_SIDE_BUY:
-                failed = side_set(&book.bids, en.px, en.sz, True)
-            else:
-                failed = side_set(&book.asks, en.px, en.sz, False)
-            t = self._mark[slot]
-            if t < 0:
-                self._mark[slot] = <int32_t>nt
-                self._touched[nt] = slot
-                self._flaw[nt] = 0
-                t = nt
-                nt += 1
-            self._last_entry[t] = i
-            if not self._flaw[t]:
-                self._flaw[t] = level_flaw(en.px, en.sz, row[PM_TICK], en.side == PM_SIDE_BUY)
-            if failed:
-                break
-        for t in range(nt):
-            self._mark[self._touched[t]] = -1
-        if failed:
-            raise MemoryError()
-        if not any_held:
-            self._stats[ST_SKIP_UNSUBSCRIBED] += 1
-            return 0
-        self._count(ST_EV_PRICE_CHANGE)
-        for t in range(nt):
-            slot = self._touched[t]
-            book = &store._books[slot]
-            row = store._rows + slot * PM_N_FIELDS
-            en = &self._cur.pc[self._last_entry[t]]
-            stat = self._flaw[t]
-            if not stat and en.best_bid >= 0 and en.best_ask >= 0 and (
-                    en.best_bid != best_bid_px(book) or en.best_ask != best_ask_px(book)):
-                stat = ST_CHECKSUM_MISMATCH
-            elif not stat and is_crossed(book):
-                stat = ST_CROSSED_BOOK
-            seq = pm_row_open(&row[PM_SEQ])
-            touch_row(row, book, f, recv_ts_ns)
-            if stat:
-                invalidate_row(row)
-            elif en.best_bid >= 0 and en.best_ask >= 0:
-                row[PM_CONFIRM_TS_NS] = recv_ts_ns  # the server's best prices match the book
-                row[PM_STATE] = PM_LIVE  # confirms an UNCONFIRMED (REST) book too
-            pm_row_close(&row[PM_SEQ], seq)
-            if stat:
-                self._invalidated(slot, stat)
-        return 1
-
-    cdef int _apply_last_trade_price(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
-        cdef pm_fields_t* f = &e.f
-        cdef int32_t slot = self._slot(f)
-        cdef int64_t* row
-        cdef int64_t seq
-        if slot < 0:
-            return 0
-        row = self.store._rows + slot * PM_N_FIELDS
-        seq = pm_row_open(&row[PM_SEQ])
-        row[PM_LAST_PX] = f.val[K_PRICE]
-        row[PM_LAST_SZ] = f.val[K_SIZE]
-        row[PM_LAST_SIDE] = f.val[K_SIDE] if f.has & (1 << K_SIDE) else PM_SIDE_NONE
-        touch_row(row, &self.store._books[slot], f, recv_ts_ns)
-        pm_row_close(&row[PM_SEQ], seq)
-        self._count(ST_EV_LAST_TRADE_PRICE)
-        if self._emit_trades and self._on_event is not None:
-            self._on_event("last_trade_price", {
-                "asset_id": self.store._names[slot],
-                "price": row[PM_LAST_PX],
-                "size": row[PM_LAST_SZ],
-                "side": row[PM_LAST_SIDE],
-                "timestamp": f.val[K_TIMESTAMP] if f.has & (1 << K_TIMESTAMP) else 0,
-            })
-        return 1
-
-    cdef int _apply_tick_size_change(self, pm_event_t* e, int64_t recv_ts_ns) except -1:
-        cdef pm_fields_t* f = &e.f
-        cdef int32_t slot = self._slot(f)
-        cdef int64_t* row
-        cdef int64_t seq
-        cdef bint resync
-        if slot < 0:
-            return 0
-        self._count(ST_EV_TICK_SIZE_CHANGE)
-        row = self.store._rows + slot * PM_N_FIELDS
-        self.store._books[slot].tick_unconfirmed = False
-        if f.val[K_NEW_TICK_SIZE] == row[PM_TICK]:
-            return 1
-        resync = row[PM_STATE] == PM_LIVE or row[PM_STATE] == PM_INVALID
-        seq = pm_row_open(&row[PM_SEQ])
-        row[PM_TICK] = f.val[K_NEW_TICK_SIZE]
-        row[PM_EPOCH] += 1
-        touch_row(row, &self.store._books[slot], f, recv_ts_ns)
-        if resync:
-            row[PM_STATE] = PM_STALE  # levels on the old grid may be wrong until the next book
-        pm_row_close(&row[PM_SEQ], seq)
-        if resync:
-            self._queue_resync(slot)
-        return 1
-
-    cdef int _apply_best_bid_ask(self, pm_event_t* e, int64_t recv_ts_ns) noexcept:
-        # A cross-check of a LIVE or UNCONFIRMED book: a match confirms the top of book, a mismatch is only counted
-        cdef pm_fields_t* f = &e.f
-        cdef int32_t slot = self._slot(f)
-        cdef pm_book_t* book
-        cdef int64_t* row
-        cdef int64_t seq
-        if slot < 0:
-            return 0
-        self._count(ST_EV_BEST_BID_ASK)
-        book = &self.store._books[slot]
-        row = self.store._rows + slot * PM_N_FIELDS
-        if row[PM_STATE] != PM_LIVE and row[PM_STATE] != PM_UNCONFIRMED:
-            return 1
-        if f.val[K_BEST_BID] != best_bid_px(book) or f.val[K_BEST_ASK] != best_ask_px(book):
-            self._stats[ST_BBA_MISMATCH] += 1
-        else:
-            seq = pm_row_open(&row[PM_SEQ])
-            row[PM_CONFIRM_TS_NS] = recv_ts_ns
-            row[PM_STATE] = PM_LIVE  # confirms an UNCONFIRMED (REST) book too
-            row[PM_RECV_TS_NS] = recv_ts_ns
-            pm_row_close(&row[PM_SEQ], seq)
-        return 1
 
     cdef int _apply_cold(self, pm_event_t* e, int kind) except -1:
         return apply_cold(self, e, kind)
@@ -913,4 +710,4 @@ cdef class Dispatcher:
 include "_hot/compiled_tables.pxi"
 
 if len(STAT_KEYS) != ST_COUNT:
-    raise ImportError("pm_ws._core_c: pm_stat in _core_c.pxd no longer matches pm_ws._events.STAT_KEYS")
+    raise ImportError("pm_ws._core_c: pm_stat (_hot/pm_events.h) no longer matches pm_ws._events.STAT_KEYS: rebuild")

@@ -2,9 +2,14 @@
 kind of value under each key, and the counters derived from them.
 
 This is the one place an event type is declared. The pure-Python core builds its handler table
-and its shape checks from it; the compiled core names the same events and keys in its ``pm_kind``
-and ``pm_key`` enums (``_core_c.pxd``) and exports them as ``EVENT_TABLE`` / ``KEY_TABLE``, which
-a test keeps equal to ``EVENTS`` / ``KEYS`` here. A leaf module: it imports nothing from pm_ws.
+and its shape checks from it; the compiled core's enums (``pm_kind``, ``pm_key``, ``pm_stat``),
+key and event-name matchers, key masks and dispatch switch are generated from it at build time
+(``pm_ws/_events_codegen.py`` writes ``pm_ws/_hot/pm_events.h`` and ``events_*.pxi``), and it
+exports them back as ``EVENT_TABLE`` / ``KEY_TABLE``, which a test keeps equal to ``EVENTS`` /
+``KEYS`` here. Each event type needs a handler named after it in both cores: ``_apply_<name>`` in
+the twin, ``apply_<name>`` in ``_hot/dispatch_hot.pxi`` (hot) or ``_hot/dispatch_cold.pxi`` (cold).
+
+A leaf module: it imports nothing from pm_ws (the build loads it by path, before pm_ws exists).
 """
 
 from __future__ import annotations

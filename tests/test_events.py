@@ -3,10 +3,13 @@ the counters derive from it, and the limits both cores share have one value."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pm_ws import _events, row
-from pm_ws._events import EVENTS, KEYS, STAT_KEYS, ValueKind
+from pm_ws._events import EVENTS, KEYS, STAT_KEYS, EventType, ValueKind
+from tests.builders import TS, YES, frame
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +99,43 @@ def test_compiled_limits_equal_the_python_ones(core_c):
         "MAX_JSON_DEPTH": row.MAX_JSON_DEPTH,
         "MAX_TIMESTAMP_DIGITS": _events.MAX_TIMESTAMP_DIGITS,
     }
+
+
+# --- every event type reaches its handler -------------------------------------------------------
+
+# A well-formed value of each kind, for YES's live book; an entry holds one of each of its keys
+VALUE_OF_KIND: dict[ValueKind, Any] = {
+    ValueKind.ID: YES,
+    ValueKind.TIMESTAMP: TS,
+    ValueKind.PRICE: "0.5",
+    ValueKind.PRICE_OR_EMPTY: "",
+    ValueKind.TICK: "0.01",
+    ValueKind.SIZE: "10",
+    ValueKind.SIDE: "BUY",
+    ValueKind.LEVELS: [],  # an empty side: a valid book of any tick
+}
+VALUE_OF_KIND[ValueKind.ENTRIES] = [{key: VALUE_OF_KIND[KEYS[key]] for key in _events.ENTRY_REQUIRED}]
+
+
+def minimal_event(event: EventType) -> dict[str, Any]:
+    """``event`` with only the keys it requires, each holding a valid value of its kind (a cold one: its name)."""
+    return {"event_type": event.name} | {key: VALUE_OF_KIND[KEYS[key]] for key in event.required}
+
+
+def test_every_value_kind_but_the_name_has_a_test_value():
+    assert set(VALUE_OF_KIND) == set(ValueKind) - {ValueKind.NAME}
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=[event.name for event in EVENTS])
+def test_every_event_type_is_dispatched_to_its_handler(live, event):
+    # Built from the vocabulary alone, so an event type added there is covered at once: the
+    # compiled core must recognise it, validate it and reach a handler that counts it
+    before = live.stats()
+    live.feed(frame(minimal_event(event)), 2)
+    after = live.stats()
+    changed = {key: after[key] - before[key] for key in after if after[key] != before[key]}
+    assert changed.get(f"ev_{event.name}") == 1, changed
+    assert not {key for key in changed if key.startswith("rej_")}, changed
 
 
 # --- one token-id grammar, one wording ---------------------------------------------------------

@@ -1,147 +1,11 @@
-# Staging: the keys pm_ws recognises, their values parsed into pm_fields_t, level and entry
-# arrays, and one frame's events. Included by _core_c.pyx.
+# Staging: the keys pm_ws recognises (matched by events_tables.pxi), their values parsed into
+# pm_fields_t, level and entry arrays, and one frame's events. Included by _core_c.pyx.
 
 # Status of one recognised key (see set_status)
 cdef enum:
     S_OK
     S_BAD_NUMBER
     S_BAD_SHAPE
-
-cdef enum:
-    KEY_SCRATCH = 96  # longest escaped key worth decoding: 16 chars, each written as \uXXXX
-    RAW_KEY_SPAN = 24  # raw_key reads up to 18 bytes; keep a margin before the frame's end
-
-# Keys each kind of object reads; a key outside its object's set is skipped like any unknown key
-cdef uint32_t LEVEL_KEYS = (1 << K_PRICE) | (1 << K_SIZE)
-cdef uint32_t ENTRY_REQUIRED = (1 << K_ASSET_ID) | (1 << K_PRICE) | (1 << K_SIZE) | (1 << K_SIDE)
-cdef uint32_t ENTRY_OPTIONAL = (1 << K_BEST_BID) | (1 << K_BEST_ASK)
-cdef uint32_t EVENT_KEYS = (1 << K_COUNT) - 1
-
-
-cdef inline int key_of(const char* k, Py_ssize_t n) noexcept:
-    # The recognised key spelled by k[:n] (after unescaping), else K_OTHER
-    if n == 4:
-        if memcmp(k, b"size", 4) == 0:
-            return K_SIZE
-        if memcmp(k, b"side", 4) == 0:
-            return K_SIDE
-        if memcmp(k, b"bids", 4) == 0:
-            return K_BIDS
-        if memcmp(k, b"asks", 4) == 0:
-            return K_ASKS
-    elif n == 5:
-        if memcmp(k, b"price", 5) == 0:
-            return K_PRICE
-    elif n == 8:
-        if memcmp(k, b"asset_id", 8) == 0:
-            return K_ASSET_ID
-        if memcmp(k, b"best_bid", 8) == 0:
-            return K_BEST_BID
-        if memcmp(k, b"best_ask", 8) == 0:
-            return K_BEST_ASK
-    elif n == 9:
-        if memcmp(k, b"timestamp", 9) == 0:
-            return K_TIMESTAMP
-        if memcmp(k, b"tick_size", 9) == 0:
-            return K_TICK_SIZE
-    elif n == 10:
-        if memcmp(k, b"event_type", 10) == 0:
-            return K_EVENT_TYPE
-    elif n == 13:
-        if memcmp(k, b"price_changes", 13) == 0:
-            return K_PRICE_CHANGES
-        if memcmp(k, b"new_tick_size", 13) == 0:
-            return K_NEW_TICK_SIZE
-    elif n == 16:
-        if memcmp(k, b"last_trade_price", 16) == 0:
-            return K_LAST_TRADE_PRICE
-    return K_OTHER
-
-
-cdef inline cptr raw_key(cptr p, int* k) noexcept:
-    # Fast path for a key written plainly: p just after its opening quote, at least
-    # RAW_KEY_SPAN bytes readable. Returns just after the closing quote with the key in k, or
-    # NULL when the bytes spell no key pm_ws knows (the caller then scans the key generically)
-    cdef unsigned char c = p[0]
-    if c == c'p':
-        if memcmp(p, b'price"', 6) == 0:
-            k[0] = K_PRICE
-            return p + 6
-        if memcmp(p, b'price_changes"', 14) == 0:
-            k[0] = K_PRICE_CHANGES
-            return p + 14
-    elif c == c's':
-        if memcmp(p, b'size"', 5) == 0:
-            k[0] = K_SIZE
-            return p + 5
-        if memcmp(p, b'side"', 5) == 0:
-            k[0] = K_SIDE
-            return p + 5
-    elif c == c'a':
-        if memcmp(p, b'asset_id"', 9) == 0:
-            k[0] = K_ASSET_ID
-            return p + 9
-        if memcmp(p, b'asks"', 5) == 0:
-            k[0] = K_ASKS
-            return p + 5
-    elif c == c'b':
-        if memcmp(p, b'best_bid"', 9) == 0:
-            k[0] = K_BEST_BID
-            return p + 9
-        if memcmp(p, b'best_ask"', 9) == 0:
-            k[0] = K_BEST_ASK
-            return p + 9
-        if memcmp(p, b'bids"', 5) == 0:
-            k[0] = K_BIDS
-            return p + 5
-    elif c == c'h':
-        if memcmp(p, b'hash"', 5) == 0:
-            k[0] = K_OTHER
-            return p + 5
-    elif c == c'm':
-        if memcmp(p, b'market"', 7) == 0:
-            k[0] = K_OTHER
-            return p + 7
-    elif c == c't':
-        if memcmp(p, b'timestamp"', 10) == 0:
-            k[0] = K_TIMESTAMP
-            return p + 10
-        if memcmp(p, b'tick_size"', 10) == 0:
-            k[0] = K_TICK_SIZE
-            return p + 10
-    elif c == c'e':
-        if memcmp(p, b'event_type"', 11) == 0:
-            k[0] = K_EVENT_TYPE
-            return p + 11
-    elif c == c'l':
-        if memcmp(p, b'last_trade_price"', 17) == 0:
-            k[0] = K_LAST_TRADE_PRICE
-            return p + 17
-    elif c == c'n':
-        if memcmp(p, b'new_tick_size"', 14) == 0:
-            k[0] = K_NEW_TICK_SIZE
-            return p + 14
-    return NULL
-
-
-cdef inline int kind_of(const char* v, Py_ssize_t n) noexcept:
-    if n == 4 and memcmp(v, b"book", 4) == 0:
-        return EV_BOOK
-    if n == 12:
-        if memcmp(v, b"price_change", 12) == 0:
-            return EV_PRICE_CHANGE
-        if memcmp(v, b"best_bid_ask", 12) == 0:
-            return EV_BEST_BID_ASK
-    if n == 16:
-        if memcmp(v, b"last_trade_price", 16) == 0:
-            return EV_LAST_TRADE_PRICE
-        if memcmp(v, b"tick_size_change", 16) == 0:
-            return EV_TICK_SIZE_CHANGE
-    if n == 10 and memcmp(v, b"new_market", 10) == 0:
-        return EV_NEW_MARKET
-    if n == 15 and memcmp(v, b"market_resolved", 15) == 0:
-        return EV_MARKET_RESOLVED
-    return EV_UNKNOWN
 
 
 cdef inline void set_status(pm_fields_t* f, int k, int status) noexcept:
@@ -188,31 +52,6 @@ cdef int ensure_arena(pm_stage_t* s) noexcept:
     s.arena = q
     s.arena_cap = s.frame_n
     return 0
-
-
-cdef inline int key_value(int k) noexcept:
-    # How recognised key k's value is read (pm_value), as pm_ws._events.KEYS says; V_NONE otherwise
-    if k == K_EVENT_TYPE:
-        return V_NAME
-    if k == K_ASSET_ID:
-        return V_ID
-    if k == K_TIMESTAMP:
-        return V_TIMESTAMP
-    if k == K_TICK_SIZE or k == K_NEW_TICK_SIZE:
-        return V_TICK
-    if k == K_LAST_TRADE_PRICE:
-        return V_PRICE_OR_EMPTY
-    if k == K_PRICE or k == K_BEST_BID or k == K_BEST_ASK:
-        return V_PRICE
-    if k == K_SIZE:
-        return V_SIZE
-    if k == K_SIDE:
-        return V_SIDE
-    if k == K_BIDS or k == K_ASKS:
-        return V_LEVELS
-    if k == K_PRICE_CHANGES:
-        return V_ENTRIES
-    return V_NONE
 
 
 cdef inline bint is_number_value(int value) noexcept:
@@ -577,17 +416,6 @@ cdef void free_stage(pm_stage_t* s) noexcept:
     PyMem_Free(s.pc)
     PyMem_Free(s.arena)
     PyMem_Free(s.tmp)
-
-
-cdef int control_word(cptr b, Py_ssize_t n) noexcept:
-    # Counter for a non-JSON text frame (already stripped), matched ASCII case-insensitively
-    if ascii_iequal(b, n, b"PONG", 4):
-        return ST_CTL_PONG
-    if ascii_iequal(b, n, b"INVALID OPERATION", 17):
-        return ST_CTL_INVALID_OPERATION
-    if ascii_iequal(b, n, b"NO NEW ASSETS", 13):
-        return ST_CTL_NO_NEW_ASSETS
-    return ST_REJ_UNKNOWN_TEXT
 
 
 cdef bint ascii_iequal(cptr b, Py_ssize_t n, const char* upper, Py_ssize_t m) noexcept:

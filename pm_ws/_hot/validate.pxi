@@ -29,26 +29,6 @@ cdef int has_duplicate_price(pm_stage_t* s, const pm_level_t* lv, Py_ssize_t n) 
     return 0
 
 
-cdef inline bint required_keys(int kind, uint32_t* required, uint32_t* optional) noexcept:
-    # The keys a hot event type reads, as pm_ws._events.EVENTS lists them; False for any other kind
-    optional[0] = 1 << K_TIMESTAMP
-    if kind == EV_BOOK:
-        required[0] = (1 << K_ASSET_ID) | (1 << K_BIDS) | (1 << K_ASKS)
-        optional[0] |= (1 << K_TICK_SIZE) | (1 << K_LAST_TRADE_PRICE)
-    elif kind == EV_PRICE_CHANGE:
-        required[0] = 1 << K_PRICE_CHANGES
-    elif kind == EV_LAST_TRADE_PRICE:
-        required[0] = (1 << K_ASSET_ID) | (1 << K_PRICE) | (1 << K_SIZE)
-        optional[0] |= 1 << K_SIDE
-    elif kind == EV_TICK_SIZE_CHANGE:
-        required[0] = (1 << K_ASSET_ID) | (1 << K_NEW_TICK_SIZE)
-    elif kind == EV_BEST_BID_ASK:
-        required[0] = (1 << K_ASSET_ID) | (1 << K_BEST_BID) | (1 << K_BEST_ASK)
-    else:
-        return False
-    return True
-
-
 cdef int validate_event(pm_stage_t* s, const pm_fields_t* f, int kind) noexcept:
     # S_OK, S_BAD_SHAPE (rej_bad_event) or S_BAD_NUMBER; -1 out of memory.
     # Duplicate prices are only knowable once every price parsed, so a bad number wins
