@@ -10,10 +10,10 @@ import asyncio
 import itertools
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from typing import Any
 
-from ._live import LiveView, shared_store
+from ._live import LiveView, create_recording, recording_client, shared_store
 from .backoff import ExponentialBackoff
 from .client import MarketClient
 from .gamma import MarketFilter
@@ -36,17 +36,24 @@ async def demo(args: argparse.Namespace) -> int:
             labels[market.yes_id] = f"market {number} YES"
             labels[market.no_id] = f"market {number} NO"
         # short backoff: the refused reconnects of an outage end in a recovery within ~1 s of it
-        store = shared_store(args.share, len(server.token_ids))
-        client = MarketClient(
-            server.url, capacity=len(server.token_ids), store=store, backoff=lambda: ExponentialBackoff(0.1, 1.0)
-        )
-        try:
-            await client.subscribe(server.token_ids)
-            async with client:
-                view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
-                return await _run_directed(view, _direct(server, view, args.fault_every, random.Random(seed)))
-        finally:
-            client.store.close_shared()
+        options: dict[str, Any] = {
+            "store": shared_store(args.share, len(server.token_ids)),
+            "backoff": lambda: ExponentialBackoff(0.1, 1.0),
+        }
+        with ExitStack() as files:
+            if args.record is None:
+                client = MarketClient(server.url, capacity=len(server.token_ids), **options)
+                await client.subscribe(server.token_ids)
+            else:  # what the table shows, frame by frame, for `pm-ws replay`, `export` and `plot`
+                writer = create_recording(args.record, overwrite=args.overwrite)
+                files.callback(writer.close)
+                client = await recording_client(server.url, server.token_ids, writer, **options)
+            try:
+                async with client:
+                    view = LiveView(client, labels, args, f"pm-ws demo {server.url} (seed {seed})")
+                    return await _run_directed(view, _direct(server, view, args.fault_every, random.Random(seed)))
+            finally:
+                client.store.close_shared()
 
 
 async def _run_directed(view: LiveView, director: Coroutine[Any, Any, None]) -> int:

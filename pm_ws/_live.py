@@ -225,7 +225,7 @@ async def record(args: argparse.Namespace) -> int:
     where = exchange_filter(args)
     tokens = [] if where is not None else (await select_tokens(args))[0]
     await check_reachable(args.url)
-    writer = _create_recording(args)
+    writer = create_recording(args.out, overwrite=args.overwrite, rotate_mb=args.rotate_mb, rotate_minutes=args.rotate_minutes)
     recorder = DiskFullGuard(writer)
     notes = _RecorderNotes(recorder)
     code: int = ExitCode.FAILURE
@@ -265,18 +265,20 @@ async def record(args: argparse.Namespace) -> int:
     return code
 
 
-def _create_recording(args: argparse.Namespace) -> PartedWriter:
-    part_bytes = None if args.rotate_mb is None else max(1, int(args.rotate_mb * 1e6))
-    part_seconds = None if args.rotate_minutes is None else args.rotate_minutes * 60
+def create_recording(
+    out: str, *, overwrite: bool, rotate_mb: float | None = None, rotate_minutes: float | None = None
+) -> PartedWriter:
+    """Open the recording ``out`` (in numbered parts with a rotation limit); file problems are CLI errors."""
+    part_bytes = None if rotate_mb is None else max(1, int(rotate_mb * 1e6))
+    part_seconds = None if rotate_minutes is None else rotate_minutes * 60
     try:
         return PartedWriter(
-            args.out, part_bytes=part_bytes, part_seconds=part_seconds, overwrite=args.overwrite,
-            open_file=RecordingWriter,
-        )  # fmt: skip
+            out, part_bytes=part_bytes, part_seconds=part_seconds, overwrite=overwrite, open_file=RecordingWriter
+        )
     except FileExistsError as exc:
         raise CliError(f"{exc.filename} already exists (use --overwrite to replace it)", ExitCode.BAD_FILE) from None
     except OSError as exc:
-        raise CliError(f"cannot create {exc.filename or args.out}: {exc.strerror or exc}", ExitCode.BAD_FILE) from None
+        raise CliError(f"cannot create {exc.filename or out}: {exc.strerror or exc}", ExitCode.BAD_FILE) from None
 
 
 def exchange_follower(args: argparse.Namespace, where: MarketFilter, **options: Any) -> Any:
@@ -355,18 +357,23 @@ def _is_disk_full(exc: OSError) -> bool:
 
 
 async def recording_client(
-    url: str, tokens: list[str], writer: FrameSink, notes: Callable[[ClientEvent], None] | None = None
+    url: str,
+    tokens: list[str],
+    writer: FrameSink,
+    notes: Callable[[ClientEvent], None] | None = None,
+    **options: Any,
 ) -> MarketClient:
     """Make a client subscribed to ``tokens`` whose every frame and own row change goes to ``writer``.
 
     Replaying the file (frames plus the subscribe and stale meta records) rebuilds the client's
     ``store.view`` byte for byte, up to the moment the client is stopped. ``notes`` (default: a
-    ``_RecorderNotes`` of ``writer``) gets the client's events and writes the stale meta records.
+    ``_RecorderNotes`` of ``writer``) gets the client's events and writes the stale meta records;
+    ``options`` go to ``MarketClient`` (``store``, ``backoff`` ...).
     """
     writer.write_meta({"type": "start", "format": FORMAT_VERSION, "url": url, "tool": TOOL})
     writer.write_meta({"type": "subscribe", "tokens": tokens})
     on_event = notes or _RecorderNotes(writer)
-    client = MarketClient(url, capacity=len(tokens), on_event=on_event, on_frame=writer.write_frame)
+    client = MarketClient(url, capacity=len(tokens), on_event=on_event, on_frame=writer.write_frame, **options)
     await client.subscribe(tokens)
     return client
 

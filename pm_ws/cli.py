@@ -201,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     _add_share_option(demo)
     demo.add_argument(
+        "--record", metavar="OUT", default=None,
+        help="also record every frame the client receives to OUT, as `pm-ws record` does (for `replay`, "
+        "`export` and `plot`)",
+    )  # fmt: skip
+    demo.add_argument("--overwrite", action="store_true", help="with --record: replace OUT if it exists")
+    demo.add_argument(
         "--all", action="store_true",
         help="the whole fake exchange through Gamma and CLOB REST on loopback: markets open and resolve every "
         "--fault-every seconds (instead of the faults), followed as `watch --all` does",

@@ -233,3 +233,23 @@ def test_cli_record_progress_line_shows_connections_parts_and_states(
         r"recording p.pmws 1 s: connections 1/1 up, 0 reconnects, 2 LIVE; [\d,]+ frames \([\d,]+/s\), "
         r"[\d.]+ MB received, [\d.]+ MB written in 1 part \(now p.pmws.0001\) \(done\)", final
     ), final
+
+
+def test_demo_record_writes_a_recording_that_replays_and_is_refused_again_without_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo.pmrec"
+
+    assert main(["demo", "--duration", "3", "--seed", "1", "--fault-every", "1", "--plain", "--record", str(out)]) == 0
+    with RecordingReader(out) as reader:
+        records = list(reader)
+    metas = [r.meta for r in records if r.kind == KIND_META]
+    assert metas[0]["type"] == "start" and metas[1]["type"] == "subscribe" and len(metas[1]["tokens"]) == 6
+    assert sum(r.kind != KIND_META for r in records) > 10
+    assert any(m["type"] == "stale" for m in metas)  # the demo's faults reach the recording
+    capsys.readouterr()
+    assert main(["replay", str(out)]) == 0
+    assert "ev_book=" in capsys.readouterr().out
+
+    assert main(["demo", "--duration", "1", "--plain", "--record", str(out)]) == ExitCode.BAD_FILE
+    assert main(["demo", "--duration", "1", "--plain", "--record", str(out), "--overwrite"]) == 0
