@@ -1,4 +1,5 @@
-"""Build the compiled core ``pm_ws._core_c`` and the shared-table reader ``pm_ws._shared_c``.
+"""Build the compiled core ``pm_ws._core_c``, the shared-table reader ``pm_ws._shared_c`` and, where picows
+is installed at build time, the picows transport's listener ``pm_ws._picows_listener``.
 
 Environment switches (the only ones pm_ws reads at build time):
   PM_WS_NO_EXTENSIONS=1   pure-Python install on purpose (then also set it at run time)
@@ -96,7 +97,28 @@ def _extensions() -> list:
     ]
     # force with ANNOTATE: cythonize skips an unchanged .pyx and would write no HTML
     return cythonize(exts, compiler_directives=DIRECTIVES, annotate=ANNOTATE, force=ANNOTATE,
-                     build_dir="build/debug" if DEBUG else None)
+                     build_dir="build/debug" if DEBUG else None) + _picows_listener(cflags, macros)
+
+
+def _picows_listener(cflags: list[str], macros: list[tuple[str, str]]) -> list:
+    # Optional: compiled against picows's declarations, so built only where picows is installed (a
+    # `python setup.py build_ext --inplace` in a venv with pm_ws[fast]; pip's isolated build has no picows
+    # and builds without it). The transport falls back to its Python listener when the module is missing
+    # or was built for another picows version, which the module records
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        picows_version = version("picows")
+    except PackageNotFoundError:
+        return []
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    print(f"* picows {picows_version}: building pm_ws._picows_listener *", file=sys.stderr)
+    ext = Extension("pm_ws._picows_listener", ["pm_ws/_picows_listener.pyx"], extra_compile_args=cflags,
+                    define_macros=[*macros, ("PM_WS_PICOWS_VERSION", f'"{picows_version}"')])
+    # The generated C goes under build/: it depends on the picows at hand and is never committed
+    return cythonize([ext], compiler_directives=DIRECTIVES, build_dir="build/picows")
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

@@ -90,6 +90,8 @@ class FrameBuffer:
             self.on_end()
 
     def _wake_reader(self) -> None:
+        # Once per batch: the frames that follow before the reader runs find no reader to wake
         reader = self._reader
+        self._reader = None
         if reader is not None and not reader.done():
             reader.set_result(None)

@@ -4,6 +4,8 @@ Imported only when a client is built with ``transport="picows"`` (``pip install 
 the plain install never needs picows. picows hands each frame to a callback while it still points into
 the read buffer; the socket copies the payload out (``str`` for a text frame, ``bytes`` for binary, as
 ``websockets`` delivers them) into the :class:`~pm_ws._inbox.FrameBuffer` the shard's reader drains.
+Where the optional ``pm_ws._picows_listener`` was built for the installed picows, it takes the whole
+text frames in C and passes the rest to :meth:`PicowsSocket.take_frame`; without it that method takes them all.
 """
 
 from __future__ import annotations
@@ -14,10 +16,24 @@ from ssl import SSLContext
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import picows
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from ._inbox import FrameBuffer
+
+
+def _listener_base() -> type[WSListener]:
+    # The compiled listener, if built against this very picows (it reads picows's objects in C); else picows's own
+    try:
+        from ._picows_listener import PICOWS_VERSION, TextFrameListener
+    except Exception:  # noqa: BLE001 - not built, or built for a picows whose layout differs: the Python listener
+        return WSListener
+    return TextFrameListener if PICOWS_VERSION == picows.__version__ else WSListener
+
+
+Listener = _listener_base()
+COMPILED_LISTENER = Listener is not WSListener  # whole text frames taken in C
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
@@ -33,7 +49,7 @@ class TransportClosed(ConnectionClosed):
         super().__init__(None, None)
 
 
-class PicowsSocket(WSListener, FrameBuffer):
+class PicowsSocket(Listener, FrameBuffer):  # type: ignore[valid-type,misc]  # the base is chosen at import
     """One picows connection as a shard uses it: the listener picows calls, and the reader's buffer."""
 
     def __init__(self, max_frame_bytes: int, close_timeout: float) -> None:
@@ -50,7 +66,8 @@ class PicowsSocket(WSListener, FrameBuffer):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+    def take_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """Take one frame (picows calls it for each, or the compiled listener for all but whole text frames)."""
         kind = frame.msg_type  # read once: picows builds the enum member on every read
         if kind is _TEXT and frame.fin and not self._fragments:  # the hot path: one whole text frame
             try:
@@ -67,6 +84,9 @@ class PicowsSocket(WSListener, FrameBuffer):
             if (code := self.fragment(text, frame.get_payload_as_bytes(), bool(frame.fin))) is not None:
                 self._fail(WSCloseCode(code))
         # PING is answered by picows itself; PONG carries nothing the client needs
+
+    if not COMPILED_LISTENER:
+        on_ws_frame = take_frame
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.end()
