@@ -1,13 +1,10 @@
 from collections import deque
 
-import asyncio
-
 from picows import WSFrame, WSListener, WSTransport
 
 PICOWS_VERSION: str
 
 class TextFrameListener(WSListener):
     frames: deque[str | bytes]
-    _reader: asyncio.Future[None] | None
     _fragments: list[bytes]
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None: ...

@@ -4,7 +4,7 @@ picows hands every frame to ``on_ws_frame``; from Python that costs a method loo
 member built for ``frame.msg_type`` each time. Compiled against picows's own declarations, the common
 frame (one whole text frame outside a fragmented message) costs a C call and a copy of its payload; every
 other frame, and text that is not UTF-8, goes to the Python listener's ``take_frame``, which decides as
-it would alone. The module records the picows it was built against: the transport uses it only with
+it would alone. After the last frame of the bytes picows read, ``chunk_end`` hands the frames over. The module records the picows it was built against: the transport uses it only with
 that very version (a picows built differently may lay its objects out differently).
 """
 
@@ -17,13 +17,12 @@ PICOWS_VERSION = PM_WS_PICOWS_VERSION.decode()
 
 
 cdef class TextFrameListener(WSListener):
-    """Queues whole text frames into ``frames`` and wakes the reader; ``take_frame`` (Python) gets the rest.
+    """Queues whole text frames into ``frames``, hands each chunk over; ``take_frame`` (Python) gets the rest.
 
     The attributes are the :class:`~pm_ws._inbox.FrameBuffer` members the hot path reads, held in C slots.
     """
 
     cdef public object frames
-    cdef public object _reader
     cdef public list _fragments
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
@@ -36,5 +35,5 @@ cdef class TextFrameListener(WSListener):
             self.take_frame(transport, frame)  # decodes again and closes the socket with the right code
             return
         self.frames.append(text)
-        if self._reader is not None:
-            self._wake_reader()
+        if frame.last_in_buffer:  # the chunk picows read is all queued: hand it over
+            self.chunk_end()

@@ -3,7 +3,8 @@
 Imported only when a client is built with ``transport="picows"`` (``pip install 'pm_ws[fast]'``), so
 the plain install never needs picows. picows hands each frame to a callback while it still points into
 the read buffer; the socket copies the payload out (``str`` for a text frame, ``bytes`` for binary, as
-``websockets`` delivers them) into the :class:`~pm_ws._inbox.FrameBuffer` the shard's reader drains.
+``websockets`` delivers them) into its :class:`~pm_ws._inbox.FrameBuffer`, and hands the chunk's frames
+over at the frame picows marks the last of the bytes it read.
 Where the optional ``pm_ws._picows_listener`` was built for the installed picows, it takes the whole
 text frames in C and passes the rest to :meth:`PicowsSocket.take_frame`; without it that method takes them all.
 """
@@ -39,6 +40,7 @@ _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
+_PING = WSMsgType.PING
 _ABNORMAL = 1006  # close code of a connection that ended without a close frame (RFC 6455 §7.1.5)
 
 
@@ -75,15 +77,18 @@ class PicowsSocket(Listener, FrameBuffer):  # type: ignore[valid-type,misc]  # t
             except UnicodeDecodeError:
                 self._fail(WSCloseCode.INVALID_TEXT)
                 return
-            if self._reader is not None:
-                self._wake_reader()
         elif kind is _CLOSE:
             self._closing(transport)
         elif kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
             text = None if kind is _CONTINUATION else kind is _TEXT
             if (code := self.fragment(text, frame.get_payload_as_bytes(), bool(frame.fin))) is not None:
                 self._fail(WSCloseCode(code))
-        # PING is answered by picows itself; PONG carries nothing the client needs
+                return
+        elif kind is _PING:  # answered here, not by picows: every frame reaches this listener (see chunk_end)
+            transport.send_pong(frame.get_payload_as_bytes())
+        # PONG carries nothing the client needs
+        if frame.last_in_buffer:
+            self.chunk_end()
 
     if not COMPILED_LISTENER:
         on_ws_frame = take_frame
@@ -184,6 +189,9 @@ async def open_socket(
                 websocket_handshake_timeout=None,  # the timeout above covers it
                 max_frame_size=max_frame_bytes,
                 enable_auto_ping=False,  # the server wants text PING; the shard's writer sends them
+                # PING answered by the listener: picows would answer it unseen, and a chunk ending in a
+                # PING would not tell the listener that the frames before it are all there
+                enable_auto_pong=False,
                 max_redirects=0,
                 use_aiofastnet=False,  # asyncio's transports: aiofastnet measured a higher p50 latency here
             )
