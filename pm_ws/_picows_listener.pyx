@@ -23,6 +23,7 @@ cdef class TextFrameListener(WSListener):
     """
 
     cdef public object frames
+    cdef public object deliver
     cdef public list _fragments
 
     cpdef on_ws_frame(self, WSTransport transport, WSFrame frame):
@@ -35,5 +36,8 @@ cdef class TextFrameListener(WSListener):
             self.take_frame(transport, frame)  # decodes again and closes the socket with the right code
             return
         self.frames.append(text)
-        if frame.last_in_buffer:  # the chunk picows read is all queued: hand it over
-            self.chunk_end()
+        if frame.last_in_buffer:  # the chunk picows read is all queued: hand it over (chunk_end, inlined)
+            if self.deliver is not None:
+                self.deliver()
+            else:
+                self.chunk_end()
