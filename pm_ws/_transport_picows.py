@@ -21,11 +21,15 @@ import picows
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from ._core import NO_EXTENSIONS
 from ._inbox import FrameBuffer
 
 
 def _listener_base() -> type[WSListener]:
-    # The compiled listener, if built against this very picows (it reads picows's objects in C); else picows's own
+    # The compiled listener, if built against this very picows (it reads picows's objects in C); else picows's
+    # own. PM_WS_NO_EXTENSIONS=1 leaves it out too, as it does the compiled core
+    if NO_EXTENSIONS:
+        return WSListener
     try:
         from ._picows_listener import PICOWS_VERSION, TextFrameListener
     except Exception:  # noqa: BLE001 - not built, or built for a picows whose layout differs: the Python listener

@@ -49,6 +49,13 @@ async def _whole_and_fragmented(ws: ServerConnection) -> None:
     await ws.close()
 
 
+async def _ping_then_text(ws: ServerConnection) -> None:
+    await ws.send("before")
+    await asyncio.wait_for(await ws.ping(b"hi"), 2)  # answered by the socket (picows's own answer is off)
+    await ws.send("answered")
+    await ws.close()
+
+
 async def _raw(ws: ServerConnection, data: bytes) -> None:
     await ws.send("before")
     ws.transport.write(data)
@@ -58,6 +65,7 @@ async def _raw(ws: ServerConnection, data: bytes) -> None:
 SCENARIOS: dict[str, tuple[Scenario, list[str | bytes], int | None]] = {
     # name: (what the server does, the messages the shard must get, the close code the server must receive)
     "whole and fragmented": (_whole_and_fragmented, ["a", b"\x01\x02", "hello", b"xyz", "é"], 1000),
+    "a PING answered": (_ping_then_text, ["before", "answered"], 1000),
     "text that is not UTF-8": (lambda ws: _raw(ws, TEXT_HEADER + b"\x02\xff\xfe"), ["before"], 1007),
     "fragmented text that is not UTF-8": (lambda ws: _raw(ws, b"\x01\x01\xff\x80\x01\xfe"), ["before"], 1007),
     "continuation without a start": (lambda ws: _raw(ws, b"\x80\x01a"), ["before"], 1002),
