@@ -353,6 +353,7 @@ class Shard:
             logger.exception("connection %d: unexpected error, reconnecting", self.id)
         finally:
             self.socket_lost(socket, "socket closed")  # synchronous: before anything else can run
+            socket.stop()  # no delivery from this socket ever again, whatever it still parses
             for helper in helpers:
                 helper.cancel()
             for waiter in self.flush_waiters:

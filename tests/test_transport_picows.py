@@ -34,7 +34,8 @@ class PythonListenerSocket(picows_transport.PicowsSocket):  # type: ignore[misc,
 @pytest.fixture(params=SOCKETS)
 def kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     if request.param == "picows-compiled" and not picows_transport.COMPILED_LISTENER:
-        pytest.skip("pm_ws._picows_listener is not built for this picows (python setup.py build_ext --inplace)")
+        pytest.skip("no compiled listener in use: not built for this picows (python setup.py build_ext --inplace), "
+                    "or PM_WS_NO_EXTENSIONS=1")
     if request.param == "picows-python":
         monkeypatch.setattr(picows_transport, "PicowsSocket", PythonListenerSocket)
     yield request.param
