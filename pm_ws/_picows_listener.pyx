@@ -4,7 +4,8 @@ picows hands every frame to ``on_ws_frame``; from Python that costs a method loo
 member built for ``frame.msg_type`` each time. Compiled against picows's own declarations, the common
 frame (one whole text frame outside a fragmented message) costs a C call and a copy of its payload; every
 other frame, and text that is not UTF-8, goes to the Python listener's ``take_frame``, which decides as
-it would alone. After the last frame of the bytes picows read, ``chunk_end`` hands the frames over. The module records the picows it was built against: the transport uses it only with
+it would alone. After the last frame of the bytes picows read, the shard's ``deliver`` (or ``chunk_end``)
+takes the frames. The module records the picows it was built against: the transport uses it only with
 that very version (a picows built differently may lay its objects out differently).
 """
 

@@ -126,8 +126,9 @@ class WebsocketsSocket(ClientConnection, FrameBuffer):
 
     Data frames go from the protocol callback that parsed them straight into the :class:`FrameBuffer`
     (websockets' own message queue and ``recv()`` are left out: they cost a chain of coroutines per
-    frame), handed over at the end of each ``data_received``. ``on_end`` runs inside the protocol callback that sees a close frame, the end of the stream
-    or the lost transport, so the tokens go STALE before any other task (the trader's) can run again.
+    frame), handed over at the end of each ``data_received``. ``on_end`` runs inside the protocol callback
+    that sees a close frame, the end of the stream or the lost transport, so the tokens go STALE before any
+    other task (the trader's) can run again.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
