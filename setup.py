@@ -1,4 +1,5 @@
-"""Build the compiled core ``pm_ws._core_c`` and the shared-table reader ``pm_ws._shared_c``.
+"""Build the compiled core ``pm_ws._core_c``, the shared-table reader ``pm_ws._shared_c`` and, where picows
+is installed at build time, the picows transport's listener ``pm_ws._picows_listener``.
 
 Before compiling, the core's event-vocabulary files (``pm_ws/_hot/pm_events.h``, ``events_*.pxi``)
 are rewritten from ``pm_ws/_events.py`` by ``pm_ws/_events_codegen.py`` when it changed.
@@ -50,6 +51,9 @@ class BuildExt(build_ext):
             raise SystemExit(_no_compiler_message(exc)) from exc
 
     def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
+        if ext.optional:  # setuptools reports its failure as a warning and goes on without it
+            super().build_extension(ext)
+            return
         try:
             super().build_extension(ext)
         except Exception as exc:  # noqa: BLE001
@@ -114,7 +118,36 @@ def _extensions() -> list:
     ]
     # force with ANNOTATE: cythonize skips an unchanged .pyx and would write no HTML
     return cythonize(exts, compiler_directives=DIRECTIVES, annotate=ANNOTATE, force=ANNOTATE,
-                     build_dir="build/debug" if DEBUG else None)
+                     build_dir="build/debug" if DEBUG else None) + _picows_listener(cflags, macros)
+
+
+def _picows_listener(cflags: list[str], macros: list[tuple[str, str]]) -> list:
+    # Optional: compiled against picows's declarations, so built only where picows is installed (a
+    # `python setup.py build_ext --inplace` in a venv with pm_ws[fast]; pip's isolated build has no picows
+    # and builds without it), and a failure leaves it out instead of failing the install. The transport
+    # falls back to its Python listener when the module is missing or was built for another picows version
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    spec = importlib.util.find_spec("picows")  # finds, does not import
+    locations = [] if spec is None else list(spec.submodule_search_locations or [])
+    if not any(os.path.exists(os.path.join(folder, "picows.pxd")) for folder in locations):
+        return []
+    try:
+        picows_version = version("picows")
+    except PackageNotFoundError:
+        return []
+    from Cython.Build import cythonize
+    from setuptools import Extension
+
+    print(f"* picows {picows_version}: building pm_ws._picows_listener (optional) *", file=sys.stderr)
+    ext = Extension("pm_ws._picows_listener", ["pm_ws/_picows_listener.pyx"], extra_compile_args=cflags,
+                    define_macros=[*macros, ("PM_WS_PICOWS_VERSION", f'"{picows_version}"')], optional=True)
+    try:  # the generated C goes under build/: it depends on the picows at hand and is never committed
+        return cythonize([ext], compiler_directives=DIRECTIVES, build_dir="build/picows")
+    except Exception as exc:  # noqa: BLE001 - a picows whose declarations this source no longer fits
+        print(f"* pm_ws._picows_listener left out: {exc} *", file=sys.stderr)
+        return []
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

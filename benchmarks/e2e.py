@@ -1,6 +1,6 @@
 """End-to-end throughput over loopback: a bare ``websockets`` receive loop vs ``MarketClient``.
 
-Run from the repo root: ``python -m benchmarks.e2e [--frames 50000] [--rounds 3]``.
+Run from the repo root: ``python -m benchmarks.e2e [--frames 50000] [--rounds 3] [--loop uvloop]``.
 
 A ``FakeMarketServer`` runs in its own process (the machine has 2 cores: server on one, client
 on the other). Each client that subscribes first gets the server's own initial dump, then a
@@ -16,7 +16,8 @@ Receivers, each on a fresh connection, in interleaved rounds:
   client         ``pm_ws.client.MarketClient`` (its own read loop, watchdogs, dispatcher)
   bare-picows    a picows listener copying each frame's text out and counting it (the picows floor)
   client-picows  ``MarketClient(..., transport="picows")``
-The picows receivers need ``pip install 'pm_ws[fast]'`` and are left out without it.
+The picows receivers need ``pip install 'pm_ws[fast]'`` and are left out without it. ``--loop uvloop``
+runs every receiver on uvloop's event loop (also in the fast extra) instead of asyncio's.
 Measured between the first and the last poll (every 0.5 ms) that saw the stream moving, so
 connection setup is excluded: wall-clock frames/s, and CPU time of the client process per frame
 (the fair comparison on a shared machine, where other load steals wall time at random).
@@ -32,9 +33,9 @@ import multiprocessing
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from multiprocessing.connection import Connection
-from typing import NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
@@ -55,6 +56,19 @@ WEBSOCKETS_MODES = ("bare", "bare+core", "bare+seed", "client")
 PICOWS_MODES = ("bare-picows", "client-picows")
 MODES = WEBSOCKETS_MODES + (PICOWS_MODES if importlib.util.find_spec("picows") else ())
 TARGET_SHARE = 0.95  # of the bare loop's speed (CPU per frame), for MarketClient
+LOOPS = ("asyncio", "uvloop")  # the event loop the receivers run on (--loop)
+
+T = TypeVar("T")
+
+
+def run_on(loop: str, coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run ``coroutine`` in a fresh event loop of the kind ``loop`` names (one of :data:`LOOPS`)."""
+    if loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coroutine)
+    return asyncio.run(coroutine)
 
 
 def ws_text_frame(payload: bytes) -> bytes:
@@ -170,7 +184,7 @@ async def receive_bare_picows(url: str, token_ids: list[str], total: int) -> Thr
             frame.get_payload_as_utf8_text()  # what any reader must do: the frame dies with this callback
             self.received += 1
 
-    transport, counter = await ws_connect(Counter, url, max_frame_size=MAX_FRAME_BYTES)
+    transport, counter = await ws_connect(Counter, url, max_frame_size=MAX_FRAME_BYTES, use_aiofastnet=False)
     assert isinstance(counter, Counter)
     try:
         transport.send(WSMsgType.TEXT, orjson.dumps({"assets_ids": token_ids, "type": "market"}))
@@ -245,6 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=N_FRAMES, help="frames per stream")
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="streams per receiver (interleaved)")
+    parser.add_argument("--loop", choices=LOOPS, default=LOOPS[0],
+                        help="the receivers' event loop (uvloop: pip install 'pm_ws[fast]')")
     args = parser.parse_args(argv)
 
     runs: dict[str, list[Throughput]] = {mode: [] for mode in MODES}
@@ -252,14 +268,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ServerProcess(args.frames) as (url, token_ids, total):
         for _ in range(args.rounds):
             for mode in MODES:
-                throughput, problems = asyncio.run(receive(mode, url, token_ids, total))
+                throughput, problems = run_on(args.loop, receive(mode, url, token_ids, total))
                 runs[mode].append(throughput)
                 if problems:
                     print(f"e2e: {mode} did not apply every event: {problems}")
                     failed = True
     wall = {mode: max(run.frames_per_s for run in values) for mode, values in runs.items()}
     cpu = {mode: min(run.cpu_us_per_frame for run in values) for mode, values in runs.items()}
-    print(f"end to end over loopback, {total} frames per stream, core={IMPLEMENTATION}, {args.rounds} rounds")
+    print(f"end to end over loopback, {total} frames per stream, core={IMPLEMENTATION}, {args.rounds} rounds, "
+          f"{args.loop} event loop")
     print(f"{'receiver':<15}{'frames/s best':>15}{'median':>10}{'of bare':>9}{'CPU µs/frame min':>18}{'of bare':>9}")
     for mode, values in runs.items():
         median = statistics.median(run.frames_per_s for run in values)

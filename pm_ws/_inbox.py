@@ -1,8 +1,10 @@
-"""The inbound half of a socket that both transports share: whole messages queued for the shard's reader.
+"""The inbound half of a socket that both transports share: whole messages queued for the shard.
 
-A transport parses frames in its protocol callback and hands each data frame here; the shard's reader
-drains :attr:`FrameBuffer.frames` without waiting while any message is left, so a burst of frames costs
-one wake-up and no coroutine per frame.
+A transport parses frames in its protocol callback and hands each data frame here; once the frames of one
+received chunk are queued it calls :meth:`FrameBuffer.chunk_end`, which hands them to the shard's
+:attr:`~FrameBuffer.deliver` right there (no task switch between a frame's arrival and its book update),
+or, before the shard set that, wakes the reader that drains :attr:`FrameBuffer.frames`.
+A burst of frames costs one call and no coroutine per frame.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ class FrameBuffer:
     """The inbound half both transports share: whole messages queued for the shard's reader.
 
     A transport calls :meth:`text` for a whole text frame (the hot path), :meth:`fragment` for any
-    other data frame and :meth:`end` when the peer sends nothing more; it closes the socket with the
-    code :meth:`fragment` returns. A message split over frames is joined here, within ``max_bytes``.
+    other data frame, :meth:`chunk_end` after the last frame of each chunk it received and :meth:`end`
+    when the peer sends nothing more; it closes the socket with the code :meth:`fragment` returns. A
+    message split over frames is joined here, within ``max_bytes``.
     """
 
     on_end: Callable[[], None] | None
+    deliver: Callable[[], None] | None
 
     def _init_buffer(self, max_bytes: int) -> None:
         self.on_end = None
+        self.deliver = None
         self.frames: deque[str | bytes] = deque()
         self._max_bytes = max_bytes
         self._reader: asyncio.Future[None] | None = None  # set while the reader waits for a message
@@ -47,7 +52,14 @@ class FrameBuffer:
     def text(self, message: str) -> None:
         """Queue a whole text message."""
         self.frames.append(message)
-        if self._reader is not None:
+
+    def chunk_end(self) -> None:
+        """Every frame of one received chunk is queued: deliver them now, or wake the reader."""
+        if not self.frames:  # control frames only: nothing for the shard (nor for its inbound watchdog)
+            return
+        if self.deliver is not None:
+            self.deliver()
+        elif self._reader is not None:
             self._wake_reader()
 
     def fragment(self, text: bool | None, payload: bytes, fin: bool) -> int | None:
@@ -57,7 +69,6 @@ class FrameBuffer:
             return None
         if text is False and fin and not self._fragments:
             self.frames.append(payload)
-            self._wake_reader()
             return None
         if (text is None) != bool(self._fragments):
             return CloseCode.PROTOCOL_ERROR  # a continuation without a start, or a start inside one
@@ -77,7 +88,6 @@ class FrameBuffer:
                 return CloseCode.INVALID_DATA
         else:
             self.frames.append(message)
-            self._wake_reader()
         return None
 
     def end(self) -> None:
@@ -89,7 +99,15 @@ class FrameBuffer:
         if self.on_end is not None:
             self.on_end()
 
+    def stop(self) -> None:
+        """The shard stops reading this socket (it gave up on it): no more deliveries, :meth:`readable` ends."""
+        self._ended = True
+        self.deliver = None
+        self._wake_reader()
+
     def _wake_reader(self) -> None:
+        # Once per batch: the frames that follow before the reader runs find no reader to wake
         reader = self._reader
+        self._reader = None
         if reader is not None and not reader.done():
             reader.set_result(None)

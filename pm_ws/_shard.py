@@ -309,14 +309,18 @@ class Shard:
             monotonic, wall = time.monotonic_ns, time.time_ns
             frames = socket.frames
             take = frames.popleft
-            # The hot loop: per frame only the feed. The clocks, counters and checks run once per batch,
-            # the frames buffered when the reader wakes: they all arrived by then, so the batch's time is
-            # every frame's arrival for the inbound watchdog and the rows' receive time for all of them
-            while await socket.readable():
+            failure: Exception | None = None
+
+            def batch() -> bool:
+                # The hot loop: per frame only the feed. The clocks, counters and checks run once per batch,
+                # the frames of one received chunk: they all arrived by then, so the batch's time is every
+                # frame's arrival for the inbound watchdog and the rows' receive time for all of them.
+                # True when the socket is gone: frames still buffered must not revive its tokens
+                nonlocal feed
                 now = monotonic()
                 if now >= self.next_check_ns:
                     if self.housekeep(now):
-                        break  # the socket is gone: frames still buffered must not revive its tokens
+                        return True
                     feed = owner._frame_feed()  # a tap added since (MarketClient.add_tap) applies from here
                 self.last_frame_ns = now
                 self.frames += len(frames)
@@ -324,12 +328,32 @@ class Shard:
                 received = wall()
                 while frames:  # socket_lost() empties it: a frame's feed may lose the socket
                     feed(take(), received, number)
+                return False
+
+            def deliver() -> None:
+                # Inside the transport's protocol callback, as each chunk arrives: no task switch before
+                # the books change. What would end the reader ends it (the socket gone, an error)
+                nonlocal failure
+                try:
+                    if not batch():
+                        return
+                except Exception as exc:  # raised by the reader below, as if it had fed the frame
+                    failure = exc
+                socket.stop()
+
+            socket.deliver = deliver
+            while await socket.readable() and failure is None:  # frames queued before deliver was set
+                if batch():
+                    break
+            if failure is not None:
+                raise failure
         except (SocketClosed, asyncio.TimeoutError):
             pass
         except Exception:
             logger.exception("connection %d: unexpected error, reconnecting", self.id)
         finally:
             self.socket_lost(socket, "socket closed")  # synchronous: before anything else can run
+            socket.stop()  # no delivery from this socket ever again, whatever it still parses
             for helper in helpers:
                 helper.cancel()
             for waiter in self.flush_waiters:

@@ -3,9 +3,9 @@
 A shard sees its socket only as a :class:`Socket` and catches only :data:`CONNECT_ERRORS` and
 :data:`SocketClosed`. Two transports back it: ``websockets`` (the default) and picows
 (``pm_ws._transport_picows``, imported only when chosen: the plain install does not have it).
-Both hand whole messages to a :class:`~pm_ws._inbox.FrameBuffer` inside the callback that parsed them; the shard's
-reader drains it without waiting while any is left, so a burst of frames costs one wake-up and no
-per-frame coroutine.
+Both hand whole messages to a :class:`~pm_ws._inbox.FrameBuffer` inside the callback that parsed them, and
+each received chunk's messages to the shard's ``deliver`` right there, so a burst of frames costs one call,
+no task switch and no per-frame coroutine.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ class Socket(Protocol):
     frames: deque[str | bytes]
     """The inbound messages received and not read yet, oldest first: the reader pops them."""
 
+    deliver: Callable[[], None] | None
+    """Called synchronously, inside the callback that queued a received chunk's messages (None: wake the reader)."""
+
     @property
     def close_code(self) -> int | None:
         """The close code once the socket is closed (None before, or without a close frame)."""
@@ -54,6 +57,9 @@ class Socket(Protocol):
 
     async def readable(self) -> bool:
         """Wait until :attr:`frames` holds a message: True; False once the socket ended and none is left."""
+
+    def stop(self) -> None:
+        """Stop reading: no more deliveries, and :meth:`readable` answers False once :attr:`frames` is empty."""
 
     async def send(self, message: str) -> None:
         """Send one text frame; raises :data:`SocketClosed` once the socket is closed."""
@@ -120,8 +126,9 @@ class WebsocketsSocket(ClientConnection, FrameBuffer):
 
     Data frames go from the protocol callback that parsed them straight into the :class:`FrameBuffer`
     (websockets' own message queue and ``recv()`` are left out: they cost a chain of coroutines per
-    frame). ``on_end`` runs inside the protocol callback that sees a close frame, the end of the stream
-    or the lost transport, so the tokens go STALE before any other task (the trader's) can run again.
+    frame), handed over at the end of each ``data_received``. ``on_end`` runs inside the protocol callback
+    that sees a close frame, the end of the stream or the lost transport, so the tokens go STALE before any
+    other task (the trader's) can run again.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -156,6 +163,7 @@ class WebsocketsSocket(ClientConnection, FrameBuffer):
         super().data_received(data)
         if self.protocol.state is not SocketState.OPEN:
             self.end()
+        self.chunk_end()
 
     def eof_received(self) -> None:
         super().eof_received()

@@ -3,7 +3,10 @@
 Imported only when a client is built with ``transport="picows"`` (``pip install 'pm_ws[fast]'``), so
 the plain install never needs picows. picows hands each frame to a callback while it still points into
 the read buffer; the socket copies the payload out (``str`` for a text frame, ``bytes`` for binary, as
-``websockets`` delivers them) into the :class:`~pm_ws._inbox.FrameBuffer` the shard's reader drains.
+``websockets`` delivers them) into its :class:`~pm_ws._inbox.FrameBuffer`, and hands the chunk's frames
+over at the frame picows marks the last of the bytes it read.
+Where the optional ``pm_ws._picows_listener`` was built for the installed picows, it takes the whole
+text frames in C and passes the rest to :meth:`PicowsSocket.take_frame`; without it that method takes them all.
 """
 
 from __future__ import annotations
@@ -14,15 +17,34 @@ from ssl import SSLContext
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import picows
 from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 from websockets.exceptions import ConnectionClosed
 
+from ._core import NO_EXTENSIONS
 from ._inbox import FrameBuffer
+
+
+def _listener_base() -> type[WSListener]:
+    # The compiled listener, if built against this very picows (it reads picows's objects in C); else picows's
+    # own. PM_WS_NO_EXTENSIONS=1 leaves it out too, as it does the compiled core
+    if NO_EXTENSIONS:
+        return WSListener
+    try:
+        from ._picows_listener import PICOWS_VERSION, TextFrameListener
+    except Exception:  # noqa: BLE001 - not built, or built for a picows whose layout differs: the Python listener
+        return WSListener
+    return TextFrameListener if PICOWS_VERSION == picows.__version__ else WSListener
+
+
+Listener = _listener_base()
+COMPILED_LISTENER = Listener is not WSListener  # whole text frames taken in C
 
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
 _CLOSE = WSMsgType.CLOSE
+_PING = WSMsgType.PING
 _ABNORMAL = 1006  # close code of a connection that ended without a close frame (RFC 6455 §7.1.5)
 
 
@@ -33,7 +55,7 @@ class TransportClosed(ConnectionClosed):
         super().__init__(None, None)
 
 
-class PicowsSocket(WSListener, FrameBuffer):
+class PicowsSocket(Listener, FrameBuffer):  # type: ignore[valid-type,misc]  # the base is chosen at import
     """One picows connection as a shard uses it: the listener picows calls, and the reader's buffer."""
 
     def __init__(self, max_frame_bytes: int, close_timeout: float) -> None:
@@ -50,7 +72,8 @@ class PicowsSocket(WSListener, FrameBuffer):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._transport = transport
 
-    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+    def take_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        """Take one frame (picows calls it for each, or the compiled listener for all but whole text frames)."""
         kind = frame.msg_type  # read once: picows builds the enum member on every read
         if kind is _TEXT and frame.fin and not self._fragments:  # the hot path: one whole text frame
             try:
@@ -58,15 +81,21 @@ class PicowsSocket(WSListener, FrameBuffer):
             except UnicodeDecodeError:
                 self._fail(WSCloseCode.INVALID_TEXT)
                 return
-            if self._reader is not None:
-                self._wake_reader()
         elif kind is _CLOSE:
             self._closing(transport)
         elif kind is _TEXT or kind is _BINARY or kind is _CONTINUATION:
             text = None if kind is _CONTINUATION else kind is _TEXT
             if (code := self.fragment(text, frame.get_payload_as_bytes(), bool(frame.fin))) is not None:
                 self._fail(WSCloseCode(code))
-        # PING is answered by picows itself; PONG carries nothing the client needs
+                return
+        elif kind is _PING:  # answered here, not by picows: every frame reaches this listener (see chunk_end)
+            transport.send_pong(frame.get_payload_as_bytes())
+        # PONG carries nothing the client needs
+        if frame.last_in_buffer:
+            self.chunk_end()
+
+    if not COMPILED_LISTENER:
+        on_ws_frame = take_frame
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.end()
@@ -164,6 +193,9 @@ async def open_socket(
                 websocket_handshake_timeout=None,  # the timeout above covers it
                 max_frame_size=max_frame_bytes,
                 enable_auto_ping=False,  # the server wants text PING; the shard's writer sends them
+                # PING answered by the listener: picows would answer it unseen, and a chunk ending in a
+                # PING would not tell the listener that the frames before it are all there
+                enable_auto_pong=False,
                 max_redirects=0,
                 use_aiofastnet=False,  # asyncio's transports: aiofastnet measured a higher p50 latency here
             )
