@@ -122,10 +122,10 @@ def _extensions() -> list:
 
 
 def _picows_listener(cflags: list[str], macros: list[tuple[str, str]]) -> list:
-    # Optional: compiled against picows's declarations, so built only where picows is installed (a
-    # `python setup.py build_ext --inplace` in a venv with pm_ws[fast]; pip's isolated build has no picows
-    # and builds without it), and a failure leaves it out instead of failing the install. The transport
-    # falls back to its Python listener when the module is missing or was built for another picows version
+    # Optional: compiled against picows's declarations, so built only where picows is importable at build
+    # time (pip's isolated build gets it from pyproject's build requirements; picows is never a run-time
+    # dependency of the plain install), and a failure leaves it out instead of failing the install. The
+    # transport falls back to its Python listener when the module is missing or was built for another picows
     import importlib.util
     from importlib.metadata import PackageNotFoundError, version
 
