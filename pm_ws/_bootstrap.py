@@ -1,10 +1,14 @@
 """REST bootstrap: a token whose WebSocket snapshot never came gets its book from the CLOB REST API.
 
 While a token's request is in flight its WebSocket ``price_change`` entries are buffered (the core
-skips them: the token is not LIVE). When the REST book arrives it is loaded with
-``BookStore.load_book`` (state ``UNCONFIRMED``) and the buffered entries whose timestamp is the
-snapshot's or later are replayed through a dispatcher of their own, frame by frame; older ones are
-already in the snapshot. At an equal timestamp the order of the two is unknown (the market channel
+skips them: the token is not LIVE). The REST answer can be newer than what the WebSocket has delivered
+(the two sockets are read in whatever order their bytes come), so the book waits until the WebSocket
+passes the snapshot: until an entry of the token newer than the snapshot arrives, or ``PARK_SECONDS``
+(a quiet market has nothing in flight). A delta older than the snapshot applied on top of it would
+leave a book the server never had, which a later delta with matching best prices would confirm LIVE.
+Then the book is loaded with ``BookStore.load_book`` (state ``UNCONFIRMED``) and the buffered entries
+whose timestamp is the snapshot's or later are replayed through a dispatcher of their own, frame by
+frame; older ones are already in the snapshot. At an equal timestamp the order of the two is unknown (the market channel
 has no sequence numbers): the entry is replayed, which is harmless for sizes that are absolute, and
 the WebSocket decides: the book turns LIVE only when a ``price_change`` entry or a ``best_bid_ask``
 carries best prices equal to it, and a ``price_change`` that disagrees makes it INVALID (resync).
@@ -16,6 +20,7 @@ asked in batches of ``BOOKS_PER_REQUEST`` through ``POST /books``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -30,6 +35,7 @@ from .row import STATE, State
 logger = logging.getLogger("pm_ws")
 
 BOOKS_PER_REQUEST = 50
+PARK_SECONDS = 0.5  # longest a REST book waits for the WebSocket to pass its timestamp
 
 _WAITING = (int(State.SUBSCRIBING), int(State.STALE), int(State.INVALID))  # states a bootstrap may rescue
 
@@ -38,6 +44,14 @@ class _Buffered(NamedTuple):
     timestamp: int  # the frame's exchange time, ms
     market: str
     entries: list[dict[str, Any]]  # this token's entries of that frame, in order
+    recv_ns: int
+
+
+class _RestBook(NamedTuple):
+    timestamp: int  # the snapshot's exchange time, ms
+    bids: list[tuple[int, int]]
+    asks: list[tuple[int, int]]
+    tick: int
     recv_ns: int
 
 
@@ -61,7 +75,8 @@ class RestBootstrap:
         self.http = http
         self.clob_url = clob_url.rstrip("/")
         self.after_ns = int(after * 1e9)
-        self.buffers: dict[str, list[_Buffered]] = {}  # tokens with a request in flight
+        self.buffers: dict[str, list[_Buffered]] = {}  # tokens with a request in flight (or a book parked)
+        self.parked: dict[str, _RestBook] = {}  # REST books waiting for the WebSocket to pass them
         self.waiting_since: dict[str, int] = {}  # token -> monotonic ns it was first seen without a book
         core = sys.modules[type(store).__module__]
         self.replay = core.Dispatcher(store)  # its counters are the replays' own
@@ -95,6 +110,7 @@ class RestBootstrap:
         for token in tokens:
             self.waiting_since.pop(token, None)
             self.buffers.pop(token, None)
+            self.parked.pop(token, None)
 
     def on_frame(self, frame: str | bytes, recv_ns: int) -> None:
         """Buffer the ``price_change`` entries of tokens whose request is in flight (free when none is)."""
@@ -107,6 +123,7 @@ class RestBootstrap:
             document = orjson.loads(frame)
         except orjson.JSONDecodeError:
             return
+        passed: list[str] = []  # parked books the WebSocket has passed: merged once the whole frame is buffered
         for event in document if isinstance(document, list) else [document]:
             if not isinstance(event, dict) or event.get("event_type") != "price_change":
                 continue
@@ -124,6 +141,11 @@ class RestBootstrap:
                 except ValueError:
                     continue  # the core rejects it too
                 self.buffers[token].append(_Buffered(timestamp, str(event.get("market", "")), entries, recv_ns))
+                parked = self.parked.get(token)
+                if parked is not None and timestamp > parked.timestamp:
+                    passed.append(token)
+        for token in dict.fromkeys(passed):
+            self._merge(token)
 
     async def fetch(self, tokens: list[str]) -> None:
         """Ask the REST books of ``tokens`` (buffering their deltas from now on) and merge each answer."""
@@ -143,24 +165,41 @@ class RestBootstrap:
             recv_ns = time.time_ns()
             answered = {str(book.get("asset_id")): book for book in books if isinstance(book, dict)}
             for token in batch:
-                buffered = self.buffers.pop(token, None)
+                buffered = self.buffers.get(token)
                 if buffered is None:
                     continue  # unsubscribed meanwhile
                 book = answered.get(token)
-                if book is None:
-                    self.counters["missing"] += 1
+                rest_book = self._parse(token, book, recv_ns) if book is not None else None
+                if rest_book is None:
+                    self.counters["missing" if book is None else "rejected"] += 1
+                    del self.buffers[token]
                     continue
-                self._merge(token, book, buffered, recv_ns)
+                self.parked[token] = rest_book
+                if any(item.timestamp > rest_book.timestamp for item in buffered):
+                    self._merge(token)  # the WebSocket is past the snapshot already
+        await asyncio.sleep(PARK_SECONDS)
+        for token in tokens:
+            if token in self.parked:  # the market was quiet: nothing older can still be in flight
+                self._merge(token)
 
-    def _merge(self, token: str, book: dict[str, Any], buffered: list[_Buffered], recv_ns: int) -> None:
-        counters = self.counters
+    def _parse(self, token: str, book: dict[str, Any], recv_ns: int) -> _RestBook | None:
         try:
-            timestamp = int(book["timestamp"])
             bids = [(parse_price(level["price"]), parse_size(level["size"])) for level in book["bids"]]
             asks = [(parse_price(level["price"]), parse_size(level["size"])) for level in book["asks"]]
             tick = parse_price(book["tick_size"]) if book.get("tick_size") else 0
-            loaded = self.store.load_book(token, bids, asks, tick, timestamp, recv_ns)
-        except (KeyError, TypeError, ValueError) as exc:  # a malformed or impossible book
+            return _RestBook(int(book["timestamp"]), bids, asks, tick, recv_ns)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("REST book of %s refused: %s", token, exc)
+            return None
+
+    def _merge(self, token: str) -> None:
+        counters = self.counters
+        book = self.parked.pop(token)
+        buffered = self.buffers.pop(token, [])
+        timestamp = book.timestamp
+        try:
+            loaded = self.store.load_book(token, book.bids, book.asks, book.tick, timestamp, book.recv_ns)
+        except (KeyError, TypeError, ValueError) as exc:  # an impossible book (or the token gone)
             counters["rejected"] += 1
             logger.warning("REST book of %s refused: %s", token, exc)
             return
