@@ -796,7 +796,9 @@ class ExchangeSoakConfig:
     rate: float = 300.0
     open_every: float = 0.7  # seconds between two market openings (the same rate of resolutions keeps the count)
     withheld_share: float = 0.05  # tokens whose WebSocket snapshot never comes: REST bootstrap only
-    live_bound: float = 8.0  # seconds an opened market may take to read LIVE (a resolved one RESOLVED)
+    # Seconds an opened market may take to read LIVE (a resolved one RESOLVED): an announcement lost with a
+    # socket leaves it to the next listing, which a garbled page delays by the follower's LISTING_RETRY (5 s)
+    live_bound: float = 15.0
     fault_gap: tuple[float, float] = (0.2, 0.8)
     fault_hold: float = 2.0  # seconds a slow or stale REST side lasts
     trade_every: int = 0  # trades (the server's default is 20): a withheld token misses them, see ExchangeSoak
@@ -1156,7 +1158,8 @@ def exchange_summary(result: ExchangeSoakResult) -> str:
         f"  markets resolved / RESOLVED / freed   {result.resolved} / {result.resolved_final} / {result.freed}",
         f"  withheld snapshots / read LIVE   {result.withheld} / {result.withheld_live} (REST books loaded "
         f"{bootstrap.get('books_loaded', 0)}, requests {bootstrap.get('requests', 0)}, errors "
-        f"{bootstrap.get('errors', 0)}, replayed deltas {bootstrap.get('replayed', 0)})",
+        f"{bootstrap.get('errors', 0)}, replayed deltas {bootstrap.get('replayed', 0)}, superseded by the WebSocket "
+        f"{bootstrap.get('superseded', 0)}, dropped on a new socket {bootstrap.get('connection_changed', 0)})",
         f"  follower   listings {exchange.get('listings', 0)} (errors {exchange.get('listing_errors', 0)}), "
         f"announced {exchange.get('announced', 0)}, resolved {exchange.get('resolved', 0)} (by listing "
         f"{exchange.get('resolved_by_listing', 0)}), unsubscribed {exchange.get('unsubscribed', 0)}",

@@ -8,7 +8,9 @@ passes the snapshot: until an entry of the token newer than the snapshot arrives
 leave a book the server never had, which a later delta with matching best prices would confirm LIVE.
 Then the book is loaded with ``BookStore.load_book`` (state ``UNCONFIRMED``) and the buffered entries
 whose timestamp is the snapshot's or later are replayed through a dispatcher of their own, frame by
-frame; older ones are already in the snapshot. At an equal timestamp the order of the two is unknown (the market channel
+frame; older ones are already in the snapshot. A token is asked only while its connection is up, and its
+book is dropped (asked again later) if that connection changed meanwhile: the deltas of the gap between
+two sockets are never delivered, so a book that missed them must not wait there for a confirmation. At an equal timestamp the order of the two is unknown (the market channel
 has no sequence numbers): the entry is replayed, which is harmless for sizes that are absolute, and
 the WebSocket decides: the book turns LIVE only when a ``price_change`` entry or a ``best_bid_ask``
 carries best prices equal to it, and a ``price_change`` that disagrees makes it INVALID (resync).
@@ -24,6 +26,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
@@ -55,6 +58,10 @@ class _RestBook(NamedTuple):
     recv_ns: int
 
 
+def _always_up(token: str) -> object:
+    return True
+
+
 class RestBootstrap:
     """Find tokens waiting too long for a snapshot, fetch their REST books, merge the buffered deltas.
 
@@ -68,21 +75,33 @@ class RestBootstrap:
         CLOB REST base URL.
     after : float
         Seconds a token may wait without a book (SUBSCRIBING, STALE or INVALID) before its REST book is asked.
+    connection : callable, optional
+        ``connection(token)``: the open socket that delivers the token's deltas, None while it has none
+        (by default one that is always up).
     """
 
-    def __init__(self, store: BookStore, http: HttpClient, clob_url: str, after: float) -> None:
+    def __init__(
+        self,
+        store: BookStore,
+        http: HttpClient,
+        clob_url: str,
+        after: float,
+        connection: Callable[[str], object | None] | None = None,
+    ) -> None:
         self.store = store
         self.http = http
         self.clob_url = clob_url.rstrip("/")
         self.after_ns = int(after * 1e9)
         self.buffers: dict[str, list[_Buffered]] = {}  # tokens with a request in flight (or a book parked)
         self.parked: dict[str, _RestBook] = {}  # REST books waiting for the WebSocket to pass them
+        self.connection = connection if connection is not None else _always_up
+        self.sockets: dict[str, object] = {}  # token -> its connection when its request was made
         self.waiting_since: dict[str, int] = {}  # token -> monotonic ns it was first seen without a book
         core = sys.modules[type(store).__module__]
         self.replay = core.Dispatcher(store)  # its counters are the replays' own
         self.counters = {
             "requests": 0, "books_loaded": 0, "superseded": 0, "rejected": 0, "missing": 0,
-            "replayed": 0, "older_dropped": 0, "errors": 0,
+            "replayed": 0, "older_dropped": 0, "errors": 0, "connection_changed": 0,
         }  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
@@ -101,7 +120,7 @@ class RestBootstrap:
                 since.pop(token, None)
                 continue
             first = since.setdefault(token, now)
-            if now - first >= self.after_ns and token not in self.buffers:
+            if now - first >= self.after_ns and token not in self.buffers and self.connection(token) is not None:
                 due.append(token)
         return due
 
@@ -111,6 +130,7 @@ class RestBootstrap:
             self.waiting_since.pop(token, None)
             self.buffers.pop(token, None)
             self.parked.pop(token, None)
+            self.sockets.pop(token, None)
 
     def on_frame(self, frame: str | bytes, recv_ns: int) -> None:
         """Buffer the ``price_change`` entries of tokens whose request is in flight (free when none is)."""
@@ -152,6 +172,7 @@ class RestBootstrap:
         now = time.monotonic_ns()
         for token in tokens:
             self.buffers[token] = []
+            self.sockets[token] = self.connection(token)
             self.waiting_since[token] = now  # the next attempt, if needed, waits ``after`` again
         for start in range(0, len(tokens), BOOKS_PER_REQUEST):
             batch = tokens[start : start + BOOKS_PER_REQUEST]
@@ -172,7 +193,7 @@ class RestBootstrap:
                 rest_book = self._parse(token, book, recv_ns) if book is not None else None
                 if rest_book is None:
                     self.counters["missing" if book is None else "rejected"] += 1
-                    del self.buffers[token]
+                    del self.buffers[token], self.sockets[token]
                     continue
                 self.parked[token] = rest_book
                 if any(item.timestamp > rest_book.timestamp for item in buffered):
@@ -196,6 +217,9 @@ class RestBootstrap:
         counters = self.counters
         book = self.parked.pop(token)
         buffered = self.buffers.pop(token, [])
+        if self.sockets.pop(token, None) is not self.connection(token) or self.connection(token) is None:
+            counters["connection_changed"] += 1  # deltas were lost between two sockets: asked again later
+            return
         timestamp = book.timestamp
         try:
             loaded = self.store.load_book(token, book.bids, book.asks, book.tick, timestamp, book.recv_ns)

@@ -60,7 +60,12 @@ TICK = 0.1  # seconds between two rounds of the follower's upkeep
 LISTING_RETRY = 5.0  # seconds before a failed listing is tried again
 # Default wait before a REST book: past the first re-drive's deadline, before the second miss would rebuild
 BOOTSTRAP_AFTER_TIMEOUTS = 1.5
-BOOTSTRAP_SCAN_EVERY = 5  # upkeep rounds between two scans for tokens waiting too long
+# Every upkeep round looks for tokens waiting too long among those their connections await: a token is
+# due between its first re-drive and its second miss (which rebuilds its connection, every neighbour STALE
+# too), a window of snapshot_timeout / 2; a coarser scan misses it and withheld tokens rebuild their
+# connection again and again. Every BOOTSTRAP_FULL_SCAN_EVERY rounds every token is looked at: a connection
+# gives up awaiting a token (its probes and re-drives spent) that can still be without a book
+BOOTSTRAP_FULL_SCAN_EVERY = 50
 
 
 class ExchangeFollower:
@@ -135,7 +140,9 @@ class ExchangeFollower:
         if bootstrap_after is not None and bootstrap_after < 0:
             bootstrap_after = self.client.snapshot_timeout * BOOTSTRAP_AFTER_TIMEOUTS
         self.bootstrap = (
-            RestBootstrap(self.store, self.http, clob_url, bootstrap_after) if bootstrap_after is not None else None
+            RestBootstrap(self.store, self.http, clob_url, bootstrap_after, self._connection)
+            if bootstrap_after is not None
+            else None
         )
         self.markets: dict[str, tuple[str, ...]] = {}  # followed: condition id -> token ids
         self.labels: dict[str, str] = {}  # token id -> "<outcome> <question>" of followed (and announced) markets
@@ -261,8 +268,10 @@ class ExchangeFollower:
         if due:
             await self._drop(due)
         self._rounds += 1
-        if self.bootstrap is not None and self._rounds % BOOTSTRAP_SCAN_EVERY == 0:
-            tokens = self.bootstrap.due(self._maybe_waiting(self.bootstrap), time.monotonic_ns())
+        if self.bootstrap is not None:
+            full = self._rounds % BOOTSTRAP_FULL_SCAN_EVERY == 0
+            candidates = list(self.client._owner) if full else self._maybe_waiting(self.bootstrap)
+            tokens = self.bootstrap.due(candidates, time.monotonic_ns())
             if tokens:
                 self._stop_awaiting(tokens)
                 self._spawn(self.bootstrap.fetch(tokens), "bootstrap")
@@ -353,6 +362,11 @@ class ExchangeFollower:
         for shard in self.client._shards:
             candidates.update(dict.fromkeys(shard.maybe_waiting()))
         return [token for token in candidates if token in owner]
+
+    def _connection(self, token: str) -> object | None:
+        # The open socket that delivers a token's deltas (a REST book is merged only if it did all along)
+        shard = self.client._owner.get(token)
+        return shard.socket if shard is not None and shard.up else None
 
     def _stop_awaiting(self, tokens: list[str]) -> None:
         # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection
