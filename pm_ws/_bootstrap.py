@@ -8,9 +8,10 @@ passes the snapshot: until an entry of the token newer than the snapshot arrives
 leave a book the server never had, which a later delta with matching best prices would confirm LIVE.
 Then the book is loaded with ``BookStore.load_book`` (state ``UNCONFIRMED``) and the buffered entries
 whose timestamp is the snapshot's or later are replayed through a dispatcher of their own, frame by
-frame; older ones are already in the snapshot. A token is asked only while its connection is up, and its
-book is dropped (asked again later) if that connection changed meanwhile: the deltas of the gap between
-two sockets are never delivered, so a book that missed them must not wait there for a confirmation. At an equal timestamp the order of the two is unknown (the market channel
+frame; older ones are already in the snapshot. A token is asked only once it waited ``after`` on one open
+socket (so the server has long had its subscription when the snapshot is taken: the deltas between the
+snapshot and a later subscription would never come), and its book is dropped (asked again later) if that
+socket changed meanwhile: the deltas of the gap between two sockets are never delivered either. At an equal timestamp the order of the two is unknown (the market channel
 has no sequence numbers): the entry is replayed, which is harmless for sizes that are absolute, and
 the WebSocket decides: the book turns LIVE only when a ``price_change`` entry or a ``best_bid_ask``
 carries best prices equal to it, and a ``price_change`` that disagrees makes it INVALID (resync).
@@ -96,7 +97,8 @@ class RestBootstrap:
         self.parked: dict[str, _RestBook] = {}  # REST books waiting for the WebSocket to pass them
         self.connection = connection if connection is not None else _always_up
         self.sockets: dict[str, object] = {}  # token -> its connection when its request was made
-        self.waiting_since: dict[str, int] = {}  # token -> monotonic ns it was first seen without a book
+        # token -> (monotonic ns it was first seen without a book on this socket, the socket)
+        self.waiting_since: dict[str, tuple[int, object]] = {}
         core = sys.modules[type(store).__module__]
         self.replay = core.Dispatcher(store)  # its counters are the replays' own
         self.counters = {
@@ -119,8 +121,11 @@ class RestBootstrap:
             if view[slot_of(token), STATE] not in _WAITING:
                 since.pop(token, None)
                 continue
-            first = since.setdefault(token, now)
-            if now - first >= self.after_ns and token not in self.buffers and self.connection(token) is not None:
+            socket = self.connection(token)
+            first, seen_on = since.get(token, (now, None))
+            if socket is None or seen_on is not socket:  # the clock starts again on each socket
+                since[token] = (now, socket)
+            elif now - first >= self.after_ns and token not in self.buffers:
                 due.append(token)
         return due
 
@@ -172,8 +177,8 @@ class RestBootstrap:
         now = time.monotonic_ns()
         for token in tokens:
             self.buffers[token] = []
-            self.sockets[token] = self.connection(token)
-            self.waiting_since[token] = now  # the next attempt, if needed, waits ``after`` again
+            self.sockets[token] = socket = self.connection(token)
+            self.waiting_since[token] = (now, socket)  # the next attempt, if needed, waits ``after`` again
         for start in range(0, len(tokens), BOOKS_PER_REQUEST):
             batch = tokens[start : start + BOOKS_PER_REQUEST]
             self.counters["requests"] += 1
