@@ -32,8 +32,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ._core import BookStore, parse_price, parse_size
+from ._core import parse_price, parse_size
 from ._http import HttpClient, HttpError
+from ._taps import Taps
 from .row import STATE, State
 
 logger = logging.getLogger("pm_ws")
@@ -68,8 +69,8 @@ class RestBootstrap:
 
     Parameters
     ----------
-    store : BookStore
-        The client's store.
+    taps : Taps
+        The client's store operations (the books loaded and the deltas replayed reach its store taps).
     http : HttpClient
         Shared HTTP client (its rate limit covers these requests too).
     clob_url : str
@@ -83,13 +84,14 @@ class RestBootstrap:
 
     def __init__(
         self,
-        store: BookStore,
+        taps: Taps,
         http: HttpClient,
         clob_url: str,
         after: float,
         connection: Callable[[str], object | None] | None = None,
     ) -> None:
-        self.store = store
+        self.taps = taps
+        self.store = store = taps.store
         self.http = http
         self.clob_url = clob_url.rstrip("/")
         self.after_ns = int(after * 1e9)
@@ -169,8 +171,10 @@ class RestBootstrap:
                 parked = self.parked.get(token)
                 if parked is not None and timestamp > parked.timestamp:
                     passed.append(token)
+        # Merged after this frame reached every frame tap: a publisher writes the frame, then the book and replays
+        loop = asyncio.get_running_loop()
         for token in dict.fromkeys(passed):
-            self._merge(token)
+            loop.call_soon(self._merge_parked, token)
 
     async def fetch(self, tokens: list[str]) -> None:
         """Ask the REST books of ``tokens`` (buffering their deltas from now on) and merge each answer."""
@@ -218,6 +222,10 @@ class RestBootstrap:
             logger.warning("REST book of %s refused: %s", token, exc)
             return None
 
+    def _merge_parked(self, token: str) -> None:
+        if token in self.parked:
+            self._merge(token)
+
     def _merge(self, token: str) -> None:
         counters = self.counters
         book = self.parked.pop(token)
@@ -227,7 +235,7 @@ class RestBootstrap:
             return
         timestamp = book.timestamp
         try:
-            loaded = self.store.load_book(token, book.bids, book.asks, book.tick, timestamp, book.recv_ns)
+            loaded = self.taps.load_book(token, book.bids, book.asks, book.tick, timestamp, book.recv_ns)
         except (KeyError, TypeError, ValueError) as exc:  # an impossible book (or the token gone)
             counters["rejected"] += 1
             logger.warning("REST book of %s refused: %s", token, exc)
@@ -243,6 +251,6 @@ class RestBootstrap:
             frame = orjson.dumps(
                 {"event_type": "price_change", "market": item.market, "timestamp": str(item.timestamp),
                  "price_changes": item.entries}
-            )  # fmt: skip
-            self.replay.feed(frame, item.recv_ns)
+            ).decode()  # fmt: skip
+            self.taps.replay(token, self.replay.feed, frame, item.recv_ns)
             counters["replayed"] += 1

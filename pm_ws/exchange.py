@@ -140,7 +140,7 @@ class ExchangeFollower:
         if bootstrap_after is not None and bootstrap_after < 0:
             bootstrap_after = self.client.snapshot_timeout * BOOTSTRAP_AFTER_TIMEOUTS
         self.bootstrap = (
-            RestBootstrap(self.store, self.http, clob_url, bootstrap_after, self._connection)
+            RestBootstrap(self.client._taps, self.http, clob_url, bootstrap_after, self._connection)
             if bootstrap_after is not None
             else None
         )
@@ -244,10 +244,10 @@ class ExchangeFollower:
         tokens = self.markets.get(condition_id)
         if tokens is None or condition_id in self._resolved_at:
             return
-        store = self.store
+        store, taps = self.store, self.client._taps
         for token in tokens:
             if token in store:
-                store.resolve(token, None if winner is None else token == winner)
+                taps.resolve(token, None if winner is None else token == winner)
         self._resolved_at[condition_id] = time.monotonic()
         self.counters["resolved"] += 1
 
