@@ -112,8 +112,28 @@ RSS_GROWTH_LIMIT = 64 * 2**20
 
 
 @dataclass
-class SoakConfig:
-    """What to run: duration, load, and the client's deadlines (short, so faults recover fast)."""
+class Deadlines:
+    """The client's deadlines in a soak (short, so faults recover fast)."""
+
+    ping_interval: float = 0.2
+    inbound_timeout: float = 1.0
+    snapshot_timeout: float = 0.5
+    confirm_interval: float = 1.0
+    backoff: tuple[float, float] = (0.05, 0.5)
+
+    def client_options(self) -> dict[str, Any]:
+        """The MarketClient options they make (no connection stagger)."""
+        low, high = self.backoff
+        return {
+            "ping_interval": self.ping_interval, "inbound_timeout": self.inbound_timeout,
+            "snapshot_timeout": self.snapshot_timeout, "confirm_interval": self.confirm_interval,
+            "connect_stagger": 0.0, "backoff": lambda: ExponentialBackoff(low, high),
+        }  # fmt: skip
+
+
+@dataclass
+class SoakConfig(Deadlines):
+    """What to run: duration, load, and the client's deadlines."""
 
     duration: float = 120.0
     seed: int = 0
@@ -121,11 +141,6 @@ class SoakConfig:
     rate: float = 500.0
     checkpoint_every: float = 30.0
     fault_gap: tuple[float, float] = (0.2, 1.0)  # random pause between two faults, seconds
-    ping_interval: float = 0.2
-    inbound_timeout: float = 1.0
-    snapshot_timeout: float = 0.5
-    confirm_interval: float = 1.0
-    backoff: tuple[float, float] = (0.05, 0.5)
     kinds: tuple[str, ...] = FAULT_KINDS
     recovery_timeout: float = RECOVERY_TIMEOUT
     overlap: bool = False  # faults of different kinds overlap, no recovery wait (not the CI mode)
@@ -359,6 +374,14 @@ def instrument(server: FakeMarketServer, history: TopHistory, book_versions: dic
     server._add_market = recorded_add_market  # type: ignore[method-assign]
 
 
+def observe(server: FakeMarketServer) -> tuple[TopHistory, dict[tuple[str, str], int], FrameAudit]:
+    """The server's top history (its changes instrumented), the versions of its ``book`` frames, the client's audit."""
+    history = TopHistory(server)
+    book_versions: dict[tuple[str, str], int] = {}
+    instrument(server, history, book_versions)
+    return history, book_versions, FrameAudit(history, book_versions)
+
+
 class Soak:
     """One soak run: server, client, and the tasks that drive, break and watch them."""
 
@@ -368,20 +391,11 @@ class Soak:
         self.rng = random.Random(config.seed)
         self.server = FakeMarketServer(markets=config.tokens // 2, seed=config.seed, rate_hz=0)
         self.tokens = self.server.token_ids
-        self.history = TopHistory(self.server)
-        self.book_versions: dict[tuple[str, str], int] = {}
-        instrument(self.server, self.history, self.book_versions)
-        self.audit = FrameAudit(self.history, self.book_versions)
-        low, high = config.backoff
+        self.history, self.book_versions, self.audit = observe(self.server)
         self.client = MarketClient(
             "ws://127.0.0.1:1",  # replaced once the server listens
             capacity=len(self.tokens),
-            ping_interval=config.ping_interval,
-            inbound_timeout=config.inbound_timeout,
-            snapshot_timeout=config.snapshot_timeout,
-            confirm_interval=config.confirm_interval,
-            connect_stagger=0.0,
-            backoff=lambda: ExponentialBackoff(low, high),
+            **config.client_options(),
             on_event=self._on_event,
             on_frame=self.audit,
             transport=config.transport,
@@ -787,7 +801,7 @@ EXCHANGE_FAULT_KINDS = WS_FAULTS + HTTP_FAULTS
 
 
 @dataclass
-class ExchangeSoakConfig:
+class ExchangeSoakConfig(Deadlines):
     """What the exchange soak runs: the fake exchange, its schedule of openings and resolutions, the follower."""
 
     duration: float = 60.0
@@ -804,11 +818,6 @@ class ExchangeSoakConfig:
     trade_every: int = 0  # trades (the server's default is 20): a withheld token misses them, see ExchangeSoak
     relist_interval: float = 2.0
     resolve_grace: float = 1.0
-    ping_interval: float = 0.2
-    inbound_timeout: float = 1.0
-    snapshot_timeout: float = 0.5
-    confirm_interval: float = 1.0
-    backoff: tuple[float, float] = (0.05, 0.5)
     verbose: bool = False
 
 
@@ -854,11 +863,7 @@ class ExchangeSoak:
         # never gets (its LIVE row then shows a book the server left: the checker's teeth, in the tests)
         self.ws = FakeMarketServer(markets=config.markets, seed=config.seed, rate_hz=0, trade_every=config.trade_every)
         self.rest = FakeRestServer(self.ws, all_order_books=True)
-        self.history = TopHistory(self.ws)
-        self.book_versions: dict[tuple[str, str], int] = {}
-        instrument(self.ws, self.history, self.book_versions)
-        self.audit = FrameAudit(self.history, self.book_versions)
-        low, high = config.backoff
+        self.history, self.book_versions, self.audit = observe(self.ws)
         self.follower = ExchangeFollower(
             "ws://127.0.0.1:1",  # replaced once the servers listen
             relist_interval=config.relist_interval,
@@ -867,12 +872,7 @@ class ExchangeSoak:
             http=HttpClient(timeout=2.0, backoff=0.05, backoff_max=0.5, rate=200, burst=50),
             on_frame=self.audit,
             capacity=4 * config.markets + 256,
-            ping_interval=config.ping_interval,
-            inbound_timeout=config.inbound_timeout,
-            snapshot_timeout=config.snapshot_timeout,
-            confirm_interval=config.confirm_interval,
-            connect_stagger=0.0,
-            backoff=lambda: ExponentialBackoff(low, high),
+            **config.client_options(),
         )
         self.store = self.follower.store
         self.withheld: set[str] = set()

@@ -46,7 +46,8 @@ from ._bootstrap import RestBootstrap
 from ._http import HttpClient
 from .client import DEFAULT_URL, ClientEvent, EventCallback, MarketClient
 from .errors import CapacityError
-from .row import TOKEN_ID
+from .client_events import CAUSE_CORE
+from .row import TOKEN_ID, State
 from .gamma import (
     DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL, GammaError, GammaMarket, MarketFilter, list_markets, markets_by_condition_ids,
     string_list,
@@ -66,6 +67,7 @@ BOOTSTRAP_AFTER_TIMEOUTS = 1.5
 # connection again and again. Every BOOTSTRAP_FULL_SCAN_EVERY rounds every token is looked at: a connection
 # gives up awaiting a token (its probes and re-drives spent) that can still be without a book
 BOOTSTRAP_FULL_SCAN_EVERY = 50
+SUSPECT_TIMEOUTS = 2  # a silent socket is trusted again for REST books after this many of the client's promise
 
 
 class ExchangeFollower:
@@ -149,6 +151,10 @@ class ExchangeFollower:
         self.listed = asyncio.Event()  # set once the first listing is subscribed
         self._announced: dict[str, tuple[str, ...]] = {}  # new_market not subscribed yet
         self._resolved_at: dict[str, float] = {}  # condition id -> when it resolved (monotonic s)
+        # Sockets that went silent (rows STALE for want of confirmation): a server that drops deltas on an open
+        # socket would leave a REST book taken meanwhile without them, so none is asked or merged there until
+        # a book arrives on it (it delivers again) or SUSPECT_TIMEOUTS x the client's promise passed
+        self._suspect: dict[object, float] = {}  # socket -> monotonic time its suspicion ends
         self._next_listing = 0.0
         self._rounds = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -214,12 +220,26 @@ class ExchangeFollower:
             self._user_frame(frame, recv_ns)
 
     def _on_event(self, event: ClientEvent) -> None:
-        if event.kind == "new_market":
+        if event.kind == "state":
+            self._watch_socket(event)
+        elif event.kind == "new_market":
             self._announce(event.data)
         elif event.kind == "market_resolved":
             self._resolve_event(event.data)
         if self._user_event is not None:
             self._user_event(event)
+
+    def _watch_socket(self, event: ClientEvent) -> None:
+        shard = self.client._owner.get(event.token_id or "")
+        if shard is None or shard.socket is None:
+            return
+        data = event.data
+        if data["state"] is State.STALE and data["reason"] == "unconfirmed":
+            client = self.client
+            promise = (client.confirm_interval or 0.0) + client.snapshot_timeout  # "unconfirmed" needs one
+            self._suspect[shard.socket] = time.monotonic() + SUSPECT_TIMEOUTS * promise
+        elif data["state"] is State.LIVE and data["cause"] == CAUSE_CORE:
+            self._suspect.pop(shard.socket, None)
 
     def _announce(self, payload: dict[str, Any]) -> None:
         condition_id = _text(payload.get("market") or payload.get("condition_id"))
@@ -268,6 +288,8 @@ class ExchangeFollower:
         if due:
             await self._drop(due)
         self._rounds += 1
+        if self._suspect:
+            self._suspect = {socket: end for socket, end in self._suspect.items() if end > now}
         if self.bootstrap is not None:
             full = self._rounds % BOOTSTRAP_FULL_SCAN_EVERY == 0
             candidates = list(self.client._owner) if full else self._maybe_waiting(self.bootstrap)
@@ -366,7 +388,9 @@ class ExchangeFollower:
     def _connection(self, token: str) -> object | None:
         # The open socket that delivers a token's deltas (a REST book is merged only if it did all along)
         shard = self.client._owner.get(token)
-        return shard.socket if shard is not None and shard.up else None
+        if shard is None or not shard.up or shard.socket in self._suspect:
+            return None
+        return shard.socket
 
     def _stop_awaiting(self, tokens: list[str]) -> None:
         # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection
