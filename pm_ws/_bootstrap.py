@@ -78,8 +78,8 @@ class RestBootstrap:
     after : float
         Seconds a token may wait without a book (SUBSCRIBING, STALE or INVALID) before its REST book is asked.
     connection : callable, optional
-        ``connection(token)``: the open socket that delivers the token's deltas, None while it has none
-        (by default one that is always up).
+        ``connection(token)``: what identifies the open socket that delivers the token's deltas (compared with
+        ``==``), None while it has none or cannot be trusted (by default one that is always up).
     """
 
     def __init__(
@@ -99,6 +99,7 @@ class RestBootstrap:
         self.parked: dict[str, _RestBook] = {}  # REST books waiting for the WebSocket to pass them
         self.connection = connection if connection is not None else _always_up
         self.sockets: dict[str, object] = {}  # token -> its connection when its request was made
+        self.loaded_on: dict[str, object] = {}  # token -> the connection its last REST book was merged on
         # token -> (monotonic ns it was first seen without a book on this socket, the socket)
         self.waiting_since: dict[str, tuple[int, object]] = {}
         core = sys.modules[type(store).__module__]
@@ -125,7 +126,7 @@ class RestBootstrap:
                 continue
             socket = self.connection(token)
             first, seen_on = since.get(token, (now, None))
-            if socket is None or seen_on is not socket:  # the clock starts again on each socket
+            if socket is None or seen_on != socket:  # the clock starts again on each socket
                 since[token] = (now, socket)
             elif now - first >= self.after_ns and token not in self.buffers:
                 due.append(token)
@@ -138,6 +139,7 @@ class RestBootstrap:
             self.buffers.pop(token, None)
             self.parked.pop(token, None)
             self.sockets.pop(token, None)
+            self.loaded_on.pop(token, None)
 
     def on_frame(self, frame: str | bytes, recv_ns: int) -> None:
         """Buffer the ``price_change`` entries of tokens whose request is in flight (free when none is)."""
@@ -230,7 +232,8 @@ class RestBootstrap:
         counters = self.counters
         book = self.parked.pop(token)
         buffered = self.buffers.pop(token, [])
-        if self.sockets.pop(token, None) is not self.connection(token) or self.connection(token) is None:
+        socket = self.sockets.pop(token, None)
+        if socket is None or socket != self.connection(token):
             counters["connection_changed"] += 1  # deltas were lost between two sockets: asked again later
             return
         timestamp = book.timestamp
@@ -244,6 +247,7 @@ class RestBootstrap:
             counters["superseded"] += 1  # the WebSocket delivered first (or the market resolved)
             return
         counters["books_loaded"] += 1
+        self.loaded_on[token] = socket
         for item in buffered:
             if item.timestamp < timestamp:
                 counters["older_dropped"] += 1  # already in the snapshot

@@ -155,6 +155,7 @@ class ExchangeFollower:
         # socket would leave a REST book taken meanwhile without them, so none is asked or merged there until
         # a book arrives on it (it delivers again) or SUSPECT_TIMEOUTS x the client's promise passed
         self._suspect: dict[object, float] = {}  # socket -> monotonic time its suspicion ends
+        self._suspicions: dict[object, int] = {}  # socket -> times it was suspected (a REST book across one drops)
         self._next_listing = 0.0
         self._rounds = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -234,9 +235,14 @@ class ExchangeFollower:
         if shard is None or shard.socket is None:
             return
         data = event.data
-        if data["state"] is State.STALE and data["reason"] == "unconfirmed":
+        # A REST-built row's probe is a re-subscription whose book may never come: no sign of a silent socket
+        loaded_on = self.bootstrap.loaded_on.get(event.token_id or "") if self.bootstrap is not None else None
+        rest_built = loaded_on is not None and loaded_on[0] is shard.socket  # type: ignore[index]
+        if data["state"] is State.STALE and data["reason"] == "unconfirmed" and not rest_built:
             client = self.client
             promise = (client.confirm_interval or 0.0) + client.snapshot_timeout  # "unconfirmed" needs one
+            if shard.socket not in self._suspect:
+                self._suspicions[shard.socket] = self._suspicions.get(shard.socket, 0) + 1
             self._suspect[shard.socket] = time.monotonic() + SUSPECT_TIMEOUTS * promise
         elif data["state"] is State.LIVE and data["cause"] == CAUSE_CORE:
             self._suspect.pop(shard.socket, None)
@@ -290,6 +296,9 @@ class ExchangeFollower:
         self._rounds += 1
         if self._suspect:
             self._suspect = {socket: end for socket, end in self._suspect.items() if end > now}
+        if self._suspicions and self._rounds % BOOTSTRAP_FULL_SCAN_EVERY == 0:  # forget dead sockets
+            alive = {shard.socket for shard in self.client._shards}
+            self._suspicions = {socket: n for socket, n in self._suspicions.items() if socket in alive}
         if self.bootstrap is not None:
             full = self._rounds % BOOTSTRAP_FULL_SCAN_EVERY == 0
             candidates = list(self.client._owner) if full else self._maybe_waiting(self.bootstrap)
@@ -386,11 +395,12 @@ class ExchangeFollower:
         return [token for token in candidates if token in owner]
 
     def _connection(self, token: str) -> object | None:
-        # The open socket that delivers a token's deltas (a REST book is merged only if it did all along)
+        # The open socket that delivers a token's deltas and how often it went silent: a REST book is merged only
+        # if the same socket delivered all along, never silent meanwhile (None: none, or silent now)
         shard = self.client._owner.get(token)
         if shard is None or not shard.up or shard.socket in self._suspect:
             return None
-        return shard.socket
+        return (shard.socket, self._suspicions.get(shard.socket, 0))
 
     def _stop_awaiting(self, tokens: list[str]) -> None:
         # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection
