@@ -1,6 +1,11 @@
 """Soak: a MarketClient against a FakeMarketServer at a high change rate, with faults injected at random.
 
     python benchmarks/soak.py --duration 120 [--seed N] [--tokens N] [--rate HZ] [--checkpoint-every S] [--overlap]
+    python -m benchmarks.soak --exchange --seconds 90 [--seed N] [--markets N] [--rate HZ] [--silent-streams]
+
+``--exchange`` runs the whole-exchange soak instead (:class:`ExchangeSoak`: an ExchangeFollower on the fake
+exchange while markets open and resolve, with WebSocket and HTTP faults and withheld snapshots); it shares
+the LIVE-row checker below (:class:`TopHistory`, :class:`LiveRowCheck`).
 
 Prints a summary table and exits 1 on any violation (0 otherwise). What runs, all in one event loop:
 
@@ -60,7 +65,8 @@ Counters (the identities checked at every checkpoint and at the end):
   book diverged.
 
 The soak wraps three private methods of its own FakeMarketServer instance (``_random_change``,
-``_trade``, ``_regrid``: every change of a book) and one renderer (``_book_event``) to observe versions,
+``_trade``, ``_regrid``: every change of a book), one renderer (``_book_event``) and ``_add_market`` (a
+market opened) to observe versions,
 and reads the client's private connection list to pair each client socket with its server connection
 and to see whether a LIVE token's connection is open.
 """
@@ -1109,7 +1115,8 @@ class ExchangeSoak:
                 self.freeing[cid] = (at, market)
                 for token in held:
                     if store.resolution(token) is not (token == winner):
-                        result.violation(f"{token[:12]}... resolution {store.resolution(token)}, won: {token == winner}")
+                        won = store.resolution(token)
+                        result.violation(f"{token[:12]}... resolution {won}, the server's winner: {token == winner}")
             elif now - at > config.live_bound:
                 del self.resolving[cid]
                 result.violation(f"market {cid[:12]}... resolved {now - at:.1f}s ago, rows not RESOLVED")
@@ -1155,7 +1162,8 @@ class ExchangeSoak:
 def exchange_summary(result: ExchangeSoakResult) -> str:
     """The exchange soak's table."""
     config, follower = result.config, result.follower
-    bootstrap, http, exchange = follower.get("bootstrap") or {}, follower.get("http") or {}, follower.get("exchange", {})
+    bootstrap, http = follower.get("bootstrap") or {}, follower.get("http") or {}
+    exchange = follower.get("exchange", {})
     faults = ", ".join(f"{kind} {result.injected[kind]}" for kind in EXCHANGE_FAULT_KINDS)
     lines = [
         f"pm_ws exchange soak: {result.elapsed:.1f} s, seed {config.seed}, {config.rate:g} changes/s, "

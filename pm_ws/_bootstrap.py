@@ -11,10 +11,11 @@ whose timestamp is the snapshot's or later are replayed through a dispatcher of 
 frame; older ones are already in the snapshot. A token is asked only once it waited ``after`` on one open
 socket (so the server has long had its subscription when the snapshot is taken: the deltas between the
 snapshot and a later subscription would never come), and its book is dropped (asked again later) if that
-socket changed meanwhile: the deltas of the gap between two sockets are never delivered either. At an equal timestamp the order of the two is unknown (the market channel
-has no sequence numbers): the entry is replayed, which is harmless for sizes that are absolute, and
-the WebSocket decides: the book turns LIVE only when a ``price_change`` entry or a ``best_bid_ask``
-carries best prices equal to it, and a ``price_change`` that disagrees makes it INVALID (resync).
+socket changed meanwhile: the deltas of the gap between two sockets are never delivered either. At an
+equal timestamp the order of the two is unknown (the market channel has no sequence numbers): the entry
+is replayed, which is harmless for sizes that are absolute, and the WebSocket decides: the book turns
+LIVE only when a ``price_change`` entry or a ``best_bid_ask`` carries best prices equal to it, and a
+``price_change`` that disagrees makes it INVALID (resync).
 
 The CLOB's documented limits (docs.polymarket.com/api-reference/rate-limits): ``GET /book`` 1,500
 and ``POST /books`` 500 requests per 10 s, throttled by Cloudflare rather than refused; books are
@@ -211,7 +212,7 @@ class RestBootstrap:
                     self._merge(token)  # the WebSocket is past the snapshot already
         await asyncio.sleep(PARK_SECONDS)
         for token in tokens:
-            if token in self.parked:  # the market was quiet: nothing older can still be in flight
+            if token in self.parked:  # no newer delta came: a quiet market, what was in flight has come by now
                 self._merge(token)
 
     def _parse(self, token: str, book: dict[str, Any], recv_ns: int) -> _RestBook | None:

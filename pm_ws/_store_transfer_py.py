@@ -28,7 +28,7 @@ class SlotStore(Protocol):
 
 
 def resolve_slot(store: SlotStore, slot: int, won: bool | None) -> None:
-    """``BookStore.resolve`` for a held slot: remember the outcome (the dict and OUTCOME), the row turns RESOLVED once."""
+    """``BookStore.resolve`` for a held slot: remember the outcome (dict and OUTCOME); the row turns RESOLVED once."""
     row = store._read_row(slot)
     store._resolved[str(store._ids[slot])] = None if won is None else bool(won)
     outcome = OUTCOME_UNKNOWN if won is None else (OUTCOME_WON if won else OUTCOME_LOST)

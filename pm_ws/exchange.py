@@ -237,7 +237,7 @@ class ExchangeFollower:
         data = event.data
         # A REST-built row's probe is a re-subscription whose book may never come: no sign of a silent socket
         loaded_on = self.bootstrap.loaded_on.get(event.token_id or "") if self.bootstrap is not None else None
-        rest_built = loaded_on is not None and loaded_on[0] is shard.socket  # type: ignore[index]
+        rest_built = loaded_on is not None and loaded_on == self._identity(shard.socket)
         if data["state"] is State.STALE and data["reason"] == "unconfirmed" and not rest_built:
             client = self.client
             promise = (client.confirm_interval or 0.0) + client.snapshot_timeout  # "unconfirmed" needs one
@@ -400,7 +400,10 @@ class ExchangeFollower:
         shard = self.client._owner.get(token)
         if shard is None or not shard.up or shard.socket in self._suspect:
             return None
-        return (shard.socket, self._suspicions.get(shard.socket, 0))
+        return self._identity(shard.socket)
+
+    def _identity(self, socket: object) -> object:
+        return (socket, self._suspicions.get(socket, 0))
 
     def _stop_awaiting(self, tokens: list[str]) -> None:
         # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection
