@@ -1,6 +1,11 @@
 """Soak: a MarketClient against a FakeMarketServer at a high change rate, with faults injected at random.
 
     python benchmarks/soak.py --duration 120 [--seed N] [--tokens N] [--rate HZ] [--checkpoint-every S] [--overlap]
+    python -m benchmarks.soak --exchange --seconds 90 [--seed N] [--markets N] [--rate HZ] [--silent-streams]
+
+``--exchange`` runs the whole-exchange soak instead (:class:`ExchangeSoak`: an ExchangeFollower on the fake
+exchange while markets open and resolve, with WebSocket and HTTP faults and withheld snapshots); it shares
+the LIVE-row checker below (:class:`TopHistory`, :class:`LiveRowCheck`).
 
 Prints a summary table and exits 1 on any violation (0 otherwise). What runs, all in one event loop:
 
@@ -60,7 +65,8 @@ Counters (the identities checked at every checkpoint and at the end):
   book diverged.
 
 The soak wraps three private methods of its own FakeMarketServer instance (``_random_change``,
-``_trade``, ``_regrid``: every change of a book) and one renderer (``_book_event``) to observe versions,
+``_trade``, ``_regrid``: every change of a book), one renderer (``_book_event``) and ``_add_market`` (a
+market opened) to observe versions,
 and reads the client's private connection list to pair each client socket with its server connection
 and to see whether a LIVE token's connection is open.
 """
@@ -88,7 +94,8 @@ from pm_ws._transport import TRANSPORTS
 from pm_ws.backoff import ExponentialBackoff
 from pm_ws.client import ClientEvent, MarketClient
 from pm_ws.row import (
-    ASK_LEVELS, ASK_PX, ASK_SZ, BID_LEVELS, BID_PX, BID_SZ, CONFIRM_TS_NS, PRICE_SCALE, STATE, TICK, State,
+    ASK_LEVELS, ASK_PX, ASK_SZ, BID_LEVELS, BID_PX, BID_SZ, CONFIRM_TS_NS, PRICE_SCALE, STATE, TICK, TOKEN_TAG, State,
+    token_tag,
 )  # fmt: skip
 from pm_ws.testing import TICK_SIZES, FakeMarket, FakeMarketServer
 
@@ -111,8 +118,28 @@ RSS_GROWTH_LIMIT = 64 * 2**20
 
 
 @dataclass
-class SoakConfig:
-    """What to run: duration, load, and the client's deadlines (short, so faults recover fast)."""
+class Deadlines:
+    """The client's deadlines in a soak (short, so faults recover fast)."""
+
+    ping_interval: float = 0.2
+    inbound_timeout: float = 1.0
+    snapshot_timeout: float = 0.5
+    confirm_interval: float = 1.0
+    backoff: tuple[float, float] = (0.05, 0.5)
+
+    def client_options(self) -> dict[str, Any]:
+        """The MarketClient options they make (no connection stagger)."""
+        low, high = self.backoff
+        return {
+            "ping_interval": self.ping_interval, "inbound_timeout": self.inbound_timeout,
+            "snapshot_timeout": self.snapshot_timeout, "confirm_interval": self.confirm_interval,
+            "connect_stagger": 0.0, "backoff": lambda: ExponentialBackoff(low, high),
+        }  # fmt: skip
+
+
+@dataclass
+class SoakConfig(Deadlines):
+    """What to run: duration, load, and the client's deadlines."""
 
     duration: float = 120.0
     seed: int = 0
@@ -120,11 +147,6 @@ class SoakConfig:
     rate: float = 500.0
     checkpoint_every: float = 30.0
     fault_gap: tuple[float, float] = (0.2, 1.0)  # random pause between two faults, seconds
-    ping_interval: float = 0.2
-    inbound_timeout: float = 1.0
-    snapshot_timeout: float = 0.5
-    confirm_interval: float = 1.0
-    backoff: tuple[float, float] = (0.05, 0.5)
     kinds: tuple[str, ...] = FAULT_KINDS
     recovery_timeout: float = RECOVERY_TIMEOUT
     overlap: bool = False  # faults of different kinds overlap, no recovery wait (not the CI mode)
@@ -149,6 +171,7 @@ class SoakResult:
     checkpoints: int = 0
     samples: int = 0
     live_rows_checked: int = 0
+    wrong_live: int = 0  # LIVE rows sampled whose top the server never had since their floor
     overdue_live_rows: int = 0  # LIVE rows sampled older than the promise since their last confirmation
     oldest_confirmation: float = 0.0  # seconds: the largest confirmation age of a LIVE row sampled
     rss: list[tuple[float, int]] = field(default_factory=list)  # (seconds, bytes)
@@ -192,6 +215,12 @@ class TopHistory:
     def _top(self, token: str) -> Top:
         return top_of(self.server.truth(token), self.server.tick(token))
 
+    def add(self, market: FakeMarket) -> None:
+        """A market opened by the server: its tokens' history starts at version 0."""
+        for token in market[1:]:
+            self.tops[token] = [self._top(token)]
+            self.base[token] = self.floor[token] = 0
+
     def record(self, market: FakeMarket) -> None:
         for token in market[1:]:
             self.tops[token].append(self._top(token))
@@ -222,6 +251,42 @@ class TopHistory:
             latest = self.latest(token)
             del tops[:-1]
             self.base[token] = self.floor[token] = latest
+
+
+SAMPLED_FIELDS = [*ROW_FIELDS, CONFIRM_TS_NS, STATE]  # what a reader copies of a row
+SAMPLED_CONFIRM, SAMPLED_STATE = len(ROW_FIELDS), len(ROW_FIELDS) + 1
+
+
+class LiveRowCheck:
+    """One sampled LIVE row (``SAMPLED_FIELDS``): confirmed within the client's promise, its connection open,
+    and its top a server top of a version >= the token's floor (a wrong-LIVE read otherwise)."""
+
+    def __init__(self, history: TopHistory, result: SoakResult, promise: float) -> None:
+        self.history = history
+        self.result = result
+        self.promise_ns = int(promise * 1e9)
+        self.reported: dict[str, Top] = {}  # token -> the wrong top last reported (one line while it stays)
+
+    def __call__(self, token: str, row: list[int], now: int, up: bool) -> None:
+        result, history = self.result, self.history
+        result.live_rows_checked += 1
+        age = now - row[SAMPLED_CONFIRM]
+        result.oldest_confirmation = max(result.oldest_confirmation, age / 1e9)
+        if age > self.promise_ns:
+            result.overdue_live_rows += 1
+            result.violation(f"LIVE row of {token[:12]}... last confirmed {age / 1e9:.3f}s ago")
+        if not up:
+            result.violation(f"LIVE row of {token[:12]}... while its connection is not open")
+        top = tuple(row[:SAMPLED_CONFIRM])
+        if not history.match(token, top):  # type: ignore[arg-type]
+            result.wrong_live += 1
+            if self.reported.get(token) == top:
+                return
+            self.reported[token] = top  # type: ignore[assignment]
+            result.violation(
+                f"LIVE row of {token[:12]}... shows {top}, not a server top since version "
+                f"{history.floor[token]} (latest {history.latest(token)}: {history.tops[token][-1]})"
+            )
 
 
 class FrameAudit:
@@ -280,6 +345,12 @@ def _depth(doc: Any) -> int:
 def instrument(server: FakeMarketServer, history: TopHistory, book_versions: dict[tuple[str, str], int]) -> None:
     """Wrap this server instance's book mutations and its ``book`` renderer to record versions."""
     random_change, trade, regrid, book_event = server._random_change, server._trade, server._regrid, server._book_event
+    add_market = server._add_market
+
+    def recorded_add_market(tick: str) -> FakeMarket:
+        market = add_market(tick)
+        history.add(market)
+        return market
 
     def recorded_change() -> Any:
         book, frame = random_change()
@@ -306,6 +377,15 @@ def instrument(server: FakeMarketServer, history: TopHistory, book_versions: dic
     server._trade = recorded_trade  # type: ignore[method-assign]
     server._regrid = recorded_regrid  # type: ignore[method-assign]
     server._book_event = recorded_book_event  # type: ignore[method-assign]
+    server._add_market = recorded_add_market  # type: ignore[method-assign]
+
+
+def observe(server: FakeMarketServer) -> tuple[TopHistory, dict[tuple[str, str], int], FrameAudit]:
+    """The server's top history (its changes instrumented), the versions of its ``book`` frames, the client's audit."""
+    history = TopHistory(server)
+    book_versions: dict[tuple[str, str], int] = {}
+    instrument(server, history, book_versions)
+    return history, book_versions, FrameAudit(history, book_versions)
 
 
 class Soak:
@@ -317,20 +397,11 @@ class Soak:
         self.rng = random.Random(config.seed)
         self.server = FakeMarketServer(markets=config.tokens // 2, seed=config.seed, rate_hz=0)
         self.tokens = self.server.token_ids
-        self.history = TopHistory(self.server)
-        self.book_versions: dict[tuple[str, str], int] = {}
-        instrument(self.server, self.history, self.book_versions)
-        self.audit = FrameAudit(self.history, self.book_versions)
-        low, high = config.backoff
+        self.history, self.book_versions, self.audit = observe(self.server)
         self.client = MarketClient(
             "ws://127.0.0.1:1",  # replaced once the server listens
             capacity=len(self.tokens),
-            ping_interval=config.ping_interval,
-            inbound_timeout=config.inbound_timeout,
-            snapshot_timeout=config.snapshot_timeout,
-            confirm_interval=config.confirm_interval,
-            connect_stagger=0.0,
-            backoff=lambda: ExponentialBackoff(low, high),
+            **config.client_options(),
             on_event=self._on_event,
             on_frame=self.audit,
             transport=config.transport,
@@ -417,35 +488,20 @@ class Soak:
 
     async def _sample(self) -> None:
         # The trader's view: copy every row, check each LIVE top against the server's history
-        store, history, result = self.client.store, self.history, self.result
+        store, result = self.client.store, self.result
         rows = np.asarray(store.view)
         slots = np.array([store.slot(token) for token in self.tokens])
-        fields = [*ROW_FIELDS, CONFIRM_TS_NS, STATE]
+        check = LiveRowCheck(self.history, result, self.config.confirm_interval + self.config.snapshot_timeout)
         live = int(State.LIVE)
         owner = self.client._owner
-        promise_ns = int((self.config.confirm_interval + self.config.snapshot_timeout) * 1e9)
         while True:
             await asyncio.sleep(SAMPLE_PERIOD)
-            snapshot = rows[slots][:, fields].tolist()  # one copy: the rows cannot change during it
+            snapshot = rows[slots][:, SAMPLED_FIELDS].tolist()  # one copy: the rows cannot change during it
             now = time.time_ns()  # the rows' clock
             result.samples += 1
             for token, row in zip(self.tokens, snapshot):
-                if row[-1] != live:
-                    continue
-                result.live_rows_checked += 1
-                age = now - row[-2]
-                result.oldest_confirmation = max(result.oldest_confirmation, age / 1e9)
-                if age > promise_ns:
-                    result.overdue_live_rows += 1
-                    result.violation(f"LIVE row of {token[:12]}... last confirmed {age / 1e9:.3f}s ago")
-                if not owner[token].up:
-                    result.violation(f"LIVE row of {token[:12]}... while its connection is not open")
-                top = tuple(row[:-2])
-                if not history.match(token, top):
-                    result.violation(
-                        f"LIVE row of {token[:12]}... shows {top}, not a server top since version "
-                        f"{history.floor[token]} (latest {history.latest(token)}: {history.tops[token][-1]})"
-                    )
+                if row[SAMPLED_STATE] == live:
+                    check(token, row, now, owner[token].up)
 
     async def _direct(self) -> None:
         # Faults in shuffled rounds of every kind, checkpoints on their schedule, until the end
@@ -743,12 +799,427 @@ async def soak(config: SoakConfig) -> SoakResult:
     return result
 
 
+# ---------------------------------------------------------------------- the exchange soak (--exchange)
+
+WS_FAULTS = ("clean_close", "tcp_abort", "malformed", "silent_stream")
+HTTP_FAULTS = ("http_429", "http_5xx", "http_garbled", "http_slow", "stale_rest_book", "page_change")
+EXCHANGE_FAULT_KINDS = WS_FAULTS + HTTP_FAULTS
+# Left out by default: a stream that goes silent while its server drops the deltas (socket open, PONGs
+# flowing) and starts again defeats a REST book taken meanwhile. The WebSocket path waits for a fresh
+# ``book`` after it; a REST book has only best prices to be confirmed by, and the deltas lost in the silence
+# are below the top. The follower asks no REST book on a socket whose LIVE rows went unconfirmed, but a socket
+# without LIVE rows (just reconnected, books not yet sent) goes silent unnoticed. ``--silent-streams`` adds it
+SILENT_STREAM_FAULTS = ("silent_stream",)
+
+
+@dataclass
+class ExchangeSoakConfig(Deadlines):
+    """What the exchange soak runs: the fake exchange, its schedule of openings and resolutions, the follower."""
+
+    duration: float = 60.0
+    seed: int = 0
+    markets: int = 110  # open at the start: more than one Gamma page (100), so a page can change mid-listing
+    rate: float = 300.0
+    open_every: float = 0.7  # seconds between two market openings (the same rate of resolutions keeps the count)
+    withheld_share: float = 0.05  # tokens whose WebSocket snapshot never comes: REST bootstrap only
+    # Seconds an opened market may take to read LIVE (a resolved one RESOLVED): an announcement lost with a
+    # socket leaves it to the next listing, which a garbled page delays by the follower's LISTING_RETRY (5 s)
+    live_bound: float = 15.0
+    fault_gap: tuple[float, float] = (0.2, 0.8)
+    fault_hold: float = 2.0  # seconds a slow or stale REST side lasts
+    trade_every: int = 0  # trades (the server's default is 20): a withheld token misses them, see ExchangeSoak
+    kinds: tuple[str, ...] = tuple(kind for kind in EXCHANGE_FAULT_KINDS if kind not in SILENT_STREAM_FAULTS)
+    relist_interval: float = 2.0
+    resolve_grace: float = 1.0
+    verbose: bool = False
+
+
+@dataclass
+class ExchangeSoakResult(SoakResult):
+    """The soak's result plus what the exchange soak counts."""
+
+    opened: int = 0
+    opened_live: int = 0
+    worst_open_to_live: float = 0.0
+    resolved: int = 0
+    resolved_final: int = 0
+    freed: int = 0
+    withheld: int = 0
+    withheld_live: int = 0  # withheld tokens read LIVE at least once: their books came from REST
+    unconfirmed_reads: int = 0
+    resolved_reads: int = 0
+    follower: dict[str, Any] = field(default_factory=dict)
+
+
+class ExchangeSoak:
+    """ExchangeFollower on the fake exchange (FakeMarketServer + FakeRestServer) while markets open and
+    resolve and WebSocket and HTTP faults are injected; a reader checks every row all along.
+
+    The reader copies every followed token's row every ``SAMPLE_PERIOD`` and counts as violations: a LIVE row
+    whose top is not a server top since its floor (the first soak's check, REST-bootstrapped books included:
+    a REST snapshot is the server's book at one version, and the deltas after it move it version by version);
+    a RESOLVED row that changes afterwards, or whose ``store.resolution`` is not the server's winner; an
+    opened market not LIVE within ``live_bound``; a resolved market not RESOLVED within ``live_bound`` or its
+    tokens still held ``resolve_grace + live_bound`` after the resolution. At the end (faults off) every open
+    market must read LIVE, then (changes paused) every LIVE row's book must equal ``server.truth()`` (a withheld
+    token may be STALE by then: its probe is never answered and no delta confirms it).
+    """
+
+    def __init__(self, config: ExchangeSoakConfig) -> None:
+        from pm_ws._http import HttpClient
+        from pm_ws.exchange import ExchangeFollower
+        from pm_ws.testing import FakeRestServer
+
+        self.config = config
+        self.result = ExchangeSoakResult(SoakConfig(duration=config.duration, seed=config.seed, rate=config.rate))
+        self.rng = random.Random(config.seed)
+        # No trades by default: a trade changes a book through a ``book`` refresh only, which a withheld token
+        # never gets (its LIVE row then shows a book the server left: the checker's teeth, in the tests)
+        self.ws = FakeMarketServer(markets=config.markets, seed=config.seed, rate_hz=0, trade_every=config.trade_every)
+        self.rest = FakeRestServer(self.ws, all_order_books=True)
+        self.history, self.book_versions, self.audit = observe(self.ws)
+        self.follower = ExchangeFollower(
+            "ws://127.0.0.1:1",  # replaced once the servers listen
+            relist_interval=config.relist_interval,
+            resolve_grace=config.resolve_grace,
+            subscribe_delay=0.05,
+            http=HttpClient(timeout=2.0, backoff=0.05, backoff_max=0.5, rate=200, burst=50),
+            on_frame=self.audit,
+            capacity=4 * config.markets + 256,
+            **config.client_options(),
+        )
+        self.store = self.follower.store
+        self.withheld: set[str] = set()
+        self.opening: dict[str, tuple[float, FakeMarket]] = {}  # condition id -> (opened at, market): not LIVE yet
+        self.resolving: dict[str, tuple[float, FakeMarket, str]] = {}  # not RESOLVED yet: (at, market, winner)
+        self.freeing: dict[str, tuple[float, FakeMarket]] = {}  # RESOLVED, tokens still held
+        self.final_rows: dict[str, list[int]] = {}  # token -> its first RESOLVED row (every field)
+        self.ever_live: set[str] = set()
+        self.started = 0.0
+
+    async def run(self) -> ExchangeSoakResult:
+        result, config = self.result, self.config
+        async with self.ws, self.rest:
+            follower = self.follower
+            follower.client.url = self.ws.url
+            follower.gamma_url = self.rest.url
+            if follower.bootstrap is not None:
+                follower.bootstrap.clob_url = self.rest.url
+            self._withhold(self.ws.token_ids, config.withheld_share)
+            self.started = result.started = time.monotonic()
+            running = asyncio.Event()
+            running.set()
+            async with follower:
+                tasks = [
+                    asyncio.create_task(self._drive(running), name="soak.driver"),
+                    asyncio.create_task(self._sample(), name="soak.reader"),
+                    asyncio.create_task(self._schedule(), name="soak.schedule"),
+                    asyncio.create_task(self._direct(), name="soak.faults"),
+                ]
+                try:
+                    await asyncio.wait(tasks[2:], timeout=config.duration + 30)
+                    await self._final(running, tasks[0])
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    for task in tasks:
+                        if not task.cancelled() and task.exception() is not None:
+                            result.violation(f"{task.get_name()} crashed: {task.exception()!r}")
+                result.follower = follower.stats(tokens=False)
+        result.elapsed = time.monotonic() - self.started
+        result.audit = dict(self.audit.counts)
+        result.changes = self.ws._changes
+        return result
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def _withhold(self, tokens: list[str], share: float) -> None:
+        chosen = [token for token in tokens if self.rng.random() < share]
+        self.ws.withhold_snapshot(chosen)
+        self.withheld.update(chosen)
+        self.result.withheld += len(chosen)
+
+    # ------------------------------------------------------------------ the exchange
+
+    async def _drive(self, running: asyncio.Event) -> None:
+        # Book changes at the configured rate over the open markets, until the final check
+        period, owed = DRIVER_PERIOD, 0.0
+        while running.is_set():
+            await asyncio.sleep(period)
+            owed += period * self.config.rate
+            if owed >= 1:
+                await self.ws.step(int(owed))
+                owed -= int(owed)
+
+    async def _schedule(self) -> None:
+        # Alternately open a market (announced 0-3 times: 0 leaves it to the re-listing) and resolve one
+        rng, ws = self.rng, self.ws
+        while self._elapsed() < self.config.duration:
+            await asyncio.sleep(rng.uniform(0.5, 1.5) * self.config.open_every)
+            self._open(await ws.open_market(tick=rng.choice(TICKS), copies=rng.choice((0, 1, 1, 2, 3))))
+            await asyncio.sleep(rng.uniform(0.5, 1.5) * self.config.open_every)
+            await self._resolve_one(announce=rng.random() < 0.8)
+
+    def _open(self, market: FakeMarket) -> None:
+        self._withhold(list(market[1:]), self.config.withheld_share)
+        self.opening[market.condition_id] = (time.monotonic(), market)
+        self.result.opened += 1
+
+    async def _resolve_one(self, *, announce: bool) -> None:
+        # A random open market that has been LIVE (so every market is seen live before it goes)
+        ws, rng = self.ws, self.rng
+        candidates = [m for m in ws.markets if m.condition_id not in ws.resolved and m.condition_id not in self.opening]
+        if not candidates:
+            return
+        market = rng.choice(candidates)
+        winner = rng.choice(market[1:])
+        self.resolving[market.condition_id] = (time.monotonic(), market, winner)
+        self.result.resolved += 1
+        await ws.resolve_market(market.condition_id, winner, announce=announce)
+
+    # ------------------------------------------------------------------ faults
+
+    async def _direct(self) -> None:
+        # Shuffled rounds of every kind, a random pause after each, until the end (a started round ends)
+        faults = self._faults()
+        kinds: list[str] = []
+        while self._elapsed() < self.config.duration or kinds:
+            if not kinds:
+                kinds = list(self.config.kinds)
+                self.rng.shuffle(kinds)
+            kind = kinds.pop()
+            self.result.injected[kind] += 1
+            await faults[kind]()
+            if self.config.verbose:
+                print(f"{self._elapsed():8.2f}s {kind}", file=sys.stderr)
+            await asyncio.sleep(self.rng.uniform(*self.config.fault_gap))
+
+    def _faults(self) -> dict[str, Callable[[], Awaitable[None]]]:
+        ws, rest, rng, config = self.ws, self.rest, self.rng, self.config
+
+        async def clean_close() -> None:
+            await ws.close_all(1011, "soak")
+
+        async def tcp_abort() -> None:
+            ws.abort_all()
+
+        async def malformed() -> None:
+            await ws.send_malformed(rng.randint(1, 10))
+
+        async def silent_stream() -> None:  # open sockets, no data: every row must leave LIVE by the promise
+            ws.set_data_stalled(True)
+            await asyncio.sleep(config.confirm_interval + config.snapshot_timeout + DETECTION_MARGIN)
+            ws.set_data_stalled(False)
+
+        async def http_429() -> None:
+            rest.fail_next(rng.randint(1, 3), 429, retry_after=rng.choice((None, 0.1, 0.3)))
+            ws.abort_all()  # the withheld tokens need REST books again
+
+        async def http_5xx() -> None:
+            rest.fail_next(rng.randint(1, 3), rng.choice((500, 502, 503)))
+            ws.abort_all()
+
+        async def http_garbled() -> None:
+            rest.garble_next(rng.randint(1, 2))
+            ws.abort_all()
+
+        async def http_slow() -> None:
+            rest.set_delay(rng.uniform(0.2, 1.0))
+            ws.abort_all()
+            await asyncio.sleep(config.fault_hold)
+            rest.set_delay(0.0)
+
+        async def stale_rest_book() -> None:  # REST snapshots older than the deltas that follow them
+            rest.hold_books(rng.uniform(0.05, 0.4))
+            ws.abort_all()
+            await asyncio.sleep(config.fault_hold)
+            rest.hold_books(0.0)
+
+        async def page_change() -> None:  # a market opens (unannounced) or resolves while a listing is paged
+            async def change() -> None:
+                rest.between_pages = None
+                if rng.random() < 0.5:
+                    self._open(await ws.open_market(tick=rng.choice(TICKS), copies=0))
+                else:
+                    await self._resolve_one(announce=False)
+
+            rest.repeat_last = rng.random() < 0.5
+            rest.between_pages = change
+            await asyncio.sleep(config.relist_interval + 0.5)
+            rest.between_pages, rest.repeat_last = None, False
+
+        kinds = (clean_close, tcp_abort, malformed, silent_stream, http_429, http_5xx, http_garbled, http_slow,
+                 stale_rest_book, page_change)  # fmt: skip
+        return {fault.__name__: fault for fault in kinds}
+
+    # ------------------------------------------------------------------ the reader
+
+    async def _sample(self) -> None:
+        # Every row of every held token, each SAMPLE_PERIOD: LIVE ones against the history, RESOLVED ones frozen
+        store, result, config = self.store, self.result, self.config
+        rows = np.asarray(store.view)
+        check = LiveRowCheck(self.history, result, config.confirm_interval + config.snapshot_timeout)
+        owner = self.follower.client._owner
+        live, unconfirmed, resolved = int(State.LIVE), int(State.UNCONFIRMED), int(State.RESOLVED)
+        tags: dict[str, int] = {}
+        tokens: list[str] = []
+        slots = np.array([], dtype=np.intp)
+        held = -1
+        while True:
+            await asyncio.sleep(SAMPLE_PERIOD)
+            if len(owner) != held:  # tokens added or removed: their slots again
+                tokens = [token for token in owner if token in store and token in self.history.tops]
+                slots = np.array([store.slot(token) for token in tokens], dtype=np.intp)
+                tags = {token: tags.get(token) or token_tag(token) for token in tokens}
+                held = len(owner)
+            snapshot = rows[slots].tolist()
+            now = time.time_ns()
+            result.samples += 1
+            for token, row in zip(tokens, snapshot):
+                if row[TOKEN_TAG] != tags[token]:  # removed since (its slot free or reused): rebuilt next round
+                    held = -1
+                    continue
+                state = row[STATE]
+                if state == live:
+                    check(token, [row[index] for index in SAMPLED_FIELDS], now, owner[token].up)
+                    self.ever_live.add(token)
+                elif state == resolved:
+                    result.resolved_reads += 1
+                    final = self.final_rows.setdefault(token, row)
+                    if row != final:
+                        result.violation(f"RESOLVED row of {token[:12]}... changed: {final} -> {row}")
+                        self.final_rows[token] = row
+                elif state == unconfirmed:
+                    result.unconfirmed_reads += 1
+            self._deadlines()
+
+    def _deadlines(self) -> None:
+        # Openings LIVE, resolutions RESOLVED (with the server's winner) and freed, each in its bound
+        result, config, store, now = self.result, self.config, self.store, time.monotonic()
+        for cid, (at, market) in list(self.opening.items()):
+            if all(token in store and store.top(token).state is State.LIVE for token in market[1:]):
+                del self.opening[cid]
+                result.opened_live += 1
+                result.worst_open_to_live = max(result.worst_open_to_live, now - at)
+            elif cid in self.ws.resolved:
+                del self.opening[cid]  # resolved by a mid-listing change before it was ever seen
+            elif now - at > config.live_bound:
+                del self.opening[cid]
+                result.violation(f"market {cid[:12]}... opened {now - at:.1f}s ago, not LIVE")
+        for cid, (at, market, winner) in list(self.resolving.items()):
+            held = [token for token in market[1:] if token in store]
+            if held and all(store.top(token).state is State.RESOLVED for token in held) or not held:
+                del self.resolving[cid]
+                result.resolved_final += 1
+                self.freeing[cid] = (at, market)
+                for token in held:
+                    if store.resolution(token) is not (token == winner):
+                        won = store.resolution(token)
+                        result.violation(f"{token[:12]}... resolution {won}, the server's winner: {token == winner}")
+            elif now - at > config.live_bound:
+                del self.resolving[cid]
+                result.violation(f"market {cid[:12]}... resolved {now - at:.1f}s ago, rows not RESOLVED")
+        for cid, (at, market) in list(self.freeing.items()):
+            if not any(token in store for token in market[1:]):
+                del self.freeing[cid]
+                result.freed += 1
+            elif now - at > config.resolve_grace + config.live_bound:
+                del self.freeing[cid]
+                result.violation(f"market {cid[:12]}... resolved {now - at:.1f}s ago, its slots still held")
+
+    async def _final(self, running: asyncio.Event, driver: asyncio.Task[None]) -> None:
+        # Faults off: every open market LIVE and nothing pending (the books keep changing: a REST book needs a
+        # WebSocket change to be confirmed); then changes paused, every book equal to the server's truth
+        ws, rest, store, result = self.ws, self.rest, self.store, self.result
+        rest.set_delay(0.0)
+        rest.hold_books(0.0)
+        ws.set_data_stalled(False)
+        open_tokens = [token for m in ws.markets if m.condition_id not in ws.resolved for token in m[1:]]
+
+        def live(token: str) -> bool:
+            return token in store and store.top(token).state is State.LIVE
+
+        deadline = time.monotonic() + self.config.live_bound + self.config.relist_interval
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if all(map(live, open_tokens)) and not self.opening and not self.resolving and not self.freeing:
+                break
+        running.clear()
+        await driver
+        await ws.step(0)  # every frame written
+        await asyncio.sleep(0.2)  # and read
+        # A withheld token may have gone STALE in the pause: its probe (a re-subscription) is never answered, and
+        # no delta confirms it; it was LIVE at the end of the wait above
+        differ = [
+            token for token in open_tokens
+            if (store.book(token, depth=None) != ws.truth(token) if live(token) else token not in self.withheld)
+        ]  # fmt: skip
+        for token in differ[:20]:
+            result.violation(f"final: {token[:12]}... not LIVE with the server's book ({store.top(token).state.name})")
+        for pending, what in ((self.opening, "not LIVE"), (self.resolving, "not RESOLVED"), (self.freeing, "held")):
+            for cid in pending:
+                result.violation(f"final: market {cid[:12]}... still {what}")
+        result.withheld_live = len(self.withheld & self.ever_live)
+        result.checkpoints += 1
+
+
+def exchange_summary(result: ExchangeSoakResult) -> str:
+    """The exchange soak's table."""
+    config, follower = result.config, result.follower
+    bootstrap, http = follower.get("bootstrap") or {}, follower.get("http") or {}
+    exchange = follower.get("exchange", {})
+    faults = ", ".join(f"{kind} {result.injected[kind]}" for kind in EXCHANGE_FAULT_KINDS)
+    lines = [
+        f"pm_ws exchange soak: {result.elapsed:.1f} s, seed {config.seed}, {config.rate:g} changes/s, "
+        f"core {IMPLEMENTATION}",
+        f"  markets opened / LIVE in bound   {result.opened} / {result.opened_live} "
+        f"(worst open -> LIVE {result.worst_open_to_live * 1000:.0f} ms)",
+        f"  markets resolved / RESOLVED / freed   {result.resolved} / {result.resolved_final} / {result.freed}",
+        f"  withheld snapshots / read LIVE   {result.withheld} / {result.withheld_live} (REST books loaded "
+        f"{bootstrap.get('books_loaded', 0)}, requests {bootstrap.get('requests', 0)}, errors "
+        f"{bootstrap.get('errors', 0)}, replayed deltas {bootstrap.get('replayed', 0)}, superseded by the WebSocket "
+        f"{bootstrap.get('superseded', 0)}, dropped on a new socket {bootstrap.get('connection_changed', 0)})",
+        f"  follower   listings {exchange.get('listings', 0)} (errors {exchange.get('listing_errors', 0)}), "
+        f"announced {exchange.get('announced', 0)}, resolved {exchange.get('resolved', 0)} (by listing "
+        f"{exchange.get('resolved_by_listing', 0)}), unsubscribed {exchange.get('unsubscribed', 0)}",
+        f"  http   requests {http.get('requests', 0)}, retries {http.get('retries', 0)}, throttled "
+        f"{http.get('throttled', 0)}, server errors {http.get('server_errors', 0)}, failures {http.get('failures', 0)}",
+        f"  faults   {faults}",
+        f"  server book changes {result.changes:,}; frames read {result.audit.get('read', 0):,}",
+        f"  reads checked   {result.samples:,} samples: {result.live_rows_checked:,} LIVE rows, "
+        f"{result.unconfirmed_reads:,} UNCONFIRMED, {result.resolved_reads:,} RESOLVED",
+        f"  wrong-LIVE reads   {result.wrong_live}",
+        f"  violations   {len(result.violations)}",
+    ]  # fmt: skip
+    lines.extend(f"    {text}" for text in result.violations[:50])
+    return "\n".join(lines)
+
+
+async def exchange_soak(config: ExchangeSoakConfig) -> ExchangeSoakResult:
+    """Run one exchange soak and return its result."""
+    return await ExchangeSoak(config).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--duration", type=float, default=120.0, help="seconds of faults (default 120)")
+    parser.add_argument("--duration", "--seconds", type=float, default=120.0, help="seconds of faults (default 120)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--exchange", action="store_true",
+        help="the exchange soak: ExchangeFollower on the fake exchange (WebSocket + Gamma/CLOB REST), markets "
+        "opening and resolving, WebSocket and HTTP faults, withheld snapshots (REST bootstrap)",
+    )  # fmt: skip
+    parser.add_argument("--markets", type=int, default=110, help="--exchange: markets open at the start (default 110)")
+    parser.add_argument(
+        "--silent-streams", action="store_true",
+        help="--exchange: inject silent streams too (a known limit of the REST bootstrap: see SILENT_STREAM_FAULTS)",
+    )  # fmt: skip
     parser.add_argument("--tokens", type=int, default=20, help="tokens (YES/NO pairs; default 20)")
-    parser.add_argument("--rate", type=float, default=500.0, help="server book changes per second (default 500)")
+    parser.add_argument(
+        "--rate", type=float, default=None, help="server book changes per second (default 500; --exchange 300)"
+    )
     parser.add_argument("--checkpoint-every", type=float, default=30.0, help="seconds between checkpoints")
     parser.add_argument("--verbose", action="store_true", help="one line per fault and checkpoint on stderr")
     parser.add_argument(
@@ -760,11 +1231,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--tokens must be an even number >= 2 (YES/NO pairs)")
     if not args.verbose:  # the client warns on every fault it handles: hundreds of lines
         logging.getLogger("pm_ws").setLevel(logging.ERROR)
+    if args.exchange:
+        exchange_config = ExchangeSoakConfig(
+            duration=args.duration, seed=args.seed, markets=args.markets, verbose=args.verbose,
+            rate=300.0 if args.rate is None else args.rate,
+            **({"kinds": EXCHANGE_FAULT_KINDS} if args.silent_streams else {}),
+        )  # fmt: skip
+        exchange_result = asyncio.run(exchange_soak(exchange_config))
+        print(exchange_summary(exchange_result))
+        return 1 if exchange_result.violations else 0
     config = SoakConfig(
         duration=args.duration,
         seed=args.seed,
         tokens=args.tokens,
-        rate=args.rate,
+        rate=500.0 if args.rate is None else args.rate,
         checkpoint_every=args.checkpoint_every,
         verbose=args.verbose,
         overlap=args.overlap,

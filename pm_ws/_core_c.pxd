@@ -37,7 +37,8 @@ cdef enum:  # pm_field
     PM_MISMATCHES = 15  # times the book was found untrustworthy (made INVALID)
     PM_TOKEN_TAG = 16  # pm_token_tag() of the slot's token id, 0 when empty
     PM_CONFIRM_TS_NS = 17  # receive time of the server's last confirmation of the top of book, ns
-    PM_FIRST_SPARE = 18  # PM_FIRST_SPARE .. PM_N_FIELDS - 1: spare, always 0
+    PM_OUTCOME = 18  # a RESOLVED token's outcome: 1 won, 2 lost, 0 unknown (also while not resolved)
+    PM_FIRST_SPARE = 19  # PM_FIRST_SPARE .. PM_N_FIELDS - 1: spare, always 0
     PM_N_FIELDS = 24  # 192 bytes per row, a multiple of 64
 
 cdef enum:  # pm_state

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from ._exit import CliError, ExitCode
-from ._live import check_reachable, fail_without_books, shared_store
+from ._live import check_reachable, exchange_follower, fail_without_books, first_listing, shared_store
 from ._token_selection import exchange_filter, select_tokens
 from ._watch_view import RateMeter, TopTable, can_encode, screen_for, state_counts
 
@@ -55,24 +55,36 @@ async def _started(part: Any) -> None:
 
 
 async def publish(args: argparse.Namespace) -> int:
-    """Run ``pm-ws publish``: the client's frames and store operations to the stream, until stopped."""
+    """Run ``pm-ws publish``: the client's frames and store operations to the stream, until stopped.
+
+    With ``--all`` the client is an exchange follower's: its resolutions, REST books and the deltas replayed
+    on them are store operations too, so consumers follow every row exactly.
+    """
     bus = _bus()
-    if exchange_filter(args) is not None:  # its RESOLVED marks and REST books are not the client's: no tap sees them
-        raise CliError("publish --all is not supported yet: name TOKEN_IDs, --market or --slug", ExitCode.USAGE)
-    tokens, _ = await select_tokens(args)
+    where = exchange_filter(args)
+    tokens = [] if where is not None else (await select_tokens(args))[0]
     await check_reachable(args.url)
     publisher = bus.NatsPublisher(args.nats.split(","), stream=args.stream, **nats_options(os.environ))
-    client = publisher.client(args.url, capacity=len(tokens))
-    await client.subscribe(tokens)
+    follower = exchange_follower(args, where) if where is not None else None
+    if follower is not None:
+        client = follower.client
+        publisher.attach(client)
+        running: Any = follower
+    else:
+        client = running = publisher.client(args.url, capacity=len(tokens))
+        await client.subscribe(tokens)
     await _started(publisher)
-    where = f"stream {args.stream} at {bus.redact(args.nats)}"
+    target = f"stream {args.stream} at {bus.redact(args.nats)}"
     started = time.monotonic()
     try:
-        async with client:  # its last STALE marks are published before the publisher closes
+        async with running:  # its last STALE marks are published before the publisher closes
+            if follower is not None:
+                await first_listing(follower, args)
             while args.duration is None or time.monotonic() - started < args.duration:
                 await asyncio.sleep(PROGRESS_PERIOD)
-                fail_without_books(client, args.book_timeout, time.monotonic() - started)
-                print(_progress(publisher.stats(), client.store, where), file=sys.stderr, flush=True)
+                if follower is None:  # --all: a listing of no market is no failure
+                    fail_without_books(client, args.book_timeout, time.monotonic() - started)
+                print(_progress(publisher.stats(), client.store, target), file=sys.stderr, flush=True)
     finally:
         await publisher.close()
     return ExitCode.OK

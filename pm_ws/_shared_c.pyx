@@ -33,7 +33,7 @@ cdef extern from "Python.h":
     object PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n)  # a Top with its items NULL, GC-tracked
 
 cdef enum:
-    N_TOP = 18  # fields of a Top: the row without its spares (FIRST_SPARE, checked at import)
+    N_TOP = 19  # fields of a Top: the row without its spares (FIRST_SPARE, checked at import)
     ROW_WORDS = 24  # N_FIELDS
     F_SEQ = 9
     F_STATE = 11
@@ -177,7 +177,7 @@ cdef class TopReader:
         result = PyType_GenericAlloc(<PyTypeObject*>TOP, N_TOP)  # what tuple.__new__(Top, ...) does, minus a copy
         for i in range(N_TOP):
             if i == F_STATE:
-                item = STATES[self._out[i]] if 0 <= self._out[i] < 5 else PyLong_FromLongLong(self._out[i])
+                item = STATES[self._out[i]] if 0 <= self._out[i] < len(STATES) else PyLong_FromLongLong(self._out[i])
             else:
                 item = PyLong_FromLongLong(self._out[i])
             Py_INCREF(item)  # PyTuple_SET_ITEM steals it

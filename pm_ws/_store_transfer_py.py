@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from ._token_blob import TokenState, decode_token, encode_token, restored_counters
-from .row import EPOCH, SEQ, STATE, TOKEN_TAG, State
+from .row import EPOCH, OUTCOME, OUTCOME_LOST, OUTCOME_UNKNOWN, OUTCOME_WON, SEQ, STATE, TOKEN_TAG, State
 
 
 class SlotStore(Protocol):
@@ -28,12 +28,15 @@ class SlotStore(Protocol):
 
 
 def resolve_slot(store: SlotStore, slot: int, won: bool | None) -> None:
-    """``BookStore.resolve`` for a held slot: remember the outcome, the row turns RESOLVED once."""
+    """``BookStore.resolve`` for a held slot: remember the outcome (dict and OUTCOME); the row turns RESOLVED once."""
     row = store._read_row(slot)
     store._resolved[str(store._ids[slot])] = None if won is None else bool(won)
-    if row[STATE] != State.RESOLVED:
-        row[STATE] = State.RESOLVED
-        row[EPOCH] += 1
+    outcome = OUTCOME_UNKNOWN if won is None else (OUTCOME_WON if won else OUTCOME_LOST)
+    if row[STATE] != State.RESOLVED or row[OUTCOME] != outcome:
+        if row[STATE] != State.RESOLVED:
+            row[STATE] = State.RESOLVED
+            row[EPOCH] += 1
+        row[OUTCOME] = outcome
         store._write_row(slot, row)
 
 

@@ -2,7 +2,8 @@
 
 :meth:`MarketClient.add_tap <pm_ws.MarketClient.add_tap>` registers them here; the readers feed each
 frame to :attr:`Taps.feed`, which is the dispatcher's own ``feed`` while there is no frame tap, so a
-client without taps pays nothing for them. The client changes its store only through :class:`Taps`,
+client without taps pays nothing for them. The client, and the exchange follower that drives it
+(resolutions, REST books and the deltas replayed on them), change the store only through :class:`Taps`,
 so the store taps hear of every change right after it is made.
 """
 
@@ -39,6 +40,10 @@ class Taps:
         self._frames: list[TapFrameCallback] = []
         self._stores: list[StoreCallback] = []
         self.feed = dispatcher_feed  # what a reader feeds each frame to
+
+    @property
+    def store(self) -> BookStore:
+        return self._store
 
     def add(self, on_frame: TapFrameCallback | None, on_store: StoreCallback | None) -> Callable[[], None]:
         """Register the given callbacks; return the function that removes them again."""
@@ -84,6 +89,28 @@ class Taps:
     def mark_stale(self, tokens: list[str]) -> None:
         self._store.mark_stale(tokens)
         self._stored("mark_stale", tokens, {})
+
+    def resolve(self, token: str, won: bool | None) -> None:
+        self._store.resolve(token, won)
+        self._stored("resolve", [token], {"won": won})
+
+    def load_book(
+        self, token: str, bids: list[tuple[int, int]], asks: list[tuple[int, int]], tick: int, exch_ts_ms: int,
+        recv_ts_ns: int,
+    ) -> bool:
+        """``BookStore.load_book``; the store taps hear of a book it took (not of one it refused)."""
+        loaded = self._store.load_book(token, bids, asks, tick, exch_ts_ms, recv_ts_ns)
+        if loaded:
+            options = {"bids": bids, "asks": asks, "tick": tick, "exch_ts_ms": exch_ts_ms, "recv_ts_ns": recv_ts_ns}
+            self._stored("load_book", [token], options)
+        return loaded
+
+    def replay(self, token: str, feed: FeedFunction, frame: str, recv_ns: int) -> int:
+        """Feed ``token``'s ``frame`` through another dispatcher of this store (one that replays buffered
+        deltas, so this client's counters stay the frames it read); a store operation for the taps."""
+        applied = feed(frame, recv_ns, 0)
+        self._stored("replay", [token], {"frame": frame, "recv_ts_ns": recv_ns})
+        return applied
 
     def _stored(self, op: str, tokens: list[str], options: dict[str, Any]) -> None:
         # Tell the store taps about a change just made to the store

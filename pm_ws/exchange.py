@@ -46,7 +46,8 @@ from ._bootstrap import RestBootstrap
 from ._http import HttpClient
 from .client import DEFAULT_URL, ClientEvent, EventCallback, MarketClient
 from .errors import CapacityError
-from .row import TOKEN_ID
+from .client_events import CAUSE_CORE
+from .row import TOKEN_ID, State
 from .gamma import (
     DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL, GammaError, GammaMarket, MarketFilter, list_markets, markets_by_condition_ids,
     string_list,
@@ -60,7 +61,13 @@ TICK = 0.1  # seconds between two rounds of the follower's upkeep
 LISTING_RETRY = 5.0  # seconds before a failed listing is tried again
 # Default wait before a REST book: past the first re-drive's deadline, before the second miss would rebuild
 BOOTSTRAP_AFTER_TIMEOUTS = 1.5
-BOOTSTRAP_SCAN_EVERY = 5  # upkeep rounds between two scans for tokens waiting too long
+# Every upkeep round looks for tokens waiting too long among those their connections await: a token is
+# due between its first re-drive and its second miss (which rebuilds its connection, every neighbour STALE
+# too), a window of snapshot_timeout / 2; a coarser scan misses it and withheld tokens rebuild their
+# connection again and again. Every BOOTSTRAP_FULL_SCAN_EVERY rounds every token is looked at: a connection
+# gives up awaiting a token (its probes and re-drives spent) that can still be without a book
+BOOTSTRAP_FULL_SCAN_EVERY = 50
+SUSPECT_TIMEOUTS = 2  # a silent socket is trusted again for REST books after this many of the client's promise
 
 
 class ExchangeFollower:
@@ -135,13 +142,20 @@ class ExchangeFollower:
         if bootstrap_after is not None and bootstrap_after < 0:
             bootstrap_after = self.client.snapshot_timeout * BOOTSTRAP_AFTER_TIMEOUTS
         self.bootstrap = (
-            RestBootstrap(self.store, self.http, clob_url, bootstrap_after) if bootstrap_after is not None else None
+            RestBootstrap(self.client._taps, self.http, clob_url, bootstrap_after, self._connection)
+            if bootstrap_after is not None
+            else None
         )
         self.markets: dict[str, tuple[str, ...]] = {}  # followed: condition id -> token ids
         self.labels: dict[str, str] = {}  # token id -> "<outcome> <question>" of followed (and announced) markets
         self.listed = asyncio.Event()  # set once the first listing is subscribed
         self._announced: dict[str, tuple[str, ...]] = {}  # new_market not subscribed yet
         self._resolved_at: dict[str, float] = {}  # condition id -> when it resolved (monotonic s)
+        # Sockets that went silent (rows STALE for want of confirmation): a server that drops deltas on an open
+        # socket would leave a REST book taken meanwhile without them, so none is asked or merged there until
+        # a book arrives on it (it delivers again) or SUSPECT_TIMEOUTS x the client's promise passed
+        self._suspect: dict[object, float] = {}  # socket -> monotonic time its suspicion ends
+        self._suspicions: dict[object, int] = {}  # socket -> times it was suspected (a REST book across one drops)
         self._next_listing = 0.0
         self._rounds = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -207,12 +221,31 @@ class ExchangeFollower:
             self._user_frame(frame, recv_ns)
 
     def _on_event(self, event: ClientEvent) -> None:
-        if event.kind == "new_market":
+        if event.kind == "state":
+            self._watch_socket(event)
+        elif event.kind == "new_market":
             self._announce(event.data)
         elif event.kind == "market_resolved":
             self._resolve_event(event.data)
         if self._user_event is not None:
             self._user_event(event)
+
+    def _watch_socket(self, event: ClientEvent) -> None:
+        shard = self.client._owner.get(event.token_id or "")
+        if shard is None or shard.socket is None:
+            return
+        data = event.data
+        # A REST-built row's probe is a re-subscription whose book may never come: no sign of a silent socket
+        loaded_on = self.bootstrap.loaded_on.get(event.token_id or "") if self.bootstrap is not None else None
+        rest_built = loaded_on is not None and loaded_on == self._identity(shard.socket)
+        if data["state"] is State.STALE and data["reason"] == "unconfirmed" and not rest_built:
+            client = self.client
+            promise = (client.confirm_interval or 0.0) + client.snapshot_timeout  # "unconfirmed" needs one
+            if shard.socket not in self._suspect:
+                self._suspicions[shard.socket] = self._suspicions.get(shard.socket, 0) + 1
+            self._suspect[shard.socket] = time.monotonic() + SUSPECT_TIMEOUTS * promise
+        elif data["state"] is State.LIVE and data["cause"] == CAUSE_CORE:
+            self._suspect.pop(shard.socket, None)
 
     def _announce(self, payload: dict[str, Any]) -> None:
         condition_id = _text(payload.get("market") or payload.get("condition_id"))
@@ -237,10 +270,10 @@ class ExchangeFollower:
         tokens = self.markets.get(condition_id)
         if tokens is None or condition_id in self._resolved_at:
             return
-        store = self.store
+        store, taps = self.store, self.client._taps
         for token in tokens:
             if token in store:
-                store.resolve(token, None if winner is None else token == winner)
+                taps.resolve(token, None if winner is None else token == winner)
         self._resolved_at[condition_id] = time.monotonic()
         self.counters["resolved"] += 1
 
@@ -261,8 +294,15 @@ class ExchangeFollower:
         if due:
             await self._drop(due)
         self._rounds += 1
-        if self.bootstrap is not None and self._rounds % BOOTSTRAP_SCAN_EVERY == 0:
-            tokens = self.bootstrap.due(self._maybe_waiting(self.bootstrap), time.monotonic_ns())
+        if self._suspect:
+            self._suspect = {socket: end for socket, end in self._suspect.items() if end > now}
+        if self._suspicions and self._rounds % BOOTSTRAP_FULL_SCAN_EVERY == 0:  # forget dead sockets
+            alive = {shard.socket for shard in self.client._shards}
+            self._suspicions = {socket: n for socket, n in self._suspicions.items() if socket in alive}
+        if self.bootstrap is not None:
+            full = self._rounds % BOOTSTRAP_FULL_SCAN_EVERY == 0
+            candidates = list(self.client._owner) if full else self._maybe_waiting(self.bootstrap)
+            tokens = self.bootstrap.due(candidates, time.monotonic_ns())
             if tokens:
                 self._stop_awaiting(tokens)
                 self._spawn(self.bootstrap.fetch(tokens), "bootstrap")
@@ -353,6 +393,17 @@ class ExchangeFollower:
         for shard in self.client._shards:
             candidates.update(dict.fromkeys(shard.maybe_waiting()))
         return [token for token in candidates if token in owner]
+
+    def _connection(self, token: str) -> object | None:
+        # The open socket that delivers a token's deltas and how often it went silent: a REST book is merged only
+        # if the same socket delivered all along, never silent meanwhile (None: none, or silent now)
+        shard = self.client._owner.get(token)
+        if shard is None or not shard.up or shard.socket in self._suspect:
+            return None
+        return self._identity(shard.socket)
+
+    def _identity(self, socket: object) -> object:
+        return (socket, self._suspicions.get(socket, 0))
 
     def _stop_awaiting(self, tokens: list[str]) -> None:
         # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection

@@ -37,11 +37,16 @@ ASK_LEVELS = 14  # number of ask levels in the book
 MISMATCHES = 15  # times this token's book was found untrustworthy (made INVALID)
 TOKEN_TAG = 16  # token_tag() of the token in this slot, 0 when the slot is empty
 CONFIRM_TS_NS = 17  # receive time at which the server last confirmed the top of book, ns; 0 until then
-FIRST_SPARE = 18  # fields FIRST_SPARE .. N_FIELDS - 1 are spare, always 0: room for new fields at fixed indices
+OUTCOME = 18  # a RESOLVED token's outcome: OUTCOME_WON, OUTCOME_LOST, or OUTCOME_UNKNOWN (also while not resolved)
+FIRST_SPARE = 19  # fields FIRST_SPARE .. N_FIELDS - 1 are spare, always 0: room for new fields at fixed indices
 N_FIELDS = 24  # 24 x int64 = 192 bytes, three cache lines per row (a row stays a multiple of 64 bytes)
 
 SIDE_BUY = 1
 SIDE_SELL = 2
+
+OUTCOME_UNKNOWN = 0  # not resolved, or resolved without a known winner
+OUTCOME_WON = 1  # the market resolved and this token is the winning outcome
+OUTCOME_LOST = 2  # the market resolved and another token won
 
 # The token id grammar BookStore.add accepts (the compiled core checks the same bytes in C)
 TOKEN_ID_MAX = 100  # characters; real CLOB token ids are ~77 digits
@@ -51,7 +56,7 @@ TOKEN_ID_EXPECTED = f"expected 1-{TOKEN_ID_MAX} characters of [0-9A-Za-z_.:-]"
 FIELD_NAMES = (
     "bid_px", "bid_sz", "ask_px", "ask_sz", "last_px", "last_sz", "last_side",
     "exch_ts_ms", "recv_ts_ns", "seq", "epoch", "state", "tick",
-    "bid_levels", "ask_levels", "mismatches", "token_tag", "confirm_ts_ns",
+    "bid_levels", "ask_levels", "mismatches", "token_tag", "confirm_ts_ns", "outcome",
 ) + tuple(f"spare_{index}" for index in range(FIRST_SPARE, N_FIELDS))  # fmt: skip
 
 _FNV_OFFSET = 0xCBF2_9CE4_8422_2325  # FNV-1a 64 offset basis and prime
@@ -82,7 +87,7 @@ class State(IntEnum):
     LIVE = 2  # built from a snapshot and every delta since
     STALE = 3  # connection lost, silent, or tick size changed; waiting for a snapshot
     INVALID = 4  # local book disagrees with the server; resync under way
-    RESOLVED = 5  # the market resolved: final, never traded again (BookStore.resolution names the winner)
+    RESOLVED = 5  # the market resolved: final, never traded again (OUTCOME and BookStore.resolution name the winner)
     UNCONFIRMED = 6  # book loaded from REST (BookStore.load_book): LIVE once a WebSocket best bid/ask matches it
 
 
@@ -107,6 +112,7 @@ class Top(NamedTuple):
     mismatches: int
     token_tag: int
     confirm_ts_ns: int
+    outcome: int  # OUTCOME_WON / OUTCOME_LOST once RESOLVED with a known winner, else OUTCOME_UNKNOWN
 
     @classmethod
     def from_row(cls, row: "list[int] | tuple[int, ...]") -> "Top":

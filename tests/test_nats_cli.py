@@ -73,8 +73,3 @@ async def test_publish_with_refused_credentials_exits_5_without_printing_them(na
 async def test_watch_nats_takes_no_tokens(nats_server: NatsServer) -> None:
     code, _, err = await finished(await pm_ws("watch", "--nats", nats_server.url, "123"))
     assert code == 2 and "watch --nats shows the publisher's tokens" in err
-
-
-async def test_publish_all_is_refused_for_now(nats_server: NatsServer) -> None:
-    code, _, err = await finished(await pm_ws("publish", "--nats", nats_server.url, "--all"))
-    assert code == 2 and "publish --all is not supported yet" in err

@@ -27,14 +27,17 @@ cdef bint load_slot_book(BookStore store, int32_t slot, bids, asks, tick, int64_
 
 
 cdef int resolve_slot(BookStore store, int32_t slot, won) except -1:
-    # BookStore.resolve for a held slot: remember the outcome, the row turns RESOLVED once
+    # BookStore.resolve for a held slot: remember the outcome (the dict and OUTCOME), the row turns RESOLVED once
     cdef int64_t* row = store._rows + slot * PM_N_FIELDS
     cdef int64_t seq
+    cdef int64_t outcome = 0 if won is None else (1 if won else 2)
     store._resolved[store._names[slot]] = None if won is None else bool(won)
-    if row[PM_STATE] != PM_RESOLVED:
+    if row[PM_STATE] != PM_RESOLVED or row[PM_OUTCOME] != outcome:
         seq = pm_row_open(&row[PM_SEQ])
-        row[PM_STATE] = PM_RESOLVED
-        row[PM_EPOCH] += 1
+        if row[PM_STATE] != PM_RESOLVED:
+            row[PM_STATE] = PM_RESOLVED
+            row[PM_EPOCH] += 1
+        row[PM_OUTCOME] = outcome
         pm_row_close(&row[PM_SEQ], seq)
     return 0
 

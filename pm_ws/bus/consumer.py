@@ -96,6 +96,7 @@ class NatsConsumer:
         self.store = store if store is not None else BookStore(capacity)
         self._core = sys.modules[type(self.store).__module__]
         self.dispatcher = self._new_dispatcher()
+        self._replayer: Any = None  # the dispatcher of the publisher's "replay" operations, made on the first
         self.instance = 0  # the publisher instance followed (0: none yet)
         self.position = 0  # number of its last record applied
         self.stream_seq = 0  # stream sequence of the last message handled
@@ -309,6 +310,7 @@ class NatsConsumer:
                 self.store.remove(token)
             self.awaiting.clear()
             self.dispatcher = self._new_dispatcher()
+            self._replayer = None
         elif op == "add":
             for token in tokens:
                 self.store.add(token)
@@ -323,6 +325,22 @@ class NatsConsumer:
             for token in tokens:
                 self.store.remove(token)
                 self.awaiting.discard(token)
+        elif op == "resolve":
+            for token in tokens:
+                won = operation.get("won")
+                self.store.resolve(token, None if won is None else bool(won))
+        elif op == "load_book":
+            bids = [(int(price), int(size)) for price, size in operation["bids"]]
+            asks = [(int(price), int(size)) for price, size in operation["asks"]]
+            for token in tokens:
+                self.store.load_book(
+                    token, bids, asks, int(operation["tick"]), int(operation["exch_ts_ms"]),
+                    int(operation["recv_ts_ns"]),
+                )  # fmt: skip
+        elif op == "replay":  # buffered deltas on a REST book, through a dispatcher of their own as the publisher's
+            if self._replayer is None:
+                self._replayer = self._core.Dispatcher(self.store)
+            self._replayer.feed(str(operation["frame"]), int(operation["recv_ts_ns"]))
         elif op == "stale":
             marked = self._states(tokens)
             self.store.mark_stale(tokens)

@@ -37,7 +37,10 @@ ACK_TIMEOUT_NS = 5_000_000_000  # an acknowledgement later than this counts as f
 SNAPSHOT_SLICE = 64  # tokens snapshotted per loop turn: a round never holds the loop for long
 NO_OWNER = 0  # the owner field of records that are not frames
 # The client's store operations (MarketClient.add_tap's on_store) as the wire names them
-_OPERATIONS = {"add": "add", "remove": "remove", "mark_stale": "stale", "set_owner": "owner"}
+_OPERATIONS = {
+    "add": "add", "remove": "remove", "mark_stale": "stale", "set_owner": "owner", "resolve": "resolve",
+    "load_book": "load_book", "replay": "replay",
+}  # fmt: skip
 
 
 class NatsPublisher:

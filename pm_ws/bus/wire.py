@@ -27,7 +27,11 @@ knows it missed records. ``owner`` is the client connection a frame came on, the
 (a frame changes only the rows that connection owns); in a snapshot record the token's owner; 0 in other
 records. Store operations are the client's own, in order: ``{"op": "hello"}`` (first record of an instance:
 start from an empty store), ``{"op": "add", "tokens": [...]}``, ``{"op": "owner", "tokens": [...], "owner":
-n}``, ``{"op": "remove", "tokens": [...]}``, ``{"op": "stale", "tokens": [...]}``; ``{"op": "held", "tokens":
+n}``, ``{"op": "remove", "tokens": [...]}``, ``{"op": "stale", "tokens": [...]}``, ``{"op": "resolve",
+"tokens": [...], "won": true | false | null}`` (the market resolved: RESOLVED, OUTCOME), ``{"op": "load_book",
+"tokens": [token], "bids": [[price, size], ...], "asks": [...], "tick": n, "exch_ts_ms": n, "recv_ts_ns": n}`` (a
+REST book, UNCONFIRMED), ``{"op": "replay", "tokens": [token], "frame": "...", "recv_ts_ns": n}`` (a delta
+buffered while the REST book was asked, fed through a dispatcher of its own); ``{"op": "held", "tokens":
 [...], "owner": n}`` (a row the client held when the publisher attached: add it, its snapshot record follows)
 and ``{"op": "mark"}`` (no-op: a point the publisher had acknowledged by JetStream). A snapshot record gives a
 token's row and whole book as they were after every record before it: a consumer in step skips it, one that
