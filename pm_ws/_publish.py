@@ -19,7 +19,8 @@ from typing import Any
 from ._exit import CliError, ExitCode
 from ._live import check_reachable, exchange_follower, fail_without_books, first_listing, shared_store
 from ._token_selection import exchange_filter, select_tokens
-from ._watch_view import RateMeter, TopTable, can_encode, screen_for, state_counts
+from ._depth_view import table_for
+from ._watch_view import RateMeter, can_encode, screen_for, state_counts
 
 PROGRESS_PERIOD = 1.0  # seconds between two progress lines of pm-ws publish
 CONSUMER_CAPACITY = 4096  # rows of watch --nats (the publisher's tokens)
@@ -119,7 +120,7 @@ async def watch_bus(args: argparse.Namespace) -> int:
 
 async def _show(consumer: Any, args: argparse.Namespace, where: str) -> int:
     screen, refresh = screen_for(sys.stdout, plain=args.plain, refresh=args.refresh)
-    table = TopTable(consumer.store, ascii_only=not can_encode(sys.stdout, "×…"))
+    table = table_for(consumer.store, {}, args, ascii_only=not can_encode(sys.stdout, "×…"))
     title = f"pm-ws watch {where} stream {args.stream}"
     rate = RateMeter()
     started = time.monotonic()
@@ -131,10 +132,9 @@ async def _show(consumer: Any, args: argparse.Namespace, where: str) -> int:
             header = (
                 f"{title}  {now - started:.0f}s  records {bus_stats['records']:,} "
                 f"({rate.update(bus_stats['records'], now):.0f}/s)  gaps {bus_stats['gaps']}  "
-                f"publisher {'silent' if age is None or age > consumer.stale_after else 'alive'}  "
-                f"{state_counts(consumer.store)}"
+                f"publisher {'silent' if age is None or age > consumer.stale_after else 'alive'}"
             )
-            screen.show([header, *table.lines(now_monotonic=now)])
+            screen.show_table(header, table, now_monotonic=now)  # the state summary goes where it stays visible
             if args.duration is not None and now - started >= args.duration:
                 return ExitCode.OK
             wait = refresh if args.duration is None else min(refresh, args.duration - (now - started))
