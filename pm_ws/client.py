@@ -346,7 +346,10 @@ class MarketClient:
         receive time and the connection number (the token owner) it was fed with, right after ``feed``
         returned. ``on_store(op, tokens, options)`` gets every change the client makes to its store, right
         after it: ``("add", [token], {})``, ``("set_owner", [token], {"owner": n})``, ``("remove", [token],
-        {})`` and ``("mark_stale", tokens, {})``. Fed the same frames and operations in the same order, an
+        {})`` and ``("mark_stale", tokens, {})``; under an ``ExchangeFollower`` also ``("resolve", [token],
+        {"won": bool | None})``, ``("load_book", [token], {"bids", "asks", "tick", "exch_ts_ms",
+        "recv_ts_ns"})`` (a REST book) and ``("replay", [token], {"frame", "recv_ts_ns"})`` (a delta
+        applied on top of it). Fed the same frames and operations in the same order, an
         empty store and dispatcher of the same core hold the same rows. Both callbacks follow
         ``on_event``'s rules (synchronous, short, failures counted in ``stats()["callback_errors"]``).
         On a running client the frame tap applies from the next batch of frames a reader takes (from
