@@ -24,7 +24,7 @@ import orjson
 from ._core import BookStore
 from ._decimal_text import price_text, size_text
 from .client_events import ClientEvent
-from .row import SEQ, SIDE_BUY, SIDE_SELL, State, Top
+from .row import OUTCOME_LOST, OUTCOME_WON, SEQ, SIDE_BUY, SIDE_SELL, State, Top
 
 if TYPE_CHECKING:  # replay and export load no websockets
     from .client import MarketClient
@@ -33,20 +33,21 @@ SIDES = {SIDE_BUY: "BUY", SIDE_SELL: "SELL"}
 # One row change; None (JSON null, an empty CSV cell) for an empty book side or what is not known yet
 ROW_COLUMNS = (
     "time_ns", "token", "state", "bid", "bid_size", "ask", "ask_size", "last", "last_size", "last_side",
-    "tick", "recv_ns", "exch_ms", "age_ns", "exch_age_ms", "seq",
+    "tick", "recv_ns", "exch_ms", "age_ns", "exch_age_ms", "seq", "outcome",
 )  # fmt: skip
+OUTCOMES = {OUTCOME_WON: "WON", OUTCOME_LOST: "LOST"}
 
 OUTPUT_HELP = """\
 --json writes one JSON object per line, flushed line by line (for jq, a log shipper, a program):
   {"type": "row", "time_ns", "token", "label"?, "state", "bid", "bid_size", "ask", "ask_size", "last",
-   "last_size", "last_side", "tick", "recv_ns", "exch_ms", "age_ns", "exch_age_ms", "seq"}
+   "last_size", "last_side", "tick", "recv_ns", "exch_ms", "age_ns", "exch_age_ms", "seq", "outcome"}
       one per row change, after the frame (or the client's own mark) that changed the row. time_ns:
       when the change happened (the frame's receive time, ns since the epoch); state: SUBSCRIBING,
       LIVE, STALE, INVALID, RESOLVED or UNCONFIRMED, and only LIVE may be traded on; prices and sizes
       are exact decimal strings ("0.514", "1304.72"), null for an empty side or an unknown trade;
       last_side BUY, SELL or null; recv_ns: receive time of the frame that last changed the row;
       exch_ms: the exchange's timestamp; age_ns, exch_age_ms: time_ns minus those; seq: grows on
-      every change of the row
+      every change of the row; outcome: WON or LOST once RESOLVED with a known winner, else null
   {"type": "event", "time_ns", "event", "token"?, ...} what the client says (time_ns: when it was
       written, just after the rows it changed): "connected"
       (connection, tokens), "disconnected" (connection, reason), "state" (token, state, reason,
@@ -105,6 +106,7 @@ def row_record(token: str, top: Top, now_ns: int) -> dict[str, Any]:
         "age_ns": now_ns - top.recv_ts_ns if top.recv_ts_ns else None,
         "exch_age_ms": now_ns // 1_000_000 - top.exch_ts_ms if top.exch_ts_ms else None,
         "seq": top.seq,
+        "outcome": OUTCOMES.get(top.outcome),
     }
 
 

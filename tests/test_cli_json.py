@@ -19,7 +19,8 @@ from typing import Any
 import pytest
 
 from pm_ws._exit import ExitCode
-from pm_ws._row_output import ROW_COLUMNS, JsonLines, LivePipe, RowChanges
+from pm_ws._core import BookStore
+from pm_ws._row_output import ROW_COLUMNS, JsonLines, LivePipe, RowChanges, row_record
 from pm_ws.backoff import ExponentialBackoff
 from pm_ws.cli import main
 from pm_ws.client import MarketClient
@@ -220,3 +221,14 @@ def test_help_documents_the_line_schema(command: str, capsys: pytest.CaptureFixt
     assert main([command, "--help"]) == ExitCode.OK
     out = capsys.readouterr().out
     assert "--json writes one JSON object per line" in out and '"type": "row"' in out and "--csv writes" in out
+
+
+def test_a_resolved_row_names_its_outcome_and_an_open_one_none() -> None:
+    store = BookStore(4)
+    for token in ("1", "2", "3"):
+        store.add(token)
+    store.resolve("1", won=True)
+    store.resolve("2", won=False)
+
+    outcomes = {token: row_record(token, store.top(token), 0)["outcome"] for token in ("1", "2", "3")}
+    assert outcomes == {"1": "WON", "2": "LOST", "3": None}

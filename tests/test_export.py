@@ -46,7 +46,7 @@ def projected(top: Top) -> Row:
         top.ask_px if top.ask_levels else None, top.ask_sz if top.ask_levels else None,
         top.last_px if traded else None, top.last_sz if traded else None,
         {SIDE_BUY: "BUY", SIDE_SELL: "SELL"}.get(top.last_side), top.tick or None,
-        top.recv_ts_ns or None, top.exch_ts_ms or None, top.seq,
+        top.recv_ts_ns or None, top.exch_ts_ms or None, top.seq, {1: "WON", 2: "LOST"}.get(top.outcome),
     )  # fmt: skip
 
 
@@ -67,6 +67,7 @@ def parsed(line: dict[str, str]) -> Row:
         line["state"], units(line["bid"], 4), units(line["bid_size"], 6), units(line["ask"], 4),
         units(line["ask_size"], 6), units(line["last"], 4), units(line["last_size"], 6), line["last_side"] or None,
         units(line["tick"], 4), integer(line["recv_ns"]), integer(line["exch_ms"]), int(line["seq"]),
+        line["outcome"] or None,
     )  # fmt: skip
 
 
