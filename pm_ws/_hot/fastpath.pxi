@@ -4,6 +4,12 @@
 # member generically from the same position: a surprise costs one retry, never a wrong result.
 # Included by _core_c.pyx.
 
+cdef extern from "pm_bytes.h":
+    enum: PM_LEVEL_SPAN
+    const unsigned char* pm_level_layout(const unsigned char* p, const unsigned char* e, int64_t* px,
+                                        int64_t* sz) noexcept nogil
+
+
 cdef inline cptr lit(cptr p, cptr e, const char* text, Py_ssize_t n) noexcept:
     # p past the literal text[:n], or NULL
     if e - p >= n and memcmp(p, text, n) == 0:
@@ -219,13 +225,15 @@ cdef cptr fast_levels(pm_stage_t* s, cptr p, bint bids, bint* sorted_run) noexce
         return NULL
     lv = first = s.lv + s.lv_n
     while True:
-        q = lit(p, e, b'{"price":"', 10)
-        if q != NULL:
-            q = plain_price(q, e, &lv.px)
-        if q != NULL:
-            q = lit(q, e, b',"size":"', 9)
-        if q != NULL:
-            q = quoted_units(q, e, PM_SIZE_DECIMALS, SIZE_FAST_DIGITS, INT64_MAX, &lv.sz)
+        q = pm_level_layout(p, e, &lv.px, &lv.sz)
+        if q == NULL:
+            q = lit(p, e, b'{"price":"', 10)
+            if q != NULL:
+                q = plain_price(q, e, &lv.px)
+            if q != NULL:
+                q = lit(q, e, b',"size":"', 9)
+            if q != NULL:
+                q = quoted_units(q, e, PM_SIZE_DECIMALS, SIZE_FAST_DIGITS, INT64_MAX, &lv.sz)
         if q == NULL or e - q < 2 or q[0] != c'}':
             break
         ordered = ordered & (lv.px * sign > last) & (lv.sz != 0)

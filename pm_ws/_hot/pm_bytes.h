@@ -111,4 +111,59 @@ static inline int64_t pm_token_tag(const unsigned char* p, Py_ssize_t n) {
     return h ? (int64_t)h : 1;
 }
 
+/* The digits at p as a number and where they stop; the caller knows a non-digit byte comes
+   before the end of the buffer, so the loop needs no bound. A run longer than 19 digits wraps
+   the value: callers refuse such a length before using it. */
+static inline const unsigned char* pm_digits(const unsigned char* p, uint64_t* value) {
+    uint64_t v = 0;
+    unsigned d;
+    while ((d = (unsigned)*p - '0') <= 9) {
+        v = v * 10 + d;
+        p++;
+    }
+    *value = v;
+    return p;
+}
+
+enum { PM_LEVEL_SPAN = 64 };  /* a level pm_level_layout takes starts at least this far from the end */
+
+/* One book level in the server's usual shape at p, {"price":"0.D","size":"I.F"} with 1..4
+   price decimals D, 1..12 integer size digits I and none or 1..6 size decimals F (".F"
+   absent): the price in 1e-4 and the size in 1e-6 units into *px / *sz and the position of
+   its closing '}' returned. NULL for anything else, *px / *sz then unspecified: the caller
+   parses that level the general way, which also takes the shapes refused here.
+   Why not the general one-pass parsers: every digit loop here runs without a bounds check,
+   stopped by the non-digit e[-1] (checked once) and every length checked before the bytes
+   after it are read; it is most of what a deep book costs. */
+static inline const unsigned char* pm_level_layout(const unsigned char* p, const unsigned char* e,
+                                                   int64_t* px, int64_t* sz) {
+    static const uint64_t scale[7] = {1000000, 100000, 10000, 1000, 100, 10, 1};  /* 10**(6 - decimals) */
+    const unsigned char *q, *s, *f;
+    uint64_t ip, fp = 0;
+    size_t n, fd = 0;
+    if (e - p < PM_LEVEL_SPAN || (unsigned)e[-1] - '0' <= 9 || memcmp(p, "{\"price\":\"0.", 12) != 0)
+        return NULL;
+    q = pm_digits(p + 12, &ip);
+    n = (size_t)(q - (p + 12));
+    if (n - 1 > 3 || memcmp(q, "\",\"size\":\"", 10) != 0)  /* n == 0 wraps: refused */
+        return NULL;
+    *px = (int64_t)(ip * scale[n + 2]);
+    s = q + 10;  /* at most p + 26 */
+    q = pm_digits(s, &ip);
+    n = (size_t)(q - s);
+    if (n - 1 > 11)
+        return NULL;
+    if (*q == '.') {
+        f = q + 1;
+        q = pm_digits(f, &fp);
+        fd = (size_t)(q - f);
+        if (fd - 1 > 5)
+            return NULL;
+    }
+    if (q[0] != '"' || q[1] != '}')  /* q <= p + 46 */
+        return NULL;
+    *sz = (int64_t)(ip * 1000000 + fp * scale[fd]);
+    return q + 1;
+}
+
 #endif  /* PM_WS_BYTES_H */
