@@ -150,21 +150,20 @@ cdef inline int level_flaw(PxRaw px, SzRaw sz, PxRaw tick, bint bid) noexcept:
 
 cdef int book_flaw(const pm_level_t* bids, Py_ssize_t nb, const pm_level_t* asks, Py_ssize_t na,
                    PxRaw tick) noexcept:
-    # The flaw of a snapshot's levels (see level_flaw): an off-grid level anywhere first
+    # The flaw of a snapshot's levels (see level_flaw): an off-grid level anywhere first. Every
+    # level is tested without a branch (grid_flaw's tests, OR-ed together): a valid book, the
+    # usual case, is read to its end anyway
     cdef Py_ssize_t i
-    cdef int flaw, found = 0
     cdef uint64_t magic = grid_magic(tick)
+    cdef uint64_t below = magic - 1  # ~0 when magic is 0: no price is then above it
+    cdef bint off = False, impossible = False
     for i in range(nb):
-        flaw = grid_flaw(bids[i].px, bids[i].sz, magic, True)
-        if flaw == ST_OFF_GRID:
-            return flaw
-        found = found or flaw
+        off |= <uint64_t>bids[i].px * magic > below
+        impossible |= (bids[i].sz != 0) & (bids[i].px >= PM_PRICE_SCALE)
     for i in range(na):
-        flaw = grid_flaw(asks[i].px, asks[i].sz, magic, False)
-        if flaw == ST_OFF_GRID:
-            return flaw
-        found = found or flaw
-    return found
+        off |= <uint64_t>asks[i].px * magic > below
+        impossible |= (asks[i].sz != 0) & (asks[i].px == 0)
+    return ST_OFF_GRID if off else ST_IMPOSSIBLE_BOOK if impossible else 0
 
 
 cdef inline void touch_row(int64_t* row, const pm_book_t* b, const pm_fields_t* f, int64_t recv_ts_ns) noexcept:

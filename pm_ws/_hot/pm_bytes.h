@@ -125,6 +125,27 @@ static inline const unsigned char* pm_digits(const unsigned char* p, uint64_t* v
     return p;
 }
 
+/* pm_digits two digits a step: fewer instructions on a long run (a size's integer part) */
+static inline const unsigned char* pm_digit_pairs(const unsigned char* p, uint64_t* value) {
+    uint64_t v = 0;
+    unsigned d, d1;
+    for (;;) {
+        d = (unsigned)p[0] - '0';
+        d1 = (unsigned)p[1] - '0';  /* p[0] is a digit, so the non-digit comes at p[1] or later */
+        if (d > 9)
+            break;
+        if (d1 > 9) {
+            v = v * 10 + d;
+            p++;
+            break;
+        }
+        v = v * 100 + d * 10 + d1;
+        p += 2;
+    }
+    *value = v;
+    return p;
+}
+
 enum { PM_LEVEL_SPAN = 64 };  /* a level pm_level_layout takes starts at least this far from the end */
 
 /* One book level in the server's usual shape at p, {"price":"0.D","size":"I.F"} with 1..4
@@ -149,7 +170,7 @@ static inline const unsigned char* pm_level_layout(const unsigned char* p, const
         return NULL;
     *px = (int64_t)(ip * scale[n + 2]);
     s = q + 10;  /* at most p + 26 */
-    q = pm_digits(s, &ip);
+    q = pm_digit_pairs(s, &ip);
     n = (size_t)(q - s);
     if (n - 1 > 11)
         return NULL;
