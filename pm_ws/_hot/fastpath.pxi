@@ -5,9 +5,8 @@
 # Included by _core_c.pyx.
 
 cdef extern from "pm_bytes.h":
-    enum: PM_LEVEL_SPAN
-    const unsigned char* pm_level_layout(const unsigned char* p, const unsigned char* e, int64_t* px,
-                                        int64_t* sz) noexcept nogil
+    const unsigned char* pm_levels_layout(const unsigned char* p, const unsigned char* e, int64_t* out,
+                                         Py_ssize_t* taken, int64_t sign, int64_t* last, bint* ordered) noexcept nogil
 
 
 cdef inline cptr lit(cptr p, cptr e, const char* text, Py_ssize_t n) noexcept:
@@ -218,6 +217,7 @@ cdef cptr fast_levels(pm_stage_t* s, cptr p, bint bids, bint* sorted_run) noexce
     cdef cptr e = s.end, q, done = p
     cdef pm_level_t* lv
     cdef pm_level_t* first
+    cdef Py_ssize_t taken
     cdef int64_t sign = 1 if bids else -1  # signed prices rise along the wire order on both sides
     cdef int64_t last = -PM_PRICE_SCALE - 1  # the previous level's signed price
     cdef bint ordered = True
@@ -225,15 +225,22 @@ cdef cptr fast_levels(pm_stage_t* s, cptr p, bint bids, bint* sorted_run) noexce
         return NULL
     lv = first = s.lv + s.lv_n
     while True:
-        q = pm_level_layout(p, e, &lv.px, &lv.sz)
-        if q == NULL:
-            q = lit(p, e, b'{"price":"', 10)
-            if q != NULL:
-                q = plain_price(q, e, &lv.px)
-            if q != NULL:
-                q = lit(q, e, b',"size":"', 9)
-            if q != NULL:
-                q = quoted_units(q, e, PM_SIZE_DECIMALS, SIZE_FAST_DIGITS, INT64_MAX, &lv.sz)
+        # the usual shapes in one C loop (pm_level_t is two int64s: px, sz), then the level it
+        # stopped at, if any, by the one-pass parsers
+        q = pm_levels_layout(p, e, <int64_t*>lv, &taken, sign, &last, &ordered)
+        if taken:
+            lv += taken
+            done = q
+            if q[0] != c',':  # q < e: a level taken there ends at least 16 bytes before e
+                break
+            p = q + 1
+        q = lit(p, e, b'{"price":"', 10)
+        if q != NULL:
+            q = plain_price(q, e, &lv.px)
+        if q != NULL:
+            q = lit(q, e, b',"size":"', 9)
+        if q != NULL:
+            q = quoted_units(q, e, PM_SIZE_DECIMALS, SIZE_FAST_DIGITS, INT64_MAX, &lv.sz)
         if q == NULL or e - q < 2 or q[0] != c'}':
             break
         ordered = ordered & (lv.px * sign > last) & (lv.sz != 0)
