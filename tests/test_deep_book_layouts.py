@@ -206,3 +206,26 @@ def test_odd_byte_between_levels_same_state(modules: dict[str, ModuleType], sep:
     bids = bid_levels()
     frame = book_frame(bids, ask_levels()).replace(bids[10] + "," + bids[11], bids[10] + sep + bids[11])
     fed(modules, book_frame(bid_levels(), ask_levels()), frame)
+
+
+FLAWED_LEVELS = {
+    "off-grid": ("bids", level("0.3995", "5")),
+    "off-grid-size-0": ("asks", level("0.7005", "0")),
+    "bid-at-one": ("bids", level("1", "5")),
+    "bid-at-one-size-0": ("bids", level("1", "0")),
+    "ask-at-zero": ("asks", level("0", "5")),
+    "ask-at-zero-size-0": ("asks", level("0", "0")),
+    "off-grid-and-impossible": ("asks", level("0", "5") + "," + level("0.7005", "5")),
+}
+
+
+@pytest.mark.parametrize("side, odd", list(FLAWED_LEVELS.values()), ids=list(FLAWED_LEVELS))
+@pytest.mark.parametrize("where", WHERE)
+def test_flawed_level_in_deep_book_same_state(modules: dict[str, ModuleType], side: str, odd: str, where: int) -> None:
+    # the book's flaw (off the 0.001 grid anywhere first, then a bid at 1 or an ask at 0 with a
+    # size) is read from the whole snapshot, size-0 levels included for the grid
+    bids, asks = bid_levels(), ask_levels()
+    (bids if side == "bids" else asks).insert(where, odd)
+    tail = ',"tick_size":"0.001","event_type":"book"}'
+    fed(modules, book_frame(bid_levels(), ask_levels(), tail=tail), book_frame(bids, asks, tail=tail),
+        book_frame(bid_levels(), ask_levels(), tail=tail))
