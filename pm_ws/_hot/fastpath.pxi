@@ -8,6 +8,9 @@ cdef extern from "pm_bytes.h":
     const unsigned char* pm_levels_layout(const unsigned char* p, const unsigned char* e, int64_t* out,
                                          Py_ssize_t* taken, int64_t sign, int64_t* last, bint* ordered) noexcept nogil
 
+if PM_PRICE_SCALE != 10 ** 4 or PM_SIZE_SCALE != 10 ** 6:  # the units pm_levels_layout writes
+    raise ImportError("pm_bytes.h: pm_levels_layout's units differ from PM_PRICE_SCALE / PM_SIZE_SCALE")
+
 
 cdef inline cptr lit(cptr p, cptr e, const char* text, Py_ssize_t n) noexcept:
     # p past the literal text[:n], or NULL
@@ -226,7 +229,7 @@ cdef cptr fast_levels(pm_stage_t* s, cptr p, bint bids, bint* sorted_run) noexce
     lv = first = s.lv + s.lv_n
     while True:
         # the usual shapes in one C loop (pm_level_t is two int64s: px, sz), then the level it
-        # stopped at, if any, by the one-pass parsers
+        # stopped at, if any, by the one-pass parsers, then the C loop again from the next
         q = pm_levels_layout(p, e, <int64_t*>lv, &taken, sign, &last, &ordered)
         if taken:
             lv += taken

@@ -159,8 +159,8 @@ enum { PM_LEVEL_SPAN = 64 };  /* pm_levels_layout takes a level only this far or
    size is 0; *last ends as the last one's.
    Why not the general parsers: every digit loop here runs without a bounds check, stopped by
    the non-digit e[-1] (checked once), and every length is checked before the bytes after it
-   are read (a level that starts PM_LEVEL_SPAN or more from e ends at most 48 bytes in); the
-   loop stays in registers. It is most of what a deep book costs. */
+   are read (a level that starts PM_LEVEL_SPAN or more from e ends at most 48 bytes in), and
+   the run's state stays in locals. Parsing levels is most of what a deep book costs. */
 static inline const unsigned char* pm_levels_layout(const unsigned char* p, const unsigned char* e, int64_t* out,
                                                     Py_ssize_t* taken, int64_t sign, int64_t* last, int* ordered) {
     static const uint64_t scale[7] = {1000000, 100000, 10000, 1000, 100, 10, 1};  /* 10**(6 - decimals) */
