@@ -4,6 +4,14 @@
 # member generically from the same position: a surprise costs one retry, never a wrong result.
 # Included by _core_c.pyx.
 
+cdef extern from "pm_bytes.h":
+    const unsigned char* pm_levels_layout(const unsigned char* p, const unsigned char* e, int64_t* out,
+                                         Py_ssize_t* taken, int64_t sign, int64_t* last, bint* ordered) noexcept nogil
+
+if PM_PRICE_SCALE != 10 ** 4 or PM_SIZE_SCALE != 10 ** 6:  # the units pm_levels_layout writes
+    raise ImportError("pm_bytes.h: pm_levels_layout's units differ from PM_PRICE_SCALE / PM_SIZE_SCALE")
+
+
 cdef inline cptr lit(cptr p, cptr e, const char* text, Py_ssize_t n) noexcept:
     # p past the literal text[:n], or NULL
     if e - p >= n and memcmp(p, text, n) == 0:
@@ -212,6 +220,7 @@ cdef cptr fast_levels(pm_stage_t* s, cptr p, bint bids, bint* sorted_run) noexce
     cdef cptr e = s.end, q, done = p
     cdef pm_level_t* lv
     cdef pm_level_t* first
+    cdef Py_ssize_t taken
     cdef int64_t sign = 1 if bids else -1  # signed prices rise along the wire order on both sides
     cdef int64_t last = -PM_PRICE_SCALE - 1  # the previous level's signed price
     cdef bint ordered = True
@@ -219,6 +228,15 @@ cdef cptr fast_levels(pm_stage_t* s, cptr p, bint bids, bint* sorted_run) noexce
         return NULL
     lv = first = s.lv + s.lv_n
     while True:
+        # the usual shapes in one C loop (pm_level_t is two int64s: px, sz), then the level it
+        # stopped at, if any, by the one-pass parsers, then the C loop again from the next
+        q = pm_levels_layout(p, e, <int64_t*>lv, &taken, sign, &last, &ordered)
+        if taken:
+            lv += taken
+            done = q
+            if q[0] != c',':  # q < e: a level taken there ends at least 16 bytes before e
+                break
+            p = q + 1
         q = lit(p, e, b'{"price":"', 10)
         if q != NULL:
             q = plain_price(q, e, &lv.px)

@@ -111,4 +111,103 @@ static inline int64_t pm_token_tag(const unsigned char* p, Py_ssize_t n) {
     return h ? (int64_t)h : 1;
 }
 
+/* The digits at p as a number and where they stop; the caller knows a non-digit byte comes
+   before the end of the buffer, so the loop needs no bound. A run longer than 19 digits wraps
+   the value: callers refuse such a length before using it. */
+static inline const unsigned char* pm_digits(const unsigned char* p, uint64_t* value) {
+    uint64_t v = 0;
+    unsigned d;
+    while ((d = (unsigned)*p - '0') <= 9) {
+        v = v * 10 + d;
+        p++;
+    }
+    *value = v;
+    return p;
+}
+
+/* pm_digits two digits a step: fewer instructions on a long run (a size's integer part) */
+static inline const unsigned char* pm_digit_pairs(const unsigned char* p, uint64_t* value) {
+    uint64_t v = 0;
+    unsigned d, d1;
+    for (;;) {
+        d = (unsigned)p[0] - '0';
+        if (d > 9)
+            break;
+        d1 = (unsigned)p[1] - '0';  /* p[0] is a digit, so the non-digit comes at p[1] or later */
+        if (d1 > 9) {
+            v = v * 10 + d;
+            p++;
+            break;
+        }
+        v = v * 100 + d * 10 + d1;
+        p += 2;
+    }
+    *value = v;
+    return p;
+}
+
+enum { PM_LEVEL_SPAN = 64 };  /* pm_levels_layout takes a level only this far or more from the end */
+
+/* Book levels in the server's usual shape from p, {"price":"0.D","size":"I.F"} joined by bare
+   commas, with 1..4 price decimals D, 1..12 integer size digits I and none or 1..6 size
+   decimals F (".F" absent): each one's price in 1e-4 and size in 1e-6 units into out[0], out[1],
+   out[2], ... while the shape holds, their count in *taken, and the position just after the
+   last one's '}' returned (p when none was taken). The level stopped at is left to the caller,
+   which parses it the general way (that also takes the shapes refused here), and the levels
+   taken are exactly the ones the general way would take.
+   *ordered stays 1 while the signed prices (price * sign) rise strictly from *last on and no
+   size is 0; *last ends as the last one's.
+   Why not the general parsers: every digit loop here runs without a bounds check, stopped by
+   the non-digit e[-1] (checked once), and every length is checked before the bytes after it
+   are read (a level that starts PM_LEVEL_SPAN or more from e ends at most 48 bytes in), and
+   the run's state stays in locals. Parsing levels is most of what a deep book costs. */
+static inline const unsigned char* pm_levels_layout(const unsigned char* p, const unsigned char* e, int64_t* out,
+                                                    Py_ssize_t* taken, int64_t sign, int64_t* last, int* ordered) {
+    static const uint64_t scale[7] = {1000000, 100000, 10000, 1000, 100, 10, 1};  /* 10**(6 - decimals) */
+    const unsigned char *q, *s, *done = p;
+    uint64_t px, ip, fp;
+    size_t n, fd;
+    int64_t* first = out;
+    int64_t prev = *last;
+    int in_order = *ordered;
+    if ((unsigned)e[-1] - '0' > 9) {
+        while (e - p >= PM_LEVEL_SPAN && memcmp(p, "{\"price\":\"0.", 12) == 0) {
+            q = pm_digits(p + 12, &px);
+            n = (size_t)(q - (p + 12));
+            if (n - 1 > 3 || memcmp(q, "\",\"size\":\"", 10) != 0)  /* n == 0 wraps: refused */
+                break;
+            px *= scale[n + 2];
+            s = q + 10;  /* at most p + 26 */
+            q = pm_digit_pairs(s, &ip);
+            n = (size_t)(q - s);
+            if (n - 1 > 11)
+                break;
+            fp = 0;
+            fd = 0;
+            if (*q == '.') {
+                s = q + 1;
+                q = pm_digits(s, &fp);
+                fd = (size_t)(q - s);
+                if (fd - 1 > 5)
+                    break;
+            }
+            if (q[0] != '"' || q[1] != '}')  /* q <= p + 45 */
+                break;
+            out[0] = (int64_t)px;
+            out[1] = (int64_t)(ip * 1000000 + fp * scale[fd]);
+            in_order &= ((int64_t)px * sign > prev) & (out[1] != 0);
+            prev = (int64_t)px * sign;
+            out += 2;
+            done = q + 2;
+            if (q[2] != ',')
+                break;
+            p = q + 3;
+        }
+    }
+    *taken = (out - first) / 2;
+    *last = prev;
+    *ordered = in_order;
+    return done;
+}
+
 #endif  /* PM_WS_BYTES_H */
