@@ -13,7 +13,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import ExitStack, suppress
 from typing import Any
 
-from ._live import LiveView, create_recording, recording_client, shared_store
+from ._live import LiveView, shared_store
+from ._record import create_recording, recording_client
 from .backoff import ExponentialBackoff
 from .client import MarketClient
 from .gamma import MarketFilter

@@ -473,7 +473,7 @@ def _run_watch(args: argparse.Namespace) -> int:
 
 
 def _run_record(args: argparse.Namespace) -> int:
-    from ._live import record
+    from ._record import record
 
     return _run_live(record(args))
 

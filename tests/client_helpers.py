@@ -164,7 +164,7 @@ async def record_session(path: Any) -> list[str]:
     connection (every row STALE, then LIVE again) and a tick change; return the tokens. For the tests of
     replay, export and plot.
     """
-    from pm_ws._live import recording_client
+    from pm_ws._record import recording_client
     from pm_ws.recording import RecordingWriter
 
     async with serving(markets=2, seed=4, rate_hz=0, trade_every=3) as server:

@@ -29,11 +29,11 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from pm_ws import BookStore, Dispatcher, MarketClient, TopReader, _core, _live, _replay
+from pm_ws import BookStore, Dispatcher, MarketClient, TopReader, _core, _live, _record, _replay
 from pm_ws import _core_py  # only to build a deliberately broken core for the --check test
 from pm_ws._decimal_text import price_text, size_text
 from pm_ws._exit import ExitCode
-from pm_ws._live import recording_client
+from pm_ws._record import recording_client
 from pm_ws._watch_view import RateMeter, Screen, TopTable, screen_for, short_token, terminal_text
 from pm_ws.cli import build_parser, main
 from pm_ws import cli
@@ -264,8 +264,8 @@ def test_cli_help_lists_every_exit_code_with_its_meaning(capsys: pytest.CaptureF
 
 @pytest.mark.parametrize(
     ("module", "loads_fake_server"),
-    [("pm_ws.cli", False), ("pm_ws._live", False), ("pm_ws._replay", False), ("pm_ws._peek", False),
-     ("pm_ws._demo", True)],
+    [("pm_ws.cli", False), ("pm_ws._live", False), ("pm_ws._record", False), ("pm_ws._replay", False),
+     ("pm_ws._peek", False), ("pm_ws._demo", True)],
 )
 def test_cli_only_demo_imports_the_fake_server(module: str, loads_fake_server: bool) -> None:
     # a fresh interpreter: this one has pm_ws.testing loaded already
@@ -622,14 +622,14 @@ def _tmpfs(path: Path, size: str) -> Iterator[Path]:
 def _full_disk_out(kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Where `pm-ws record` writes and fills the disk after a few KB: a real tmpfs or a patched file."""
     if kind == "patched":
-        real = _live.RecordingWriter
+        real = _record.RecordingWriter
 
         def writer_on_full_disk(*args: Any, **kwargs: Any) -> RecordingWriter:
             writer = real(*args, **kwargs)
             writer._file = _FileOnFullDisk(writer._file, room=40_000)
             return writer
 
-        monkeypatch.setattr(_live, "RecordingWriter", writer_on_full_disk)
+        monkeypatch.setattr(_record, "RecordingWriter", writer_on_full_disk)
         yield tmp_path / "full.pmws"
         return
     with _tmpfs(tmp_path / "disk", "64k") as disk:

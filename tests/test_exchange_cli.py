@@ -7,7 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pm_ws import _demo, _live
+from pm_ws import _demo, _live, _record
 from pm_ws._exit import ExitCode
 from pm_ws.cli import build_parser, main
 from pm_ws.recording import KIND_META, RecordingReader
@@ -47,7 +47,7 @@ async def test_record_all_writes_the_followed_tokens_as_subscribe_records(tmp_pa
         args = build_parser().parse_args(
             ["record", str(out), "--all", "--url", ws.url, "--gamma-url", rest.url, "--duration", "1.0"]
         )
-        assert await _live.record(args) == ExitCode.OK
+        assert await _record.record(args) == ExitCode.OK
         wanted = order_book_tokens(ws)
     with RecordingReader(out) as reader:
         metas = [orjson.loads(r.payload) for r in reader if r.kind == KIND_META]
