@@ -11,10 +11,10 @@ whose timestamp is the snapshot's or later are replayed through a dispatcher of 
 frame; older ones are already in the snapshot. A token is asked only once it waited ``after`` on one open
 socket (so the server has long had its subscription when the snapshot is taken: the deltas between the
 snapshot and a later subscription would never come), and its book is dropped (asked again later) if that
-socket changed meanwhile, or went silent (no market data for longer than ``confirm_interval``: a server that
-goes silent on an open socket drops the deltas meanwhile): the deltas of such a gap are never delivered. Once
-loaded, the connection watches the book: a silence turns its row STALE, before the data that ends it could
-confirm the book (``on_loaded``). At an
+socket changed meanwhile, or went silent (no market data for longer than ``confirm_interval``, or none yet
+since it opened: a server that goes silent on an open socket drops the deltas meanwhile): the deltas of such a
+gap are never delivered. Once loaded, the connection watches the book: a silence turns its row STALE, before
+the data that ends it could confirm the book (``on_loaded``). At an
 equal timestamp the order of the two is unknown (the market channel has no sequence numbers): the entry
 is replayed, which is harmless for sizes that are absolute, and the WebSocket decides: the book turns
 LIVE only when a ``price_change`` entry or a ``best_bid_ask`` carries best prices equal to it, and a

@@ -128,7 +128,7 @@ class Shard:
         self.next_check_ns = 0  # deadlines and stamps in time.monotonic_ns()
         self.next_confirm_ns = 0  # when the next LIVE row falls due for a probe or STALE
         self.last_frame_ns = 0
-        self.last_data_ns = 0  # the last batch with market data (PONGs aside), or the socket's opening
+        self.last_data_ns = -math.inf  # the last batch with market data on this socket (PONGs aside)
         self.frames = 0
         self.bytes = 0
         self.connects = 0
@@ -286,7 +286,9 @@ class Shard:
         self.socket = socket
         self.state = ShardState.SUBSCRIBING
         self.healthy = False
-        self.last_frame_ns = self.last_data_ns = now  # a socket that never delivers is silent from its opening
+        self.last_frame_ns = now
+        # Silent from its opening: it may have opened during a silence of the server, which its first data ends
+        self.last_data_ns = -math.inf
         self.next_check_ns = 0
         self.rest_books.clear()  # STALE with the socket they came on
         socket.on_end = lambda: self.socket_lost(socket, "closed by the server or the network")
@@ -341,7 +343,7 @@ class Shard:
                 self.bytes += size
                 if size > CONTROL_WORD_BYTES * count:  # market data: before it is fed, a silence it ends is seen
                     if now - self.last_data_ns > silence_ns:
-                        self.silence_ended(now - self.last_data_ns)
+                        self.silence_ended()
                     self.last_data_ns = now
                 received = wall()
                 while frames:  # socket_lost() empties it: a frame's feed may lose the socket
@@ -491,8 +493,9 @@ class Shard:
         self.dirty = True
         self.wake.set()
 
-    def silence_ended(self, silent_ns: int) -> None:
-        """Market data came after ``silent_ns`` (longer than ``confirm_interval``) without any, PONGs aside.
+    def silence_ended(self) -> None:
+        """Market data came after a silence: none (PONGs aside) for longer than ``confirm_interval``, or none
+        since the socket opened (it may have opened while the server was silent).
 
         A server that goes silent on an open socket drops the deltas meanwhile. A book the WebSocket built is
         probed and re-sent (see the ``unconfirmed`` watchdog); a book from REST has only best prices to be
@@ -502,7 +505,7 @@ class Shard:
         """
         self.silences += 1
         if self.rest_books:  # a quiet socket without them is no fault
-            logger.warning("connection %d: no market data for %.1fs: REST books dropped", self.id, silent_ns / 1e9)
+            logger.warning("connection %d: market data after a silence: REST books dropped", self.id)
             self.owner._mark_stale(list(self.rest_books), "silence", _REST_BUILT)
 
     def abort(self, socket: Socket | None, reason: str) -> None:

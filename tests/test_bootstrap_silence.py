@@ -121,3 +121,22 @@ async def test_a_rest_book_asked_before_a_silence_ended_is_dropped() -> None:
             await ws.step(1)
             await asyncio.sleep(0.02)
         assert wrong_live(follower, ws, market[1:]) == []
+
+
+async def test_a_rest_book_on_a_socket_opened_during_a_silence_is_dropped_at_its_first_data() -> None:
+    # The socket sees less of the silence than confirm_interval: the silence began before it opened
+    async with rest_built(confirm_interval=2.0) as (ws, rest, follower):
+        market, shard = ws.markets[0], follower.client._shards[0]
+        connects = shard.connects
+        ws.set_data_stalled(True)
+        ws.abort_all()
+        await until(lambda: shard.connects > connects and shard.up, 3.0)
+        # REST books taken and loaded on the new socket while the server is silent
+        await until(lambda: all(state(follower, t) is State.UNCONFIRMED for t in market[1:]), 3.0)
+        await change_below_the_top(ws, market, 0)  # lost
+        ws.set_data_stalled(False)
+        await change_below_the_top(ws, market, 1)  # the socket's first data
+        await asyncio.sleep(0.1)
+
+        assert wrong_live(follower, ws, market[1:]) == []
+        assert all(state(follower, t) is State.STALE for t in market[1:])
