@@ -1,7 +1,7 @@
 """Soak: a MarketClient against a FakeMarketServer at a high change rate, with faults injected at random.
 
     python benchmarks/soak.py --duration 120 [--seed N] [--tokens N] [--rate HZ] [--checkpoint-every S] [--overlap]
-    python -m benchmarks.soak --exchange --seconds 90 [--seed N] [--markets N] [--rate HZ] [--silent-streams]
+    python -m benchmarks.soak --exchange --seconds 90 [--seed N] [--markets N] [--rate HZ] [--no-silent-streams]
 
 ``--exchange`` runs the whole-exchange soak instead (:class:`ExchangeSoak`: an ExchangeFollower on the fake
 exchange while markets open and resolve, with WebSocket and HTTP faults and withheld snapshots); it shares
@@ -804,12 +804,6 @@ async def soak(config: SoakConfig) -> SoakResult:
 WS_FAULTS = ("clean_close", "tcp_abort", "malformed", "silent_stream")
 HTTP_FAULTS = ("http_429", "http_5xx", "http_garbled", "http_slow", "stale_rest_book", "page_change")
 EXCHANGE_FAULT_KINDS = WS_FAULTS + HTTP_FAULTS
-# Left out by default: a stream that goes silent while its server drops the deltas (socket open, PONGs
-# flowing) and starts again defeats a REST book taken meanwhile. The WebSocket path waits for a fresh
-# ``book`` after it; a REST book has only best prices to be confirmed by, and the deltas lost in the silence
-# are below the top. The follower asks no REST book on a socket whose LIVE rows went unconfirmed, but a socket
-# without LIVE rows (just reconnected, books not yet sent) goes silent unnoticed. ``--silent-streams`` adds it
-SILENT_STREAM_FAULTS = ("silent_stream",)
 
 
 @dataclass
@@ -828,7 +822,7 @@ class ExchangeSoakConfig(Deadlines):
     fault_gap: tuple[float, float] = (0.2, 0.8)
     fault_hold: float = 2.0  # seconds a slow or stale REST side lasts
     trade_every: int = 0  # trades (the server's default is 20): a withheld token misses them, see ExchangeSoak
-    kinds: tuple[str, ...] = tuple(kind for kind in EXCHANGE_FAULT_KINDS if kind not in SILENT_STREAM_FAULTS)
+    kinds: tuple[str, ...] = EXCHANGE_FAULT_KINDS
     relist_interval: float = 2.0
     resolve_grace: float = 1.0
     verbose: bool = False
@@ -1008,7 +1002,8 @@ class ExchangeSoak:
         async def malformed() -> None:
             await ws.send_malformed(rng.randint(1, 10))
 
-        async def silent_stream() -> None:  # open sockets, no data: every row must leave LIVE by the promise
+        async def silent_stream() -> None:  # open sockets, PONGs, no data: no row may stay LIVE past the promise,
+            # nor a REST book (which has no fresh `book` to come) be confirmed after it
             ws.set_data_stalled(True)
             await asyncio.sleep(config.confirm_interval + config.snapshot_timeout + DETECTION_MARGIN)
             ws.set_data_stalled(False)
@@ -1180,7 +1175,8 @@ def exchange_summary(result: ExchangeSoakResult) -> str:
         f"  withheld snapshots / read LIVE   {result.withheld} / {result.withheld_live} (REST books loaded "
         f"{bootstrap.get('books_loaded', 0)}, requests {bootstrap.get('requests', 0)}, errors "
         f"{bootstrap.get('errors', 0)}, replayed deltas {bootstrap.get('replayed', 0)}, superseded by the WebSocket "
-        f"{bootstrap.get('superseded', 0)}, dropped on a new socket {bootstrap.get('connection_changed', 0)})",
+        f"{bootstrap.get('superseded', 0)}, dropped on a new socket or a silence "
+        f"{bootstrap.get('connection_changed', 0)})",
         f"  follower   listings {exchange.get('listings', 0)} (errors {exchange.get('listing_errors', 0)}), "
         f"announced {exchange.get('announced', 0)}, resolved {exchange.get('resolved', 0)} (by listing "
         f"{exchange.get('resolved_by_listing', 0)}), unsubscribed {exchange.get('unsubscribed', 0)}",
@@ -1213,8 +1209,9 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--markets", type=int, default=110, help="--exchange: markets open at the start (default 110)")
     parser.add_argument(
-        "--silent-streams", action="store_true",
-        help="--exchange: inject silent streams too (a known limit of the REST bootstrap: see SILENT_STREAM_FAULTS)",
+        "--silent-streams", action=argparse.BooleanOptionalAction, default=True,
+        help="--exchange: streams that go silent while the server drops the deltas, PONGs still answered "
+        "(default on; --no-silent-streams leaves them out)",
     )  # fmt: skip
     parser.add_argument("--tokens", type=int, default=20, help="tokens (YES/NO pairs; default 20)")
     parser.add_argument(
@@ -1235,7 +1232,7 @@ def main(argv: list[str] | None = None) -> int:
         exchange_config = ExchangeSoakConfig(
             duration=args.duration, seed=args.seed, markets=args.markets, verbose=args.verbose,
             rate=300.0 if args.rate is None else args.rate,
-            **({"kinds": EXCHANGE_FAULT_KINDS} if args.silent_streams else {}),
+            kinds=tuple(kind for kind in EXCHANGE_FAULT_KINDS if args.silent_streams or kind != "silent_stream"),
         )  # fmt: skip
         exchange_result = asyncio.run(exchange_soak(exchange_config))
         print(exchange_summary(exchange_result))

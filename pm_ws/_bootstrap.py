@@ -11,7 +11,10 @@ whose timestamp is the snapshot's or later are replayed through a dispatcher of 
 frame; older ones are already in the snapshot. A token is asked only once it waited ``after`` on one open
 socket (so the server has long had its subscription when the snapshot is taken: the deltas between the
 snapshot and a later subscription would never come), and its book is dropped (asked again later) if that
-socket changed meanwhile: the deltas of the gap between two sockets are never delivered either. At an
+socket changed meanwhile, or went silent (no market data for longer than ``confirm_interval``, or none yet
+since it opened: a server that goes silent on an open socket drops the deltas meanwhile): the deltas of such a
+gap are never delivered. Once loaded, the connection watches the book: a silence turns its row STALE, before
+the data that ends it could confirm the book (``on_loaded``). At an
 equal timestamp the order of the two is unknown (the market channel has no sequence numbers): the entry
 is replayed, which is harmless for sizes that are absolute, and the WebSocket decides: the book turns
 LIVE only when a ``price_change`` entry or a ``best_bid_ask`` carries best prices equal to it, and a
@@ -79,8 +82,10 @@ class RestBootstrap:
     after : float
         Seconds a token may wait without a book (SUBSCRIBING, STALE or INVALID) before its REST book is asked.
     connection : callable, optional
-        ``connection(token)``: what identifies the open socket that delivers the token's deltas (compared with
-        ``==``), None while it has none or cannot be trusted (by default one that is always up).
+        ``connection(token)``: what identifies the open socket that delivers the token's deltas, and its silences
+        so far (compared with ``==``), None while it has none (by default one that is always up).
+    on_loaded : callable, optional
+        ``on_loaded(token)``, called once a REST book is loaded: the connection drops it on its next silence.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class RestBootstrap:
         clob_url: str,
         after: float,
         connection: Callable[[str], object | None] | None = None,
+        on_loaded: Callable[[str], None] | None = None,
     ) -> None:
         self.taps = taps
         self.store = store = taps.store
@@ -100,7 +106,7 @@ class RestBootstrap:
         self.parked: dict[str, _RestBook] = {}  # REST books waiting for the WebSocket to pass them
         self.connection = connection if connection is not None else _always_up
         self.sockets: dict[str, object] = {}  # token -> its connection when its request was made
-        self.loaded_on: dict[str, object] = {}  # token -> the connection its last REST book was merged on
+        self.on_loaded = on_loaded
         # token -> (monotonic ns it was first seen without a book on this socket, the socket)
         self.waiting_since: dict[str, tuple[int, object]] = {}
         core = sys.modules[type(store).__module__]
@@ -140,7 +146,6 @@ class RestBootstrap:
             self.buffers.pop(token, None)
             self.parked.pop(token, None)
             self.sockets.pop(token, None)
-            self.loaded_on.pop(token, None)
 
     def on_frame(self, frame: str | bytes, recv_ns: int) -> None:
         """Buffer the ``price_change`` entries of tokens whose request is in flight (free when none is)."""
@@ -235,7 +240,7 @@ class RestBootstrap:
         buffered = self.buffers.pop(token, [])
         socket = self.sockets.pop(token, None)
         if socket is None or socket != self.connection(token):
-            counters["connection_changed"] += 1  # deltas were lost between two sockets: asked again later
+            counters["connection_changed"] += 1  # deltas lost between two sockets or in a silence: asked again later
             return
         timestamp = book.timestamp
         try:
@@ -248,7 +253,8 @@ class RestBootstrap:
             counters["superseded"] += 1  # the WebSocket delivered first (or the market resolved)
             return
         counters["books_loaded"] += 1
-        self.loaded_on[token] = socket
+        if self.on_loaded is not None:
+            self.on_loaded(token)
         for item in buffered:
             if item.timestamp < timestamp:
                 counters["older_dropped"] += 1  # already in the snapshot

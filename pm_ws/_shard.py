@@ -28,8 +28,12 @@ logger = logging.getLogger("pm_ws")
 
 HOUSEKEEPING_NS = 5_000_000  # while frames flow, run the housekeeping checks every 5 ms
 ERROR_RETRY_DELAY = 1.0  # seconds before reconnecting when the shard's backoff itself failed
+# Longest control word (``PONG``, ``INVALID OPERATION``, ``NO NEW ASSETS``): a batch whose frames average no more
+# than this carries no market data (a mixed batch may count as none: a silence is then seen longer, never shorter)
+CONTROL_WORD_BYTES = 20
 
 _LIVE = int(State.LIVE)
+_REST_BUILT = (_LIVE, int(State.UNCONFIRMED))  # the states of a REST book a silence may have left behind
 
 
 class ShardState(enum.Enum):
@@ -80,7 +84,7 @@ class ShardOwner(Protocol):
 
     def _emit(self, kind: str, token_id: str | None, data: dict[str, Any]) -> None: ...
 
-    def _mark_stale(self, tokens: list[str], reason: str) -> None: ...
+    def _mark_stale(self, tokens: list[str], reason: str, states: tuple[int, ...] = ...) -> None: ...
 
     def _row(self, token: str, field: int) -> int: ...
 
@@ -109,6 +113,10 @@ class Shard:
         self.probe: dict[str, None] = {}  # LIVE tokens to re-drive on the next flush, staying LIVE
         self.probed: dict[str, int] = {}  # token -> its CONFIRM_TS_NS when last probed
         self.rebuilt_for: set[str] = set()  # tokens that already cost this shard a rebuild
+        # Tokens whose book came from REST while on this socket: no fresh book of theirs may come from the server,
+        # so a data silence (see silence_ended) turns them STALE, for the REST bootstrap to fetch again
+        self.rest_books: set[str] = set()
+        self.silences = 0  # data silences longer than confirm_interval seen, on every socket so far
         self.dirty = False  # tokens or redrive changed since the last flush
         self.flush_waiters: list[asyncio.Future[None]] = []
         self.flush_due = math.inf  # loop time by which the oldest flush waiter's frames must be sent
@@ -120,6 +128,7 @@ class Shard:
         self.next_check_ns = 0  # deadlines and stamps in time.monotonic_ns()
         self.next_confirm_ns = 0  # when the next LIVE row falls due for a probe or STALE
         self.last_frame_ns = 0
+        self.last_data_ns = -math.inf  # the last batch with market data on this socket (PONGs aside)
         self.frames = 0
         self.bytes = 0
         self.connects = 0
@@ -152,13 +161,15 @@ class Shard:
         self.probe.pop(token, None)
         self.probed.pop(token, None)
         self.rebuilt_for.discard(token)
+        self.rest_books.discard(token)
         self.dirty = True
 
     def maybe_waiting(self) -> list[str]:
-        """The tokens that may be without a book: all while the socket is down, else those awaited or to re-drive."""
+        """The tokens that may be without a book: all while the socket is down, else those awaited, to re-drive
+        or with a REST book (a silence may have dropped it)."""
         if not self.up:
             return list(self.tokens)
-        return [*self.awaiting, *self.redrive, *self.deferred]
+        return [*self.awaiting, *self.redrive, *self.deferred, *self.rest_books]
 
     def flush_waiter(self) -> asyncio.Future[None] | None:
         """A future set once the writer sent the frames for the current token set (None: no open socket)."""
@@ -276,7 +287,10 @@ class Shard:
         self.state = ShardState.SUBSCRIBING
         self.healthy = False
         self.last_frame_ns = now
+        # Silent from its opening: it may have opened during a silence of the server, which its first data ends
+        self.last_data_ns = -math.inf
         self.next_check_ns = 0
+        self.rest_books.clear()  # STALE with the socket they came on
         socket.on_end = lambda: self.socket_lost(socket, "closed by the server or the network")
         helpers: list[asyncio.Task[None]] = []
         try:  # from here on the finally closes the socket, whatever fails
@@ -304,6 +318,7 @@ class Shard:
                 helper.add_done_callback(lambda task: self._helper_done(socket, task))
             feed = owner._frame_feed()
             number = self.number
+            silence_ns = owner.confirm_interval * 1e9  # inf: no probing, no silence either
             # Deadlines run on the monotonic clock (a wall-clock step must not fire or freeze them);
             # the rows get the wall clock, comparable with the exchange's timestamps
             monotonic, wall = time.monotonic_ns, time.time_ns
@@ -323,8 +338,13 @@ class Shard:
                         return True
                     feed = owner._frame_feed()  # a tap added since (MarketClient.add_tap) applies from here
                 self.last_frame_ns = now
-                self.frames += len(frames)
-                self.bytes += sum(map(len, frames))
+                count, size = len(frames), sum(map(len, frames))
+                self.frames += count
+                self.bytes += size
+                if size > CONTROL_WORD_BYTES * count:  # market data: before it is fed, a silence it ends is seen
+                    if now - self.last_data_ns > silence_ns:
+                        self.silence_ended()
+                    self.last_data_ns = now
                 received = wall()
                 while frames:  # socket_lost() empties it: a frame's feed may lose the socket
                     feed(take(), received, number)
@@ -472,6 +492,21 @@ class Shard:
         self.probes += len(tokens)
         self.dirty = True
         self.wake.set()
+
+    def silence_ended(self) -> None:
+        """Market data came after a silence: none (PONGs aside) for longer than ``confirm_interval``, or none
+        since the socket opened (it may have opened while the server was silent).
+
+        A server that goes silent on an open socket drops the deltas meanwhile. A book the WebSocket built is
+        probed and re-sent (see the ``unconfirmed`` watchdog); a book from REST has only best prices to be
+        confirmed by, and the deltas lost lay below them: its row turns STALE (before the data that ended the
+        silence can confirm it), and ``silences`` counts one more, so a REST book asked before the silence ended
+        is dropped on arrival (the REST bootstrap compares it).
+        """
+        self.silences += 1
+        if self.rest_books:  # a quiet socket without them is no fault
+            logger.warning("connection %d: market data after a silence: REST books dropped", self.id)
+            self.owner._mark_stale(list(self.rest_books), "silence", _REST_BUILT)
 
     def abort(self, socket: Socket | None, reason: str) -> None:
         """Kill ``socket``, if it is still this shard's, because a watchdog gave up on it; tokens go STALE first."""

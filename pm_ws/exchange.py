@@ -46,8 +46,7 @@ from ._bootstrap import RestBootstrap
 from ._http import HttpClient
 from .client import DEFAULT_URL, ClientEvent, EventCallback, MarketClient
 from .errors import CapacityError
-from .client_events import CAUSE_CORE
-from .row import TOKEN_ID, State
+from .row import TOKEN_ID
 from .gamma import (
     DEFAULT_CLOB_URL, DEFAULT_GAMMA_URL, GammaError, GammaMarket, MarketFilter, list_markets, markets_by_condition_ids,
     string_list,
@@ -67,7 +66,6 @@ BOOTSTRAP_AFTER_TIMEOUTS = 1.5
 # connection again and again. Every BOOTSTRAP_FULL_SCAN_EVERY rounds every token is looked at: a connection
 # gives up awaiting a token (its probes and re-drives spent) that can still be without a book
 BOOTSTRAP_FULL_SCAN_EVERY = 50
-SUSPECT_TIMEOUTS = 2  # a silent socket is trusted again for REST books after this many of the client's promise
 
 
 class ExchangeFollower:
@@ -142,7 +140,7 @@ class ExchangeFollower:
         if bootstrap_after is not None and bootstrap_after < 0:
             bootstrap_after = self.client.snapshot_timeout * BOOTSTRAP_AFTER_TIMEOUTS
         self.bootstrap = (
-            RestBootstrap(self.client._taps, self.http, clob_url, bootstrap_after, self._connection)
+            RestBootstrap(self.client._taps, self.http, clob_url, bootstrap_after, self._connection, self._rest_loaded)
             if bootstrap_after is not None
             else None
         )
@@ -151,11 +149,6 @@ class ExchangeFollower:
         self.listed = asyncio.Event()  # set once the first listing is subscribed
         self._announced: dict[str, tuple[str, ...]] = {}  # new_market not subscribed yet
         self._resolved_at: dict[str, float] = {}  # condition id -> when it resolved (monotonic s)
-        # Sockets that went silent (rows STALE for want of confirmation): a server that drops deltas on an open
-        # socket would leave a REST book taken meanwhile without them, so none is asked or merged there until
-        # a book arrives on it (it delivers again) or SUSPECT_TIMEOUTS x the client's promise passed
-        self._suspect: dict[object, float] = {}  # socket -> monotonic time its suspicion ends
-        self._suspicions: dict[object, int] = {}  # socket -> times it was suspected (a REST book across one drops)
         self._next_listing = 0.0
         self._rounds = 0
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -221,31 +214,12 @@ class ExchangeFollower:
             self._user_frame(frame, recv_ns)
 
     def _on_event(self, event: ClientEvent) -> None:
-        if event.kind == "state":
-            self._watch_socket(event)
-        elif event.kind == "new_market":
+        if event.kind == "new_market":
             self._announce(event.data)
         elif event.kind == "market_resolved":
             self._resolve_event(event.data)
         if self._user_event is not None:
             self._user_event(event)
-
-    def _watch_socket(self, event: ClientEvent) -> None:
-        shard = self.client._owner.get(event.token_id or "")
-        if shard is None or shard.socket is None:
-            return
-        data = event.data
-        # A REST-built row's probe is a re-subscription whose book may never come: no sign of a silent socket
-        loaded_on = self.bootstrap.loaded_on.get(event.token_id or "") if self.bootstrap is not None else None
-        rest_built = loaded_on is not None and loaded_on == self._identity(shard.socket)
-        if data["state"] is State.STALE and data["reason"] == "unconfirmed" and not rest_built:
-            client = self.client
-            promise = (client.confirm_interval or 0.0) + client.snapshot_timeout  # "unconfirmed" needs one
-            if shard.socket not in self._suspect:
-                self._suspicions[shard.socket] = self._suspicions.get(shard.socket, 0) + 1
-            self._suspect[shard.socket] = time.monotonic() + SUSPECT_TIMEOUTS * promise
-        elif data["state"] is State.LIVE and data["cause"] == CAUSE_CORE:
-            self._suspect.pop(shard.socket, None)
 
     def _announce(self, payload: dict[str, Any]) -> None:
         condition_id = _text(payload.get("market") or payload.get("condition_id"))
@@ -294,11 +268,6 @@ class ExchangeFollower:
         if due:
             await self._drop(due)
         self._rounds += 1
-        if self._suspect:
-            self._suspect = {socket: end for socket, end in self._suspect.items() if end > now}
-        if self._suspicions and self._rounds % BOOTSTRAP_FULL_SCAN_EVERY == 0:  # forget dead sockets
-            alive = {shard.socket for shard in self.client._shards}
-            self._suspicions = {socket: n for socket, n in self._suspicions.items() if socket in alive}
         if self.bootstrap is not None:
             full = self._rounds % BOOTSTRAP_FULL_SCAN_EVERY == 0
             candidates = list(self.client._owner) if full else self._maybe_waiting(self.bootstrap)
@@ -395,15 +364,18 @@ class ExchangeFollower:
         return [token for token in candidates if token in owner]
 
     def _connection(self, token: str) -> object | None:
-        # The open socket that delivers a token's deltas and how often it went silent: a REST book is merged only
-        # if the same socket delivered all along, never silent meanwhile (None: none, or silent now)
+        # The open socket that delivers a token's deltas and how often its connection went silent: a REST book is
+        # merged only if the same socket delivered all along, never silent meanwhile (None: no open socket)
         shard = self.client._owner.get(token)
-        if shard is None or not shard.up or shard.socket in self._suspect:
+        if shard is None or not shard.up or shard.socket is None:
             return None
-        return self._identity(shard.socket)
+        return (shard.socket, shard.silences)
 
-    def _identity(self, socket: object) -> object:
-        return (socket, self._suspicions.get(socket, 0))
+    def _rest_loaded(self, token: str) -> None:
+        # Its connection turns the row STALE on a silence: no fresh book of it may come to replace the deltas lost
+        shard = self.client._owner.get(token)
+        if shard is not None:
+            shard.rest_books.add(token)
 
     def _stop_awaiting(self, tokens: list[str]) -> None:
         # The REST bootstrap takes over: a further miss of these tokens must not rebuild their connection

@@ -65,3 +65,39 @@ async def test_exchange_soak_reports_a_live_row_the_server_left(soak: ModuleType
 
     assert result.wrong_live > 0, soak.exchange_summary(result)
     assert any("not a server top" in text for text in result.violations), soak.exchange_summary(result)
+
+
+# Silent streams (the server drops every delta on open sockets, PONGs still answered) right after reconnects with
+# a slow REST side: REST books are asked, taken and merged across the silences, on sockets without a LIVE row
+# or opened while the server was silent
+SILENT: dict[str, Any] = FAST | {"kinds": ("silent_stream", "http_slow")}
+
+
+@pytest.mark.slow
+async def test_exchange_soak_silent_streams_leave_no_rest_book_live_without_its_deltas(soak: ModuleType) -> None:
+    assert "silent_stream" in soak.ExchangeSoakConfig().kinds  # one of the product's faults: on by default
+    config = soak.ExchangeSoakConfig(duration=10.0, seed=1, markets=105, rate=300.0, withheld_share=0.2, **SILENT)
+
+    result = await soak.exchange_soak(config)
+
+    report = soak.exchange_summary(result)
+    assert result.violations == [], report
+    assert result.wrong_live == 0, report
+    assert result.injected["silent_stream"] >= 2, report
+    assert result.withheld_live > 0 and result.follower["bootstrap"]["books_loaded"] > 0, report
+
+
+@pytest.mark.slow
+async def test_exchange_soak_reports_rest_books_confirmed_across_a_silence(
+    soak: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The checker's teeth for the run above: connections that never notice a silence let the REST books taken
+    # across one be confirmed by a delta whose best prices match, below which deltas were lost
+    from pm_ws._shard import Shard
+
+    monkeypatch.setattr(Shard, "silence_ended", lambda shard: None)
+    config = soak.ExchangeSoakConfig(duration=10.0, seed=1, markets=105, rate=300.0, withheld_share=0.2, **SILENT)
+
+    result = await soak.exchange_soak(config)
+
+    assert result.wrong_live > 0, soak.exchange_summary(result)
