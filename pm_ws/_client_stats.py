@@ -26,6 +26,7 @@ def connection_stats(shard: Shard, now: int) -> dict[str, Any]:
         "probes": shard.probes,
         "aborts": shard.aborts,
         "pings": shard.pings,
+        "silences": shard.silences,  # market data paused longer than confirm_interval (REST books dropped)
         "awaiting_snapshot": len(shard.awaiting),
         "last_frame_age": (now - shard.last_frame_ns) / 1e9 if shard.last_frame_ns else None,
     }

@@ -29,7 +29,9 @@ class ClientEvent(NamedTuple):
     - ``"state"``: a token's row changed state as seen by the client;
       ``{"state": State, "reason": str, "cause": str}``. ``cause`` says who changed the row:
       :data:`CAUSE_MARKED` (the client called ``store.mark_stale``: ``reason`` is ``"subscribed"``
-      for a LIVE row of a shared store, ``"unconfirmed"`` or the disconnect's reason),
+      for a LIVE row of a shared store, ``"unconfirmed"``, ``"silence"`` for a REST-built row of the
+      whole-exchange mode when its connection's market data resumes after a silence, or the
+      disconnect's reason),
       :data:`CAUSE_STOPPED` (the client marked it STALE because it is stopping; ``reason``
       ``"client stopped"``) or :data:`CAUSE_CORE` (the dispatcher set it from a frame and the client
       reports it: ``reason`` ``"snapshot"`` for a book that arrived, LIVE or INVALID if crossed,
