@@ -17,7 +17,7 @@ from pm_ws.recording import KIND_META, PartedWriter, RecordingReader, RecordingW
 from pm_ws.row import State
 from test_cli import ServerThread, quiet_server, server_thread  # noqa: F401 - quiet_server is a fixture
 
-START = {"type": "start", "format": 2, "url": "ws://x", "tool": "test"}
+START = {"type": "start", "format": 2, "url": "ws://127.0.0.1:9", "tool": "test"}
 
 
 class FakeClock:
